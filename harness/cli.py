@@ -1,0 +1,184 @@
+"""The `seqbench` command line (typer).
+
+    seqbench run TASK [--model M] [--modality X] [--data SRC] [--seq-len L] [--steps N] ...
+    seqbench list tasks|models|modalities
+    seqbench ui [--tracking-uri URI] [--port P]
+    seqbench bench kernels [--out FILE]
+
+Bad input (unknown name, impossible length, missing file, ...) prints one line on stderr and
+exits with code 2; a finished run exits 0, a run that ended otherwise (oom, diverged,
+interrupted) exits 1 after its status is recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.config import RunConfig, format_length, parse_length, parse_lengths
+from harness.errors import SeqbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA.")
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Speed benchmarks (scripts, not tests).")
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Turn SeqbenchError into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SeqbenchError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _parse_model_kwargs(pairs: list[str]) -> dict:
+    """--set d_model=128 --set n_layers=4 -> {"d_model": 128, "n_layers": 4}."""
+    kwargs = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SeqbenchError(f"--set takes key=value, got {pair!r}")
+        for cast in (int, float):
+            try:
+                kwargs[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            kwargs[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return kwargs
+
+
+@app.command()
+@user_errors
+def run(
+    task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
+    model: str = typer.Option("mamba", help="Model family (see `seqbench list models`)."),
+    modality: Optional[str] = typer.Option(None, help="Modality; default: the task's."),
+    data: Optional[str] = typer.Option(None, help="The modality's source: a file, folder or dataset name."),
+    seq_len: Optional[str] = typer.Option(None, help="Training length: 256, 1k, 64k, 1m, 2^20."),
+    steps: Optional[int] = typer.Option(None, help="Training steps; default: the task's."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size; default: the task's."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate; default: the task's."),
+    seed: int = typer.Option(0, help="Seed for the data and the initialisation."),
+    device: str = typer.Option("auto", help="auto (CUDA if present), cpu or cuda."),
+    eval_lengths: Optional[str] = typer.Option(None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k."),
+    eval_samples: int = typer.Option(256, help="Evaluation sequences per length (fewer at very long lengths)."),
+    set_: list[str] = typer.Option([], "--set", help="Model setting key=value, e.g. --set d_model=128."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."),
+    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the task's name."),
+    resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train and evaluate one model on one task at one length, tracked in MLflow."""
+    from harness.registry import registry
+
+    registry("models").target(model)  # unknown names fail before anything heavy is imported
+    registry("tasks").target(task)
+    if data is not None and "://" not in data and not Path(data).exists() and "/" in data and Path(data).suffix:
+        raise SeqbenchError(f"data file {data} does not exist")
+    config = RunConfig(
+        task=task, model=model, modality=modality, data=data,
+        seq_len=parse_length(seq_len) if seq_len else None, steps=steps, batch_size=batch_size, lr=lr,
+        seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
+        eval_samples=eval_samples, model_kwargs=_parse_model_kwargs(set_), tracking_uri=tracking_uri,
+        experiment=experiment, resume=resume,
+    )
+    from harness.runner import run as run_one
+
+    result = run_one(config, console=err, progress=progress)
+    _print_result(result)
+    if result.status != "ok":
+        raise typer.Exit(1)
+
+
+def _print_result(result) -> None:
+    config = result.config
+    table = Table(title=f"{config.task} · {config.model} · trained at {format_length(config.seq_len)} "
+                        f"for {result.steps_done} steps · status {result.status}")
+    table.add_column("eval length", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("loss", justify="right")
+    table.add_column("samples", justify="right")
+    for seq_len in config.eval_lengths:
+        acc = result.metrics.get(f"accuracy/{seq_len}")
+        if acc is None:
+            table.add_row(format_length(seq_len), "-", "-", "-")
+            continue
+        table.add_row(format_length(seq_len), f"{100 * acc:.1f}%", f"{result.metrics[f'loss/{seq_len}']:.3f}",
+                      str(int(result.metrics[f"samples/{seq_len}"])))
+    out.print(table)
+    if result.message:
+        out.print(f"[yellow]{result.message}")
+    out.print(f"MLflow run {result.run_id} · open with: seqbench ui")
+
+
+@app.command("list")
+@user_errors
+def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -> None:
+    """List the tasks, models or modalities that are available (built-ins and plugins)."""
+    from harness.registry import registry
+
+    for name in registry(kind).names():
+        out.print(name)
+
+
+@app.command()
+@user_errors
+def ui(
+    tracking_uri: Optional[str] = typer.Option(None, help="Store to show; default the one runs use."),
+    port: int = typer.Option(5000, help="Port on 127.0.0.1."),
+) -> None:
+    """Start the MLflow UI on the store the runs use (loopback only) and print its URL."""
+    from harness.tracking import resolve_tracking_uri, sqlite_path
+
+    uri = resolve_tracking_uri(tracking_uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise SeqbenchError(f"no tracking store at {db}; run `seqbench run ...` first or pass --tracking-uri")
+    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    try:
+        subprocess.run([mlflow_bin, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+                       check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+@bench_app.command("kernels")
+@user_errors
+def bench_kernels(out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write.")) -> None:
+    """Selective-scan forward and forward+backward times vs the CUDA reference and flash attention."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench kernels` times the Triton kernels and needs a CUDA device")
+    from kernels.bench import run_kernel_bench
+
+    run_kernel_bench(out_file)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

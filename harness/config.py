@@ -1,0 +1,150 @@
+"""Run configuration: what the user asked for, resolved against the task's paper defaults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from harness.errors import SeqbenchError
+
+_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_length(text: str | int) -> int:
+    """'4096', '1k' (1024), '64K', '1m' (2^20), '2^10' -> int. SeqbenchError on anything else."""
+    if isinstance(text, int):
+        value = text
+    else:
+        s = text.strip().lower()
+        power = re.fullmatch(r"2\^(\d+)", s)
+        match = re.fullmatch(r"(\d+)\s*([kmg]?)", s)
+        if power:
+            value = 1 << int(power.group(1))
+        elif match:
+            value = int(match.group(1)) * _SUFFIX[match.group(2)]
+        else:
+            raise SeqbenchError(f"cannot read length {text!r}; use an integer, 1k/64k/1m or 2^N")
+    if value < 1:
+        raise SeqbenchError(f"length must be >= 1, got {value}")
+    return value
+
+
+def parse_lengths(text: str) -> list[int]:
+    """'256,1k,1m' -> [256, 1024, 1048576] (order kept, duplicates dropped)."""
+    values = [parse_length(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise SeqbenchError(f"no lengths in {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def format_length(n: int) -> str:
+    """1024 -> '1k', 1048576 -> '1m', 300 -> '300'."""
+    for suffix, size in (("m", 1 << 20), ("k", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)
+
+
+# Fields that do not change what a run computes: left out of the config hash.
+_NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "log_every", "progress", "run_name"}
+
+
+@dataclass
+class RunConfig:
+    """One run. Fields left as None take the task's defaults in `resolve`."""
+
+    task: str
+    model: str = "mamba"
+    modality: str | None = None
+    data: str | None = None
+    seq_len: int | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_steps: int | None = None
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int | None = None
+    eval_lengths: list[int] | None = None
+    eval_samples: int = 256
+    eval_tokens: int | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    checkpoint_dir: str = ".seqbench/checkpoints"
+    resume: bool = False
+    log_every: int = 10
+    run_name: str | None = None
+
+    def resolve(self, task, device_type: str) -> "RunConfig":
+        """Fill every None from the task's defaults and check the values; returns a new config."""
+        d = task.defaults
+        model_kwargs = d.model_defaults(self.model)
+        model_kwargs.update(self.model_kwargs)
+        eval_lengths = self.eval_lengths
+        if eval_lengths is None:
+            eval_lengths = list(d.eval_lengths)
+            if device_type != "cuda":  # the CPU path is slow at very long lengths; say so, don't hide it
+                eval_lengths = [n for n in eval_lengths if n <= CPU_DEFAULT_MAX_EVAL_LENGTH]
+        resolved = replace(
+            self,
+            modality=task.modality,
+            seq_len=self.seq_len or d.seq_len,
+            steps=d.steps if self.steps is None else self.steps,
+            batch_size=self.batch_size or d.batch_size,
+            lr=d.lr if self.lr is None else self.lr,
+            weight_decay=d.weight_decay if self.weight_decay is None else self.weight_decay,
+            schedule=self.schedule or d.schedule,
+            warmup_steps=d.warmup_steps if self.warmup_steps is None else self.warmup_steps,
+            grad_clip=d.grad_clip if self.grad_clip is None else self.grad_clip,
+            eval_every=d.eval_every if self.eval_every is None else self.eval_every,
+            eval_lengths=sorted(set(eval_lengths)),
+            eval_tokens=self.eval_tokens or (1 << 24 if device_type == "cuda" else 1 << 18),
+            model_kwargs=model_kwargs,
+            experiment=self.experiment or task.name,
+        )
+        resolved.validate()
+        task.check_seq_len(resolved.seq_len)
+        for n in resolved.eval_lengths:
+            task.check_seq_len(n)
+        return resolved
+
+    def validate(self) -> None:
+        checks = [
+            (self.steps is not None and self.steps > 0, f"--steps must be > 0, got {self.steps}"),
+            (self.batch_size is not None and self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
+            (self.lr is not None and self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
+            (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
+            (self.eval_samples > 0, f"--eval-samples must be > 0, got {self.eval_samples}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SeqbenchError(message)
+
+    def hash(self) -> str:
+        """Stable 12-hex-digit id of what the run computes (used for checkpoints and resume)."""
+        payload = {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def to_params(self) -> dict[str, str]:
+        """Flattened params for MLflow: model kwargs become model.<name>."""
+        params: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "model_kwargs":
+                params.update({f"model.{k}": str(v) for k, v in sorted(value.items())})
+            elif f.name == "eval_lengths" and value is not None:
+                params[f.name] = ",".join(format_length(n) for n in value)
+            else:
+                params[f.name] = str(value)
+        params["config_hash"] = self.hash()
+        return params
+
+
+CPU_DEFAULT_MAX_EVAL_LENGTH = 1 << 14

@@ -1,0 +1,284 @@
+"""Train and evaluate one (task, modality, model, length) and record it in MLflow.
+
+The loop: AdamW with the task's schedule, gradient clipping, bf16 autocast on CUDA (fp32 on CPU),
+periodic evaluation at the training length, a final evaluation at every requested length, and a
+checkpoint at the end (or on interruption) that `resume` continues from. Every way a run can end
+is a status: ok, diverged (NaN/inf loss), interrupted (Ctrl-C), oom, failed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from harness.config import RunConfig, format_length
+from harness.errors import SeqbenchError
+from harness.tracking import RunTracker, code_version, resolve_tracking_uri, setup_experiment
+from models import build_model
+from models.backbone import cross_entropy, parameter_groups
+from tasks import get_task
+from tasks.base import IGNORE_INDEX, Task
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its status, MLflow run id, final metrics and where it stopped."""
+
+    status: str
+    run_id: str
+    config: RunConfig
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps_done: int = 0
+    message: str = ""
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SeqbenchError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def learning_rate(config: RunConfig, step: int) -> float:
+    """Linear warmup, then constant or cosine decay to min(1e-5, lr)."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    floor = min(1e-5, config.lr)
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return floor + 0.5 * (config.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak tensor memory on CUDA; on CPU the process's peak resident set (covers everything)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _scored(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets at the scored positions, aligned (handles the last-position-only head)."""
+    if task.head.kind == "token" and task.scores_last_position_only:
+        return logits[:, -1:], targets[:, -1:]
+    return logits, targets
+
+
+def train_loss(model, task: Task, batch, device) -> torch.Tensor:
+    with _autocast(device):
+        logits = model(batch.inputs, last_only=task.scores_last_position_only)
+    logits, targets = _scored(task, logits, batch.targets)
+    return cross_entropy(logits, targets)
+
+
+@torch.no_grad()
+def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Loss and accuracy over `n_samples` held-out sequences of length `seq_len`."""
+    model.eval()
+    total_loss = correct = scored = 0.0
+    tokens = 0
+    start = time.perf_counter()
+    for batch in task.eval_batches(seq_len, n_samples, batch_size):
+        batch = batch.to(device)
+        with _autocast(device):
+            logits = model(batch.inputs, last_only=task.scores_last_position_only)
+        logits, targets = _scored(task, logits, batch.targets)
+        mask = targets != IGNORE_INDEX
+        n = int(mask.sum())
+        total_loss += float(cross_entropy(logits, targets)) * n
+        correct += float((logits.argmax(-1) == targets)[mask].sum())
+        scored += n
+        tokens += batch.inputs.numel()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    model.train()
+    return {
+        "loss": total_loss / max(1, scored),
+        "accuracy": correct / max(1, scored),
+        "samples": float(n_samples),
+        "tokens_per_s": tokens / max(seconds, 1e-9),
+    }
+
+
+def eval_plan(config: RunConfig, seq_len: int) -> tuple[int, int]:
+    """(samples, batch size) at `seq_len`: `eval_samples` at most, fewer at long lengths so one
+    length costs about `eval_tokens` tokens, never fewer than 16 samples (or eval_samples)."""
+    samples = max(min(16, config.eval_samples), min(config.eval_samples, config.eval_tokens // seq_len))
+    batch = max(1, min(64, samples, config.eval_tokens // 16 // seq_len or 1))
+    return samples, batch
+
+
+def checkpoint_path(config: RunConfig) -> Path:
+    return Path(config.checkpoint_dir) / f"{config.task}-{config.model}-{config.hash()}.pt"
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, run_id: str) -> None:
+    """Write to a temporary name, then rename: an interrupted save leaves the old checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "run_id": run_id}, tmp)
+    os.replace(tmp, path)
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=not enabled, transient=False,
+    )
+
+
+def run(config: RunConfig, console: Console | None = None, progress: bool = True,
+        parent_run_id: str | None = None) -> RunResult:
+    """Resolve, train, evaluate and track one run. Bad input raises SeqbenchError before any
+    tracking starts; once the run exists, every ending is recorded as its status."""
+    console = console or Console(stderr=True)
+    device = pick_device(config.device)
+    task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed)
+    config = config.resolve(task, device.type)
+    seed_everything(config.seed)
+    model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs).to(device)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+
+    ckpt = checkpoint_path(config)
+    start_step, run_id = 0, None
+    if config.resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, run_id = state["step"], state["run_id"]
+        console.print(f"resuming from {ckpt} at step {start_step}")
+
+    uri = resolve_tracking_uri(config.tracking_uri)
+    experiment_id = setup_experiment(uri, config.experiment)
+    tags = {"task": config.task, "modality": config.modality, "model": config.model,
+            "seq_len": str(config.seq_len), "status": "running", "config_hash": config.hash()}
+    name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
+    tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
+    params = config.to_params()
+    params.update({"code_version": code_version(), "device_name": _device_name(device),
+                   "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
+                   "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__})
+    tracker.log_params(params)
+
+    result = RunResult(status="ok", run_id=tracker.run_id, config=config, steps_done=start_step)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        _train(config, task, model, optimizer, tracker, device, console, progress, result, start_step)
+        if result.status == "ok":
+            _final_eval(config, task, model, tracker, device, console, progress, result)
+    except KeyboardInterrupt:
+        result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C)"
+    except torch.OutOfMemoryError as exc:
+        result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
+    except Exception as exc:  # recorded, then re-raised: a bug must stay visible
+        result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
+        _close(tracker, model, optimizer, ckpt, result, device)
+        raise
+    _close(tracker, model, optimizer, ckpt, result, device)
+    return result
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _close(tracker: RunTracker, model, optimizer, ckpt: Path, result: RunResult, device: torch.device) -> None:
+    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status."""
+    try:
+        if result.steps_done > 0 and result.status in ("ok", "interrupted"):
+            save_checkpoint(ckpt, model, optimizer, result.steps_done, tracker.run_id)
+            tracker.set_tags({"checkpoint": str(ckpt.resolve())})
+        tracker.log_metrics({"peak_memory_mb": peak_memory_mb(device)}, step=result.steps_done)
+        if result.message:
+            tracker.set_tags({"error": result.message[:5000]})
+    finally:
+        tracker.finish(result.status)
+
+
+def _train(config, task, model, optimizer, tracker, device, console, progress, result, start_step) -> None:
+    model.train()
+    tokens = 0
+    train_seconds = 0.0
+    with _progress(console, progress) as bar:
+        job = bar.add_task("train", total=config.steps, completed=start_step, info="")
+        for step in range(start_step, config.steps):
+            t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            batch = task.train_batch(step, config.batch_size, config.seq_len).to(device)
+            loss = train_loss(model, task, batch, device)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                result.status, result.message = "diverged", f"loss became {value} at step {step}"
+                tracker.log_metrics({"train_loss": value if math.isfinite(value) else 1e30}, step=step)
+                return
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            train_seconds += time.perf_counter() - t0
+            tokens += batch.inputs.numel()
+            result.steps_done = step + 1
+            if step % config.log_every == 0 or step + 1 == config.steps:
+                tracker.log_metrics({"train_loss": value, "lr": optimizer.param_groups[0]["lr"],
+                                     "grad_norm": float(grad_norm),
+                                     "train_tokens_per_s": tokens / max(train_seconds, 1e-9)}, step=step)
+            info = f"loss {value:.3f}"
+            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
+                samples, eval_batch = eval_plan(config, config.seq_len)
+                metrics = evaluate(model, task, config.seq_len, samples, eval_batch, device)
+                tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k in ("loss", "accuracy")}, step=step)
+                info += f"  val acc {metrics['accuracy']:.3f}"
+                result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
+            bar.update(job, advance=1, info=info)
+    result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
+    result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
+    tracker.log_metrics({"train_tokens_per_s": result.metrics["train_tokens_per_s"]}, step=result.steps_done)
+
+
+def _final_eval(config, task, model, tracker, device, console, progress, result) -> None:
+    """Evaluate at every length; an OOM at one length is recorded and longer ones are skipped."""
+    with _progress(console, progress) as bar:
+        job = bar.add_task("evaluate", total=len(config.eval_lengths), info="")
+        for n, seq_len in enumerate(config.eval_lengths):
+            label = format_length(seq_len)
+            bar.update(job, info=f"length {label}")
+            samples, eval_batch = eval_plan(config, seq_len)
+            try:
+                metrics = evaluate(model, task, seq_len, samples, eval_batch, device)
+            except torch.OutOfMemoryError:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                skipped = [format_length(s) for s in config.eval_lengths[n:]]
+                tracker.set_tags({"eval_oom_from": str(seq_len)})
+                console.print(f"[yellow]evaluation ran out of memory at length {label}; skipped {', '.join(skipped)}")
+                break
+            named = {f"{k}/{seq_len}": v for k, v in metrics.items()}
+            tracker.log_metrics(named, step=result.steps_done)
+            result.metrics.update(named)
+            bar.update(job, advance=1)

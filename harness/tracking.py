@@ -1,0 +1,135 @@
+"""MLflow tracking: the embedded SQLite store by default, any tracking URI on request.
+
+The store and the experiment are created before a run starts (concurrent SQLite schema setup
+races otherwise). Metrics are buffered and sent in batches so per-step logging stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import SeqbenchError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# Run outcome (our `status` tag) -> MLflow's run status.
+MLFLOW_STATUS = {"ok": "FINISHED", "interrupted": "KILLED", "running": "RUNNING"}
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (relative paths against the working directory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database in ./mlruns, wherever the run starts."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    return (db.resolve().parent / "mlruns" / experiment).as_uri()
+
+
+def setup_experiment(uri: str, experiment: str) -> str:
+    """Create the store (if new) and the experiment (if missing); return the experiment id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None and not db.resolve().parent.is_dir():
+        raise SeqbenchError(f"tracking store folder {db.resolve().parent} does not exist")
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(experiment, artifact_location=_artifact_location(uri, experiment))
+    except Exception:  # created meanwhile by a concurrent process
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def code_version() -> str:
+    """Git sha of the installed source tree (with '-dirty' when modified), or 'unknown'."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunTracker:
+    """One MLflow run: params, buffered metrics, tags, artifacts, and the final status."""
+
+    def __init__(self, uri: str, experiment_id: str, run_id: str | None = None, run_name: str | None = None,
+                 tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(uri)
+        self.uri = uri
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        if run_id is None:
+            run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+            self.run_id = run.info.run_id
+        else:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            for key, value in all_tags.items():
+                self.client.set_tag(run_id, key, value)
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(self.run_id, params=new[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if len(self._pending) >= 500 or time.monotonic() - self._last_flush > 5:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        self._pending = []
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def finish(self, status: str) -> None:
+        """Flush, tag `status` (ok/oom/diverged/interrupted/failed/...) and close the run."""
+        self.flush()
+        self.client.set_tag(self.run_id, "status", status)
+        self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))

@@ -1,0 +1,112 @@
+"""The Mamba block (Gu & Dao 2023, §3.4) on the selective-scan kernel.
+
+in_proj (d -> 2·expand·d) splits into x and the gate z; x passes a causal depthwise conv (width
+d_conv) and SiLU; x_proj gives the input-dependent dt (rank dt_rank), B and C; dt_proj lifts dt to
+every channel; the selective scan (kernels.selective_scan: Triton on CUDA, PyTorch on CPU) fuses
+softplus, discretisation, the D skip and the SiLU(z) gate; out_proj returns to d.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kernels import selective_scan
+from kernels.reference import causal_conv1d_ref
+from models.backbone import SequenceModel
+from tasks.base import HeadSpec
+
+
+class MambaMixer(nn.Module):
+    """One selective-SSM mixer: (batch, length, d_model) -> (batch, length, d_model)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        bias: bool = False,
+        conv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.conv_weight = nn.Parameter(torch.empty(self.d_inner, d_conv))
+        self.conv_bias = nn.Parameter(torch.zeros(self.d_inner)) if conv_bias else None
+        bound = 1 / math.sqrt(d_conv)  # PyTorch's Conv1d default for a depthwise kernel
+        nn.init.uniform_(self.conv_weight, -bound, bound)
+        if self.conv_bias is not None:
+            nn.init.uniform_(self.conv_bias, -bound, bound)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+
+        # dt_proj: weights so that dt starts at the scale of its init; bias = softplus^-1(dt) with
+        # dt log-uniform in [dt_min, dt_max].
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        self.dt_proj.bias._no_reinit = True
+        self.dt_proj.bias._no_weight_decay = True
+
+        # S4D-real: A = -(1..N) for every channel, stored as log for positivity.
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.D._no_weight_decay = True
+
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.out_proj.writes_residual = True
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        batch, length, _ = hidden.shape
+        xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2·d_inner, l)
+        x, z = xz.chunk(2, dim=1)
+        x = causal_conv1d_ref(x.contiguous(), self.conv_weight.to(x.dtype),
+                              None if self.conv_bias is None else self.conv_bias.to(x.dtype), activation="silu")
+        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, l, dt_rank + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (b, d_inner, l); bias added in the scan
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(
+            x.contiguous(), dt.contiguous(), A,
+            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+            D=self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+        )
+        return self.out_proj(y.transpose(1, 2))
+
+
+def build_mamba(
+    vocab_size: int,
+    head: HeadSpec,
+    d_model: int = 64,
+    n_layers: int = 2,
+    d_state: int = 16,
+    d_conv: int = 4,
+    expand: int = 2,
+    residual_in_fp32: bool = True,
+) -> SequenceModel:
+    """A Mamba language/classification model on the shared backbone (no MLP: Mamba blocks only)."""
+    return SequenceModel(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        n_layers=n_layers,
+        mixer_factory=lambda i: MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand),
+        head=head,
+        residual_in_fp32=residual_in_fp32,
+        family="mamba",
+    )

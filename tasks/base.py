@@ -1,0 +1,117 @@
+"""The Task protocol: data for a (modality, length, split, seed), the head, and defaults.
+
+A task owns everything that is specific to one benchmark; the runner trains and evaluates any
+task the same way. Tasks draw every batch from a generator seeded by (seed, split, step or
+length), so the same seed gives the same data on every machine and after a resume.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from harness.errors import SeqbenchError
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Token ids (batch, length) int64 and targets: (batch, length) with IGNORE_INDEX where no
+    prediction is scored (token head), or (batch,) class ids (class head)."""
+
+    inputs: Tensor
+    targets: Tensor
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What the model's head outputs: next-token logits over `n_outputs` ids at each position
+    ("token"), or one distribution over `n_outputs` classes per sequence ("class", pooled)."""
+
+    kind: Literal["token", "class"]
+    n_outputs: int
+    pool: Literal["last", "mean"] = "last"
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """The paper's settings for a task; every field can be overridden from the CLI."""
+
+    modality: str
+    seq_len: int
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.1
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    eval_lengths: tuple[int, ...] = ()
+    model_kwargs: dict[str, dict] = field(default_factory=dict)
+
+    def model_defaults(self, model: str) -> dict:
+        """Model size for this task: the entry for `model`, else the "default" entry."""
+        return dict(self.model_kwargs.get(model, self.model_kwargs.get("default", {})))
+
+
+class Task(ABC):
+    """A benchmark task. Subclasses set `name`, `modalities`, `defaults` and implement the data."""
+
+    name: ClassVar[str]
+    modalities: ClassVar[tuple[str, ...]]
+    defaults: ClassVar[TaskDefaults]
+    main_metric: ClassVar[str] = "accuracy"
+    #: True when only the last position carries a target: the model then computes the head there only.
+    scores_last_position_only: ClassVar[bool] = False
+
+    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0) -> None:
+        self.modality = modality or self.defaults.modality
+        if self.modality not in self.modalities:
+            raise SeqbenchError(
+                f"task {self.name!r} does not take modality {self.modality!r}; accepted: {', '.join(self.modalities)}"
+            )
+        self.data = data
+        self.seed = seed
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of input ids the embedding must hold."""
+
+    @property
+    @abstractmethod
+    def head(self) -> HeadSpec:
+        """The head the model needs for this task."""
+
+    def check_seq_len(self, seq_len: int) -> None:
+        """Raise SeqbenchError when the task cannot be posed at `seq_len`."""
+        if seq_len < 1:
+            raise SeqbenchError(f"sequence length must be >= 1, got {seq_len}")
+
+    @abstractmethod
+    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+        """The training batch of `step` (deterministic in seed and step)."""
+
+    @abstractmethod
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+        """Held-out batches at `seq_len`, `n_samples` sequences in all (deterministic in seed)."""
+
+
+def generator(seed: int, *stream: int) -> torch.Generator:
+    """A CPU generator for one data stream: (seed, split id, step) -> independent sequences."""
+    g = torch.Generator()
+    mixed = seed
+    for part in stream:
+        mixed = (mixed * 6364136223846793005 + part * 1442695040888963407 + 1) % (1 << 63)
+    g.manual_seed(mixed)
+    return g
