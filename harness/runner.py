@@ -42,6 +42,9 @@ class RunResult:
 
 
 def pick_device(choice: str) -> torch.device:
+    """auto -> CUDA when present, else CPU; an explicit cuda without a GPU is a user error."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise SeqbenchError(f"--device must be auto, cpu or cuda, got {choice!r}")
     if choice == "cuda" and not torch.cuda.is_available():
         raise SeqbenchError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
     if choice == "auto":

@@ -97,7 +97,7 @@ class RunTracker:
             for key, value in all_tags.items():
                 self.client.set_tag(run_id, key, value)
         self._pending: list[Any] = []
-        self._last_flush = time.monotonic()
+        self._last_flush = 0.0  # the first metrics go out at once: the store shows the run has started
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param

@@ -35,8 +35,10 @@ class MambaMixer(nn.Module):
         dt_init_floor: float = 1e-4,
         bias: bool = False,
         conv_bias: bool = True,
+        scan_backend: str = "auto",
     ) -> None:
         super().__init__()
+        self.scan_backend = scan_backend
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
@@ -86,6 +88,7 @@ class MambaMixer(nn.Module):
             x.contiguous(), dt.contiguous(), A,
             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
             D=self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            backend=self.scan_backend,
         )
         return self.out_proj(y.transpose(1, 2))
 
@@ -99,13 +102,16 @@ def build_mamba(
     d_conv: int = 4,
     expand: int = 2,
     residual_in_fp32: bool = True,
+    scan_backend: str = "auto",
 ) -> SequenceModel:
-    """A Mamba language/classification model on the shared backbone (no MLP: Mamba blocks only)."""
+    """A Mamba language/classification model on the shared backbone (no MLP: Mamba blocks only).
+    `scan_backend` picks the selective-scan implementation: auto (Triton on CUDA), triton, reference."""
     return SequenceModel(
         vocab_size=vocab_size,
         d_model=d_model,
         n_layers=n_layers,
-        mixer_factory=lambda i: MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand),
+        mixer_factory=lambda i: MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+                                           scan_backend=scan_backend),
         head=head,
         residual_in_fp32=residual_in_fp32,
         family="mamba",

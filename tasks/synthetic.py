@@ -24,6 +24,12 @@ class InductionHeads(Task):
     Layout: ids 0..vocab-2 are ordinary tokens, vocab-1 is the special token. Position p is
     uniform in [0, L-3]; x[p] = special, x[p+1] = X, x[L-1] = special; every other position is a
     uniform ordinary token. Only the last position is scored (target X); chance is 1/(vocab-1).
+
+    Defaults: the paper trains Mamba at batch 8, constant LR 1e-3 for 204,800 steps. That budget
+    is out of reach on a CPU, so the default is a short one that solves the task: on the H200 the
+    2-layer d_model-64 Mamba stayed at chance for 2,000 steps at LR 1e-3 (batch 8, 16 and 32)
+    but jumped to 100% at step ~800 with batch 16 and LR 3e-3 (~500 with batch 32). The paper's
+    setting is `--batch-size 8 --lr 1e-3 --steps 204800`.
     """
 
     name = "induction-heads"
@@ -33,14 +39,14 @@ class InductionHeads(Task):
     defaults = TaskDefaults(
         modality="tokens",
         seq_len=256,
-        steps=2000,
-        batch_size=32,
-        lr=1e-3,
+        steps=1200,
+        batch_size=16,
+        lr=3e-3,
         weight_decay=0.0,
         schedule="constant",
         warmup_steps=0,
         grad_clip=1.0,
-        eval_every=250,
+        eval_every=200,
         eval_lengths=tuple(2**k for k in range(6, 21)),
         model_kwargs={"mamba": {"d_model": 64, "n_layers": 2}, "default": {"d_model": 128, "n_layers": 2}},
     )

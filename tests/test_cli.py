@@ -1,0 +1,52 @@
+"""CLI: exit code 2 and one clear line on stderr for bad input; listings."""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "induction-head"], "unknown task 'induction-head'. Did you mean 'induction-heads'?"),
+    (["run", "induction-heads", "--model", "mambo"], "unknown model 'mambo'. Did you mean 'mamba'?"),
+    (["run", "induction-heads", "--steps", "0"], "--steps must be > 0"),
+    (["run", "induction-heads", "--steps", "-3"], "--steps must be > 0"),
+    (["run", "induction-heads", "--seq-len", "2"], "at least 4 tokens"),
+    (["run", "induction-heads", "--seq-len", "12q"], "cannot read length '12q'"),
+    (["run", "induction-heads", "--modality", "audio"], "does not take modality 'audio'"),
+    (["run", "induction-heads", "--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["run", "induction-heads", "--set", "d_model"], "--set takes key=value"),
+    (["list", "widgets"], "unknown kind 'widgets'"),
+    (["ui", "--tracking-uri", "sqlite:///does/not/exist.db"], "no tracking store"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "mlflow.db").exists()  # nothing is created for a rejected run
+
+
+def test_list_prints_one_name_per_line():
+    result = invoke("list", "tasks")
+    assert result.exit_code == 0
+    assert "induction-heads" in result.stdout.splitlines()
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "nope"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: unknown task 'nope'")
+    assert "Traceback" not in proc.stderr
