@@ -72,6 +72,7 @@ def _parse_model_kwargs(pairs: list[str]) -> dict:
 def run(
     task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
     model: str = typer.Option("mamba", help="Model family (see `seqbench list models`)."),
+    size: Optional[str] = typer.Option(None, help="Named size of the family, e.g. 130m (see `seqbench list models`)."),
     modality: Optional[str] = typer.Option(None, help="Modality; default: the task's."),
     data: Optional[str] = typer.Option(None, help="The modality's source: a file, folder or dataset name."),
     seq_len: Optional[str] = typer.Option(None, help="Training length: 256, 1k, 64k, 1m, 2^20."),
@@ -96,7 +97,7 @@ def run(
     if data is not None and "://" not in data and not Path(data).exists() and "/" in data and Path(data).suffix:
         raise SeqbenchError(f"data file {data} does not exist")
     config = RunConfig(
-        task=task, model=model, modality=modality, data=data,
+        task=task, model=model, size=size, modality=modality, data=data,
         seq_len=parse_length(seq_len) if seq_len else None, steps=steps, batch_size=batch_size, lr=lr,
         seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
         eval_samples=eval_samples, model_kwargs=_parse_model_kwargs(set_), tracking_uri=tracking_uri,
@@ -137,8 +138,27 @@ def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -
     """List the tasks, models or modalities that are available (built-ins and plugins)."""
     from harness.registry import registry
 
-    for name in registry(kind).names():
-        out.print(name)
+    names = registry(kind).names()
+    if kind != "models":
+        for name in names:
+            out.print(name)
+        return
+    from models.presets import SIZES, count_parameters
+
+    table = Table(title="models (parameters counted at vocab 16 for synthetic, 50,280 for LM sizes)")
+    table.add_column("model")
+    table.add_column("sizes")
+    for name in names:
+        sizes = SIZES.get(name, {})
+        table.add_row(name, ", ".join(f"{size} ({_short(count_parameters(name, size))})" for size in sizes) or "-")
+    out.print(table)
+
+
+def _short(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)
 
 
 @app.command()

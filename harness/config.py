@@ -57,6 +57,7 @@ class RunConfig:
 
     task: str
     model: str = "mamba"
+    size: str | None = None
     modality: str | None = None
     data: str | None = None
     seq_len: int | None = None
@@ -85,6 +86,10 @@ class RunConfig:
         """Fill every None from the task's defaults and check the values; returns a new config."""
         d = task.defaults
         model_kwargs = d.model_defaults(self.model)
+        if self.size:
+            from models.presets import preset
+
+            model_kwargs = preset(self.model, self.size)
         model_kwargs.update(self.model_kwargs)
         eval_lengths = self.eval_lengths
         if eval_lengths is None:

@@ -26,9 +26,16 @@ BUILTINS: dict[str, dict[str, str]] = {
     },
     "models": {
         "mamba": "models.mamba:build_mamba",
+        "transformer": "models.transformer:build_transformer",
+        "transformer-abs": "models.transformer:build_transformer_abs",
+        "transformer++": "models.transformer:build_transformer_pp",
+        "hyena": "models.hyena:build_hyena",
     },
     "modalities": {
         "tokens": "modalities.tokens:TokenModality",
+        "text": "modalities.text:TextModality",
+        "audio": "modalities.audio:AudioModality",
+        "dna": "modalities.dna:DNAModality",
     },
 }
 

@@ -164,7 +164,8 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     config = config.resolve(task, device.type)
     seed_everything(config.seed)
     model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs).to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay, config.lr), lr=config.lr,
+                                  betas=(0.9, 0.95))
 
     ckpt = checkpoint_path(config)
     start_step, run_id = 0, None
@@ -232,7 +233,7 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
         for step in range(start_step, config.steps):
             t0 = time.perf_counter()
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
+                group["lr"] = learning_rate(config, step) * group.get("lr_ratio", 1.0)
             batch = task.train_batch(step, config.batch_size, config.seq_len).to(device)
             loss = train_loss(model, task, batch, device)
             value = float(loss.detach())
@@ -248,7 +249,7 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
             tokens += batch.inputs.numel()
             result.steps_done = step + 1
             if step % config.log_every == 0 or step + 1 == config.steps:
-                tracker.log_metrics({"train_loss": value, "lr": optimizer.param_groups[0]["lr"],
+                tracker.log_metrics({"train_loss": value, "lr": learning_rate(config, step),
                                      "grad_norm": float(grad_norm),
                                      "train_tokens_per_s": tokens / max(train_seconds, 1e-9)}, step=step)
             info = f"loss {value:.3f}"
@@ -271,6 +272,10 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
         for n, seq_len in enumerate(config.eval_lengths):
             label = format_length(seq_len)
             bar.update(job, info=f"length {label}")
+            if model.max_seq_len is not None and seq_len > model.max_seq_len:
+                tracker.set_tags({f"skipped/{seq_len}": f"beyond the model's {model.max_seq_len} positions"})
+                bar.update(job, advance=1)
+                continue
             samples, eval_batch = eval_plan(config, seq_len)
             try:
                 metrics = evaluate(model, task, seq_len, samples, eval_batch, device)

@@ -41,9 +41,20 @@ class Block(nn.Module):
         self.mlp = mlp
         self.residual_in_fp32 = residual_in_fp32
 
-    def forward(self, x: Tensor) -> Tensor:
-        residual_dtype = torch.float32 if self.residual_in_fp32 else x.dtype
-        x = x.to(residual_dtype) + self.mixer(self.norm(x)).to(residual_dtype)
+    def forward(self, x: Tensor, state: dict | None = None) -> Tensor:
+        """x (b, l, d). With `state` (from the mixer's init_state) the mixer also records what
+        decoding needs (prefill)."""
+        residual_dtype = torch.promote_types(x.dtype, torch.float32) if self.residual_in_fp32 else x.dtype
+        mixed = self.mixer(self.norm(x)) if state is None else self.mixer(self.norm(x), state=state)
+        x = x.to(residual_dtype) + mixed.to(residual_dtype)
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x)).to(residual_dtype)
+        return x
+
+    def step(self, x: Tensor, state: dict) -> Tensor:
+        """One token, x (b, d): the same computation as `forward` at the next position."""
+        residual_dtype = torch.promote_types(x.dtype, torch.float32) if self.residual_in_fp32 else x.dtype
+        x = x.to(residual_dtype) + self.mixer.step(self.norm(x), state).to(residual_dtype)
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x)).to(residual_dtype)
         return x
@@ -71,6 +82,7 @@ class SequenceModel(nn.Module):
         super().__init__()
         self.family = family
         self.head_spec = head
+        self.max_seq_len: int | None = None  # set by families that cannot take any length
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
             Block(d_model, mixer_factory(i), mlp_factory(i) if mlp_factory else None, residual_in_fp32)
@@ -95,16 +107,23 @@ class SequenceModel(nn.Module):
                     with torch.no_grad():
                         module.weight /= math.sqrt(residuals_per_layer * n_layers)
 
-    def hidden_states(self, input_ids: Tensor) -> Tensor:
-        x = self.embedding(input_ids)
-        for block in self.blocks:
-            x = block(x)
+    def embed(self, input_ids: Tensor, offset: int = 0) -> Tensor:
+        """Token embeddings of ids at positions offset.. (families with position tables override)."""
+        return self.embedding(input_ids)
+
+    def hidden_states(self, input_ids: Tensor, states: list | None = None) -> Tensor:
+        x = self.embed(input_ids)
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if states is None else states[i])
         return self.norm(x)
 
     def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
         """Token head: logits (batch, length, n_out), or (batch, 1, n_out) with `last_only`.
         Class head: logits (batch, n_classes)."""
         h = self.hidden_states(input_ids)
+        return self._head(h, last_only)
+
+    def _head(self, h: Tensor, last_only: bool) -> Tensor:
         if self.head_spec.kind == "class":
             pooled = h[:, -1] if self.head_spec.pool == "last" else h.mean(dim=1)
             return self.head(pooled)
@@ -112,24 +131,82 @@ class SequenceModel(nn.Module):
             h = h[:, -1:]
         return self.head(h)
 
+    # --- decoding -------------------------------------------------------------------------
+    def init_state(self, batch_size: int, max_len: int = 4096, device=None, dtype=None) -> list:
+        """Per-layer decoding state: Mamba's conv and SSM states, attention's KV cache (room for
+        `max_len` positions), Hyena's token history."""
+        device = device or self.embedding.weight.device
+        return [block.mixer.init_state(batch_size, max_len, device=device, dtype=dtype) for block in self.blocks]
+
+    @torch.no_grad()
+    def prefill(self, input_ids: Tensor, state: list) -> Tensor:
+        """Run the prompt in parallel, filling `state`; returns the last position's logits (b, n_out)."""
+        h = self.hidden_states(input_ids, states=state)
+        return self._head(h, last_only=True)[:, -1]
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor, state: list) -> tuple[Tensor, list]:
+        """Next-token logits (b, n_out) for `tokens` (b,) given the state of the positions before."""
+        offset = _state_position(state)
+        x = self.embed(tokens[:, None], offset=offset)[:, 0]
+        for block, layer_state in zip(self.blocks, state):
+            x = block.step(x, layer_state)
+        return self.head(self.norm(x)), state
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Sample `max_new_tokens` after `prompt` (b, p); temperature 0 is greedy. Returns (b, p + new)."""
+        if self.head_spec.kind != "token":
+            raise ValueError("generate needs a next-token head")
+        state = self.init_state(prompt.shape[0], max_len=prompt.shape[1] + max_new_tokens, device=prompt.device)
+        logits = self.prefill(prompt, state)
+        out = [prompt]
+        for i in range(max_new_tokens):
+            token = sample(logits, temperature, top_k, generator)
+            out.append(token[:, None])
+            if i + 1 < max_new_tokens:
+                logits, state = self.step(token, state)
+        return torch.cat(out, dim=1)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices only; never on biases, norms, embeddings of size < 2 dims,
-    or parameters flagged `_no_weight_decay` (Mamba's A_log, D and dt bias)."""
-    decay, no_decay = [], []
+def _state_position(state: list) -> int:
+    """How many positions the decoding state has seen (for position tables)."""
+    for layer in state:
+        if isinstance(layer, dict) and "pos" in layer:
+            return int(layer["pos"])
+    return 0
+
+
+def sample(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+           generator: torch.Generator | None = None) -> Tensor:
+    """Draw one id per row from logits (b, v); temperature 0 takes the argmax."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None) -> list[dict]:
+    """AdamW groups: decay on matrices only; never on biases, norms, 1-d parameters or those
+    flagged `_no_weight_decay` (Mamba's A_log, D and dt bias). A parameter with `_lr` (Hyena's
+    filter) gets its own group whose `lr_ratio` scales the schedule to that learning rate."""
+    groups: dict[tuple[float, float], list] = {}
     seen = set()
     for p in model.parameters():
         if id(p) in seen or not p.requires_grad:
             continue
         seen.add(id(p))
-        if p.dim() < 2 or getattr(p, "_no_weight_decay", False):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = p.dim() >= 2 and not getattr(p, "_no_weight_decay", False)
+        ratio = getattr(p, "_lr", lr) / lr if lr and hasattr(p, "_lr") else 1.0
+        groups.setdefault((weight_decay if decays else 0.0, ratio), []).append(p)
+    return [{"params": params, "weight_decay": wd, "lr_ratio": ratio} for (wd, ratio), params in groups.items()]
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import kernels
 from kernels import selective_scan
-from kernels.reference import causal_conv1d_ref
 from models.backbone import SequenceModel
 from tasks.base import HeadSpec
 
@@ -74,12 +74,19 @@ class MambaMixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
         self.out_proj.writes_residual = True
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        batch, length, _ = hidden.shape
+    def _conv_params(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        return self.conv_weight.to(dtype), None if self.conv_bias is None else self.conv_bias.to(dtype)
+
+    def forward(self, hidden: Tensor, state: dict | None = None) -> Tensor:
+        """(b, l, d_model) -> (b, l, d_model). With `state`, also leave the conv and SSM states
+        of the last position there (prefill for decoding)."""
         xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2·d_inner, l)
         x, z = xz.chunk(2, dim=1)
-        x = causal_conv1d_ref(x.contiguous(), self.conv_weight.to(x.dtype),
-                              None if self.conv_bias is None else self.conv_bias.to(x.dtype), activation="silu")
+        x = x.contiguous()
+        if state is not None:  # the last d_conv inputs of the conv, zero-padded on the left
+            tail = x[:, :, -self.d_conv:]
+            state["conv"].copy_(F.pad(tail, (self.d_conv - tail.shape[-1], 0)))
+        x = kernels.causal_conv1d(x, *self._conv_params(x.dtype), activation="silu")
         x_dbl = self.x_proj(x.transpose(1, 2))  # (b, l, dt_rank + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (b, d_inner, l); bias added in the scan
@@ -88,9 +95,31 @@ class MambaMixer(nn.Module):
             x.contiguous(), dt.contiguous(), A,
             B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
             D=self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            backend=self.scan_backend,
+            return_last_state=state is not None, backend=self.scan_backend,
         )
+        if state is not None:
+            y, last = y
+            state["ssm"].copy_(last)
         return self.out_proj(y.transpose(1, 2))
+
+    def init_state(self, batch_size: int, max_len: int = 0, device=None, dtype=None) -> dict:
+        """Decoding state: the conv's last d_conv inputs and the SSM state (fp32); size does not
+        grow with the sequence, which is why Mamba decodes in constant time per token."""
+        dtype = dtype or self.in_proj.weight.dtype
+        return {"conv": torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=dtype),
+                "ssm": torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=torch.float32)}
+
+    def step(self, hidden: Tensor, state: dict) -> Tensor:
+        """One token: (b, d_model) -> (b, d_model), updating the conv and SSM states in place."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each
+        x = kernels.causal_conv1d_update(x.contiguous(), state["conv"], *self._conv_params(x.dtype), activation="silu")
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight)
+        y = kernels.selective_state_update(
+            state["ssm"], x.contiguous(), dt.contiguous(), -torch.exp(self.A_log.float()), B.contiguous(),
+            C.contiguous(), D=self.D.float(), z=z.contiguous(), dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+        )
+        return self.out_proj(y)
 
 
 def build_mamba(

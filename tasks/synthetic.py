@@ -48,7 +48,13 @@ class InductionHeads(Task):
         grad_clip=1.0,
         eval_every=200,
         eval_lengths=tuple(2**k for k in range(6, 21)),
-        model_kwargs={"mamba": {"d_model": 64, "n_layers": 2}, "default": {"d_model": 128, "n_layers": 2}},
+        # The paper's sizes: 2 layers; width 64 for Mamba, 128 for the others; attention-only, 8 heads.
+        model_kwargs={
+            "mamba": {"d_model": 64, "n_layers": 2},
+            "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
+            "transformer-abs": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
+            "default": {"d_model": 128, "n_layers": 2},
+        },
     )
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16) -> None:
