@@ -196,6 +196,34 @@ def bench_kernels(out_file: Optional[Path] = typer.Option(None, "--out", help="C
     run_kernel_bench(out_file)
 
 
+@bench_app.command("models")
+@user_errors
+def bench_models(
+    model: str = typer.Option("mamba:130m,transformer:125m", help="Comma-separated family:size pairs."),
+    seq_len: str = typer.Option("2048", help="Comma-separated lengths."),
+    batch_size: int = typer.Option(8, help="Batch size."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
+) -> None:
+    """Forward and forward+backward time, training tokens/s and peak memory per model size."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench models` times models on a CUDA device; none is available")
+    from harness.registry import registry
+    from models.bench import run_model_bench
+    from models.presets import preset
+
+    configs = []
+    for item in model.split(","):
+        family, sep, size = item.strip().partition(":")
+        if not sep:
+            raise SeqbenchError(f"--model takes family:size pairs such as mamba:130m, got {item!r}")
+        registry("models").target(family)
+        preset(family, size)
+        configs.append((family, size))
+    run_model_bench(configs, parse_lengths(seq_len), batch_size, out_file)
+
+
 def main() -> None:  # pragma: no cover - console-script entry
     app()
 

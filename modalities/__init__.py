@@ -1,8 +1,13 @@
-"""Modality adapters: raw data (text, audio, DNA, synthetic ids) to integer tokens and back."""
+"""Modality adapters: raw data (text, audio, DNA, synthetic ids) to integer tokens and back.
 
-from modalities.base import Modality
+`get_modality(name)` builds one; real-data modalities `load(source)` a `TokenStore` of random
+windows, cached as a memory-mapped array (`modalities.cache`). `modalities.samples` generates the
+small sample data that the defaults and the tests use.
+"""
 
-__all__ = ["Modality", "get_modality"]
+from modalities.base import LoadableModality, Modality, TokenStore, Window
+
+__all__ = ["LoadableModality", "Modality", "TokenStore", "Window", "get_modality", "load_source"]
 
 
 def get_modality(name: str, **kwargs) -> Modality:
@@ -10,3 +15,17 @@ def get_modality(name: str, **kwargs) -> Modality:
     from harness.registry import load
 
     return load("modalities", name)(**kwargs)
+
+
+def load_source(modality: str, source=None, **options) -> TokenStore:
+    """The token store of `source` for `modality`; with no source, the generated sample data."""
+    from modalities.samples import sample_source
+
+    mod = get_modality(modality)
+    if source is None:
+        source = sample_source(modality)
+        if modality == "audio":
+            from modalities.audio import SPOKEN_DIGIT
+
+            options.setdefault("labels", SPOKEN_DIGIT)
+    return mod.load(source, **options)
