@@ -23,6 +23,8 @@ KINDS = ("tasks", "models", "modalities")
 BUILTINS: dict[str, dict[str, str]] = {
     "tasks": {
         "induction-heads": "tasks.synthetic:InductionHeads",
+        "selective-copying": "tasks.synthetic:SelectiveCopying",
+        "mqar": "tasks.synthetic:MQAR",
     },
     "models": {
         "mamba": "models.mamba:build_mamba",

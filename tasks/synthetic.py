@@ -103,3 +103,137 @@ class InductionHeads(Task):
             size = min(batch_size, n_samples - done)
             yield self._make(g, size, seq_len)
             done += size
+
+
+class SelectiveCopying(Task):
+    """Copy the data tokens scattered among noise, in order, after the markers (paper §4.1.1).
+
+    Layout (vocab V, M tokens to copy, length L): positions 0..L-M-1 hold noise (id 0) except M
+    data tokens (ids 1..V-2) at sorted random positions; the last M positions hold the marker
+    (id V-1) and are scored with the data tokens in order. Defaults are the paper's: length 4096,
+    V = 16, M = 16, 2 layers of width 64, constant LR 1e-4, batch 64, 400K steps (the paper's budget;
+    pass a smaller --steps and report it).
+    """
+
+    name = "selective-copying"
+    modalities = ("tokens",)
+    defaults = TaskDefaults(
+        modality="tokens", seq_len=4096, steps=400_000, batch_size=64, lr=1e-4, weight_decay=0.0,
+        schedule="constant", eval_every=1000, eval_lengths=(4096,),
+        model_kwargs={"default": {"d_model": 64, "n_layers": 2}},
+    )
+
+    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16,
+                 to_copy: int = 16) -> None:
+        super().__init__(modality, data, seed)
+        if vocab < 3 or to_copy < 1:
+            raise SeqbenchError(f"selective-copying needs vocab >= 3 and >= 1 token to copy, got {vocab}, {to_copy}")
+        self.vocab, self.to_copy = vocab, to_copy
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
+    @property
+    def head(self) -> HeadSpec:
+        return HeadSpec(kind="token", n_outputs=self.vocab)
+
+    def check_seq_len(self, seq_len: int) -> None:
+        if seq_len < 2 * self.to_copy:
+            raise SeqbenchError(f"selective-copying with {self.to_copy} tokens needs length >= {2 * self.to_copy}, "
+                                f"got {seq_len}")
+
+    def _make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+        m = self.to_copy
+        body = seq_len - m
+        positions = torch.rand(batch_size, body, generator=g).argsort(dim=1)[:, :m].sort(dim=1).values
+        data = torch.randint(1, self.vocab - 1, (batch_size, m), generator=g)
+        x = torch.zeros(batch_size, seq_len, dtype=torch.long)
+        x.scatter_(1, positions, data)
+        x[:, body:] = self.vocab - 1
+        targets = torch.full_like(x, IGNORE_INDEX)
+        targets[:, body:] = data
+        return Batch(x, targets)
+
+    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+        self.check_seq_len(seq_len)
+        return self._make(generator(self.seed, TRAIN, step), batch_size, seq_len)
+
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+        self.check_seq_len(seq_len)
+        g = generator(self.seed, EVAL, seq_len)
+        for start in range(0, n_samples, batch_size):
+            yield self._make(g, min(batch_size, n_samples - start), seq_len)
+
+
+class MQAR(Task):
+    """Multi-query associative recall (Zoology, Arora et al. 2023).
+
+    The first 2·kv tokens are key-value pairs (keys from ids 1..V/2-1, distinct; values from
+    V/2..V-1); after them each key appears once more at a slot drawn with power-law weights
+    (earlier slots likelier), followed by its value, and the position of the repeated key is
+    scored with that value. Other positions are id 0. kv defaults to Zoology's table for its
+    lengths (64: 4, 128: 8, 256: 16, 512: 64) and to length/16 elsewhere; 4·kv <= length.
+    """
+
+    name = "mqar"
+    modalities = ("tokens",)
+    KV_BY_LENGTH = {64: 4, 128: 8, 256: 16, 512: 64}
+    defaults = TaskDefaults(
+        modality="tokens", seq_len=256, steps=20_000, batch_size=64, lr=1e-3, weight_decay=0.1, schedule="cosine",
+        eval_every=1000, eval_lengths=(64, 128, 256, 512),
+        model_kwargs={"default": {"d_model": 128, "n_layers": 2},
+                      "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"}},
+    )
+
+    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 8192,
+                 kv: int | None = None, power: float = 0.01) -> None:
+        super().__init__(modality, data, seed)
+        self.vocab, self.kv, self.power = vocab, kv, power
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
+    @property
+    def head(self) -> HeadSpec:
+        return HeadSpec(kind="token", n_outputs=self.vocab)
+
+    def pairs(self, seq_len: int) -> int:
+        return self.kv or self.KV_BY_LENGTH.get(seq_len, max(1, seq_len // 16))
+
+    def check_seq_len(self, seq_len: int) -> None:
+        kv = self.pairs(seq_len)
+        if 4 * kv > seq_len:
+            raise SeqbenchError(f"mqar needs 4·kv <= length; kv={kv} does not fit length {seq_len}")
+        if kv >= self.vocab // 2 or seq_len >= self.vocab:
+            raise SeqbenchError(f"mqar needs vocab > length and more keys than pairs; vocab {self.vocab} "
+                                f"is too small for length {seq_len} (kv {kv})")
+
+    def _make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+        kv, half = self.pairs(seq_len), self.vocab // 2
+        keys = torch.rand(batch_size, half - 1, generator=g).argsort(dim=1)[:, :kv] + 1
+        values = torch.randint(half, self.vocab, (batch_size, kv), generator=g)
+        x = torch.zeros(batch_size, seq_len, dtype=torch.long)
+        x[:, 0:2 * kv:2], x[:, 1:2 * kv:2] = keys, values
+        slots = (seq_len - 2 * kv) // 2
+        weights = self.power * torch.arange(1, slots + 1, dtype=torch.float64) ** (self.power - 1)
+        chosen = torch.multinomial(weights.expand(batch_size, -1), kv, replacement=False, generator=g)
+        order = torch.rand(batch_size, kv, generator=g).argsort(dim=1)  # which key goes to which slot
+        query_pos = 2 * kv + 2 * chosen
+        rows = torch.arange(batch_size)[:, None]
+        x[rows, query_pos] = keys.gather(1, order)
+        x[rows, query_pos + 1] = values.gather(1, order)
+        targets = torch.full_like(x, IGNORE_INDEX)
+        targets[rows, query_pos] = values.gather(1, order)
+        return Batch(x, targets)
+
+    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+        self.check_seq_len(seq_len)
+        return self._make(generator(self.seed, TRAIN, step), batch_size, seq_len)
+
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+        self.check_seq_len(seq_len)
+        g = generator(self.seed, EVAL, seq_len)
+        for start in range(0, n_samples, batch_size):
+            yield self._make(g, min(batch_size, n_samples - start), seq_len)
