@@ -115,17 +115,24 @@ def _print_result(result) -> None:
     config = result.config
     table = Table(title=f"{config.task} · {config.model} · trained at {format_length(config.seq_len)} "
                         f"for {result.steps_done} steps · status {result.status}")
+    names = [n for n in ("accuracy", "loss", "bits_per_byte", "bits_per_token", "perplexity")
+             if any(f"{n}/{L}" in result.metrics for L in config.eval_lengths)]
     table.add_column("eval length", justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("loss", justify="right")
-    table.add_column("samples", justify="right")
+    for name in names + ["samples"]:
+        table.add_column(name.replace("_", " "), justify="right")
     for seq_len in config.eval_lengths:
-        acc = result.metrics.get(f"accuracy/{seq_len}")
-        if acc is None:
-            table.add_row(format_length(seq_len), "-", "-", "-")
-            continue
-        table.add_row(format_length(seq_len), f"{100 * acc:.1f}%", f"{result.metrics[f'loss/{seq_len}']:.3f}",
-                      str(int(result.metrics[f"samples/{seq_len}"])))
+        cells = []
+        for name in names + ["samples"]:
+            value = result.metrics.get(f"{name}/{seq_len}")
+            if value is None:
+                cells.append("-")
+            elif name == "accuracy":
+                cells.append(f"{100 * value:.1f}%")
+            elif name == "samples":
+                cells.append(str(int(value)))
+            else:
+                cells.append(f"{value:.3f}")
+        table.add_row(format_length(seq_len), *cells)
     out.print(table)
     if result.message:
         out.print(f"[yellow]{result.message}")

@@ -93,7 +93,7 @@ class RunConfig:
         model_kwargs.update(self.model_kwargs)
         eval_lengths = self.eval_lengths
         if eval_lengths is None:
-            eval_lengths = list(d.eval_lengths)
+            eval_lengths = list(d.eval_lengths) or [self.seq_len or d.seq_len]
             if device_type != "cuda":  # the CPU path is slow at very long lengths; say so, don't hide it
                 eval_lengths = [n for n in eval_lengths if n <= CPU_DEFAULT_MAX_EVAL_LENGTH]
         resolved = replace(

@@ -25,6 +25,9 @@ BUILTINS: dict[str, dict[str, str]] = {
         "induction-heads": "tasks.synthetic:InductionHeads",
         "selective-copying": "tasks.synthetic:SelectiveCopying",
         "mqar": "tasks.synthetic:MQAR",
+        "lm": "tasks.language_modeling:LanguageModeling",
+        "species": "tasks.classification:Species",
+        "spoken-digits": "tasks.classification:SpokenDigits",
     },
     "models": {
         "mamba": "models.mamba:build_mamba",

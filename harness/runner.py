@@ -8,6 +8,7 @@ is a status: ok, diverged (NaN/inf loss), interrupted (Ctrl-C), oom, failed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -97,11 +98,14 @@ def train_loss(model, task: Task, batch, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Loss and accuracy over `n_samples` held-out sequences of length `seq_len`."""
+def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device) -> dict:
+    """Loss and accuracy over up to `n_samples` held-out sequences of length `seq_len`, plus the
+    task's derived metrics; for a class head also the confusion matrix (rows: true class)."""
     model.eval()
     total_loss = correct = scored = 0.0
-    tokens = 0
+    tokens = sequences = 0
+    classes = task.head.n_outputs if task.head.kind == "class" else 0
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
     start = time.perf_counter()
     for batch in task.eval_batches(seq_len, n_samples, batch_size):
         batch = batch.to(device)
@@ -110,20 +114,28 @@ def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, d
         logits, targets = _scored(task, logits, batch.targets)
         mask = targets != IGNORE_INDEX
         n = int(mask.sum())
+        predicted = logits.argmax(-1)
         total_loss += float(cross_entropy(logits, targets)) * n
-        correct += float((logits.argmax(-1) == targets)[mask].sum())
+        correct += float((predicted == targets)[mask].sum())
         scored += n
         tokens += batch.inputs.numel()
+        sequences += batch.inputs.shape[0]
+        if classes:
+            confusion += torch.bincount((targets * classes + predicted).cpu(), minlength=classes**2).view(classes, -1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     model.train()
-    return {
+    metrics = {
         "loss": total_loss / max(1, scored),
         "accuracy": correct / max(1, scored),
-        "samples": float(n_samples),
+        "samples": float(sequences),
         "tokens_per_s": tokens / max(seconds, 1e-9),
     }
+    metrics.update(task.derived_metrics(metrics))
+    if classes:
+        metrics["confusion"] = confusion.tolist()
+    return metrics
 
 
 def eval_plan(config: RunConfig, seq_len: int) -> tuple[int, int]:
@@ -256,8 +268,8 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
             if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
                 samples, eval_batch = eval_plan(config, config.seq_len)
                 metrics = evaluate(model, task, config.seq_len, samples, eval_batch, device)
-                tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k in ("loss", "accuracy")}, step=step)
-                info += f"  val acc {metrics['accuracy']:.3f}"
+                tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
+                info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
                 result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
             bar.update(job, advance=1, info=info)
     result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
@@ -286,6 +298,10 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                 tracker.set_tags({"eval_oom_from": str(seq_len)})
                 console.print(f"[yellow]evaluation ran out of memory at length {label}; skipped {', '.join(skipped)}")
                 break
+            confusion = metrics.pop("confusion", None)
+            if confusion is not None:
+                tracker.log_text(json.dumps({"classes": task.class_names, "rows_true_columns_predicted": confusion}),
+                                 f"confusion/{seq_len}.json")
             named = {f"{k}/{seq_len}": v for k, v in metrics.items()}
             tracker.log_metrics(named, step=result.steps_done)
             result.metrics.update(named)

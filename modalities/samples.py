@@ -1,6 +1,6 @@
 """Small sample data for every modality, generated deterministically (no download needed).
 
-The embedded default data and the tests use it: a short UTF-8 text, 40 "spoken digit"-like
+The embedded default data and the tests use it: a short UTF-8 text, 120 "spoken digit"-like
 clips at 8 kHz named `<digit>_<speaker>_<index>.wav` (a class-specific two-tone chirp per digit,
 so a classifier can tell them apart), and three "species" of FASTA files with two records each and
 different composition (GC-rich, AT-rich, a repeated motif), with soft-masked lowercase runs and N
@@ -19,10 +19,10 @@ import soundfile as sf
 
 from modalities.cache import cache_dir
 
-VERSION = 1
+VERSION = 2
 SEED = 20231201
 SPEAKERS = ("ada", "bob")
-CLIPS_PER_SPEAKER = 2
+CLIPS_PER_SPEAKER = 6  # indices 0-4 are the usual held-out split, so 5 is the train part
 SPECIES = {"alpha": 0.65, "beta": 0.35, "gamma": None}  # GC fraction; None: motif-rich
 _WORDS = (
     "the a long sequence model reads every token once and keeps a small state while attention "

@@ -56,7 +56,7 @@ class TaskDefaults:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     eval_every: int = 0
-    eval_lengths: tuple[int, ...] = ()
+    eval_lengths: tuple[int, ...] = ()  # empty: evaluate at the training length
     model_kwargs: dict[str, dict] = field(default_factory=dict)
 
     def model_defaults(self, model: str) -> dict:
@@ -105,6 +105,15 @@ class Task(ABC):
     @abstractmethod
     def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
         """Held-out batches at `seq_len`, `n_samples` sequences in all (deterministic in seed)."""
+
+    def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics computed from the evaluation's loss and accuracy (e.g. perplexity, bits)."""
+        return {}
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the classes of a class head (rows of the confusion matrix)."""
+        return getattr(self, "label_names", None)
 
 
 def generator(seed: int, *stream: int) -> torch.Generator:

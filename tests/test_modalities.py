@@ -168,7 +168,7 @@ def test_resample_doubles_8k_and_mixes_down():
 def test_audio_folder_labels_and_wav_round_trip(samples, tmp_path):
     mod = AudioModality()
     store = mod.load(samples / "audio/digits", labels=SPOKEN_DIGIT)
-    assert store.n_records == 40 and store.label_names == [str(d) for d in range(10)]
+    assert store.n_records == 120 and store.label_names == [str(d) for d in range(10)]
     i = store.names.index("3_ada_1.wav")
     assert store.label_name(i) == "3"
     assert store.lengths[i] == 2 * len(digit_clip(3, 0, 1))  # 8 kHz -> 16 kHz
@@ -375,7 +375,7 @@ def test_store_sampling_subsets_and_determinism():
 
 def test_load_source_defaults_to_samples():
     store = load_source("audio")
-    assert store.n_records == 40 and store.n_labels == 10
+    assert store.n_records == 120 and store.n_labels == 10
     assert sample_source("dna").name == "species"
     with pytest.raises(SeqbenchError, match="accepted"):
         sample_source("video")
