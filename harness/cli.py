@@ -79,6 +79,8 @@ def run(
     steps: Optional[int] = typer.Option(None, help="Training steps; default: the task's."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size; default: the task's."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate; default: the task's."),
+    seq_warmup_start: Optional[str] = typer.Option(None, help="Sequence-length warmup: first length (doubles up to --seq-len)."),
+    seq_warmup_every: int = typer.Option(0, help="Sequence-length warmup: steps between doublings (batch halves)."),
     seed: int = typer.Option(0, help="Seed for the data and the initialisation."),
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu or cuda."),
     eval_lengths: Optional[str] = typer.Option(None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k."),
@@ -99,7 +101,8 @@ def run(
     config = RunConfig(
         task=task, model=model, size=size, modality=modality, data=data,
         seq_len=parse_length(seq_len) if seq_len else None, steps=steps, batch_size=batch_size, lr=lr,
-        seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
+        seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
+        seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
         eval_samples=eval_samples, model_kwargs=_parse_model_kwargs(set_), tracking_uri=tracking_uri,
         experiment=experiment, resume=resume,
     )

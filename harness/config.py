@@ -68,6 +68,8 @@ class RunConfig:
     schedule: str | None = None
     warmup_steps: int | None = None
     grad_clip: float | None = None
+    seq_warmup_start: int | None = None
+    seq_warmup_every: int = 0
     seed: int = 0
     device: str = "auto"
     eval_every: int | None = None
@@ -127,10 +129,23 @@ class RunConfig:
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
             (self.eval_samples > 0, f"--eval-samples must be > 0, got {self.eval_samples}"),
+            (self.seq_warmup_start is None or (0 < self.seq_warmup_start <= (self.seq_len or 0)
+                                               and self.seq_warmup_every > 0),
+             f"--seq-warmup-start must be in 1..seq_len with --seq-warmup-every > 0, "
+             f"got {self.seq_warmup_start} and {self.seq_warmup_every}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SeqbenchError(message)
+
+    def length_schedule(self, step: int) -> tuple[int, int]:
+        """(length, batch) at `step`. With a sequence-length warmup the length starts at
+        `seq_warmup_start` and doubles every `seq_warmup_every` steps up to `seq_len`, the batch
+        shrinking so that each step sees the same number of tokens (DNA and audio protocols)."""
+        if not self.seq_warmup_start:
+            return self.seq_len, self.batch_size
+        length = min(self.seq_len, self.seq_warmup_start << (step // self.seq_warmup_every))
+        return length, max(1, self.batch_size * self.seq_len // length)
 
     def hash(self) -> str:
         """Stable 12-hex-digit id of what the run computes (used for checkpoints and resume)."""

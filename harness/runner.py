@@ -246,7 +246,8 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
             t0 = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step) * group.get("lr_ratio", 1.0)
-            batch = task.train_batch(step, config.batch_size, config.seq_len).to(device)
+            length, batch_size = config.length_schedule(step)
+            batch = task.train_batch(step, batch_size, length).to(device)
             loss = train_loss(model, task, batch, device)
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -290,7 +291,16 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                 continue
             samples, eval_batch = eval_plan(config, seq_len)
             try:
-                metrics = evaluate(model, task, seq_len, samples, eval_batch, device)
+                for suffix, variant in {"": task, **task.eval_variants(seq_len)}.items():
+                    metrics = evaluate(model, variant, seq_len, samples, eval_batch, device)
+                    confusion = metrics.pop("confusion", None)
+                    if confusion is not None:
+                        tracker.log_text(json.dumps({"classes": task.class_names,
+                                                     "rows_true_columns_predicted": confusion}),
+                                         f"confusion/{seq_len}{suffix}.json")
+                    named = {f"{k}/{seq_len}{suffix}": v for k, v in metrics.items()}
+                    tracker.log_metrics(named, step=result.steps_done)
+                    result.metrics.update(named)
             except torch.OutOfMemoryError:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -298,11 +308,4 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                 tracker.set_tags({"eval_oom_from": str(seq_len)})
                 console.print(f"[yellow]evaluation ran out of memory at length {label}; skipped {', '.join(skipped)}")
                 break
-            confusion = metrics.pop("confusion", None)
-            if confusion is not None:
-                tracker.log_text(json.dumps({"classes": task.class_names, "rows_true_columns_predicted": confusion}),
-                                 f"confusion/{seq_len}.json")
-            named = {f"{k}/{seq_len}": v for k, v in metrics.items()}
-            tracker.log_metrics(named, step=result.steps_done)
-            result.metrics.update(named)
             bar.update(job, advance=1)

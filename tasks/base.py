@@ -106,6 +106,11 @@ class Task(ABC):
     def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
         """Held-out batches at `seq_len`, `n_samples` sequences in all (deterministic in seed)."""
 
+    def eval_variants(self, seq_len: int) -> dict[str, "Task"]:
+        """Extra slices evaluated at `seq_len`, by metric-name suffix (e.g. MQAR's "/kv8"); the
+        main evaluation (suffix "") is the task itself."""
+        return {}
+
     def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Metrics computed from the evaluation's loss and accuracy (e.g. perplexity, bits)."""
         return {}

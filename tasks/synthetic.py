@@ -202,6 +202,12 @@ class MQAR(Task):
     def pairs(self, seq_len: int) -> int:
         return self.kv or self.KV_BY_LENGTH.get(seq_len, max(1, seq_len // 16))
 
+    def eval_variants(self, seq_len: int) -> dict[str, "MQAR"]:
+        """Accuracy sliced by the number of pairs: every power of two from 4 with 4·kv <= length."""
+        counts = [2**k for k in range(2, 12) if 4 * 2**k <= seq_len and 2**k != self.pairs(seq_len)]
+        return {f"/kv{kv}": MQAR(self.modality, self.data, self.seed, self.vocab, kv=kv, power=self.power)
+                for kv in counts}
+
     def check_seq_len(self, seq_len: int) -> None:
         kv = self.pairs(seq_len)
         if 4 * kv > seq_len:

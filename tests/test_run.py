@@ -43,7 +43,7 @@ def test_run_logs_params_metrics_and_tags(tmp_path):
         "induction-heads", "tokens", "mamba", "256", "ok")
     params = logged.data.params
     assert params["steps"] == "6" and params["batch_size"] == "4" and params["model.d_model"] == "16"
-    assert params["lr"] == "0.001" and params["schedule"] == "constant"
+    assert params["lr"] == "0.003" and params["schedule"] == "constant"
     assert params["device_name"] == "cpu" and params["code_version"]
     assert int(params["n_parameters"]) > 0
     metrics = logged.data.metrics
@@ -129,3 +129,19 @@ def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path):
     logged = MlflowClient(uri).get_run(run_id)
     assert logged.data.tags["status"] == "ok" and logged.info.status == "FINISHED"
     assert "accuracy/64" in logged.data.metrics
+
+
+def test_sequence_length_warmup_doubles_the_length_and_keeps_tokens_per_step(tmp_path):
+    config = tiny_config(tmp_path, seq_warmup_start=64, seq_warmup_every=2, batch_size=2, steps=6)
+    resolved = config.resolve(__import__("tasks").get_task("induction-heads"), "cpu")
+    assert [resolved.length_schedule(s) for s in range(6)] == [(64, 8), (64, 8), (128, 4), (128, 4), (256, 2), (256, 2)]
+    assert run(config, progress=False).status == "ok"
+
+
+def test_mqar_accuracy_is_sliced_by_pairs_and_length(tmp_path):
+    config = tiny_config(tmp_path, task="mqar", seq_len=64, eval_lengths=[64, 128], steps=2,
+                         model_kwargs={"d_model": 16, "n_layers": 1})
+    result = run(config, progress=False)
+    assert result.status == "ok"
+    assert {"accuracy/64", "accuracy/128", "accuracy/128/kv4", "accuracy/128/kv16", "accuracy/128/kv32"} <= set(result.metrics)
+    assert "accuracy/128/kv8" not in result.metrics  # kv 8 is the main slice at length 128

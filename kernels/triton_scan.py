@@ -1,0 +1,732 @@
+"""Fused Triton selective scan (forward and backward) with KERNEL.md's semantics.
+
+Design (kernels/NOTES.md has the measurements behind every choice)
+-----------------------------------------------------------------
+The sequence is cut into tiles of T steps (64 by default). The per-tile kernels run on a grid of
+(channel blocks x tiles, batch), channel blocks varying fastest so that programs running at the
+same time share the tile's B / C rows in L2. One program holds a [BD channels x T steps] register
+tile of u / delta / z / dout (loaded coalesced and vectorised along the sequence) and loops over
+the N states. Per-(d, t) work -- bias, softplus, dt*u, D skip, z gate -- is done once per tile
+element; per-(d, n, t) work is one exp2 plus the scan's FMAs.
+
+Forward (three launches):
+  1. `_fwd_tile_state`: every tile's end state starting from zero, in closed form
+     h_end = sum_t exp(A (S_T - S_t)) dt_t u_t B_t (S = cumulative dt inside the tile; a plain
+     sum, no scan), and the tile's sum of dt (its decay is exp(A sum dt)).
+  2. `_carry_fwd`: per (batch, state, channel), combines K tiles at a time with an in-register
+     scan and writes every tile's start state (batch, tiles + 1, N, dim); the last entry is h_L.
+  3. `_fwd_out`: per tile, tl.associative_scan over (decay, input) pairs with the start state
+     folded into the first input, y = <h, C> + D u, out = y * silu(z).
+Only the tile-start states (fp32, N * 4 / T bytes per (channel, step)) are kept for backward;
+nothing of size (batch, dim, length, N) is ever written.
+
+Backward mirrors it: `_bwd_tile_state` (closed-form gradient flowing into each tile's start
+from inside the tile), `_carry_bwd` (reverse walk over tiles: gradient w.r.t. every tile's end
+state, and dh0), `_bwd_main` (per tile: h by a forward scan; g = dL/dh by a forward scan over
+the tile in reversed order, flipped back -- Triton's reverse scan costs ~10x the shuffles; then
+du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias that PyTorch reduces).
+
+Index math that can pass 2^31 is int64 (program ids and row offsets are widened before they are
+multiplied); pointer advances inside loops are pointer increments. The kernels also run under
+TRITON_INTERPRET=1 on CPU tensors (the CI tests), with smaller tiles.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ["selective_scan_triton", "scan_config"]
+
+LOG2E = 1.4426950408889634
+
+
+# ---------------------------------------------------------------------------------------------
+# small jit helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pair_combine(a1, b1, a2, b2):
+    # affine maps h -> a h + b composed in sequence order: (a1, b1) then (a2, b2)
+    return a1 * a2, a2 * b1 + b2
+
+
+_USE_PTX: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
+
+
+@triton.jit
+def _log_fast(x):
+    # tl.log lowers to libdevice's accurate logf (~35 instructions); lg2.approx is one MUFU op
+    # with ~2^-22 relative error. The interpreter cannot run inline PTX.
+    if _USE_PTX:
+        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1) * 0.6931471805599453
+    else:
+        return tl.log(x)
+
+
+@triton.jit
+def _softplus(x):
+    # softplus with threshold 20. log1p(e): a 3-term series below e = 0.01 (error < e^4 / 4),
+    # log(1 + e) above (rounding of 1 + e costs < 1e-5 relative there): two MUFU ops, no divide.
+    e = tl.exp(x)
+    es = tl.minimum(e, 0.01)
+    series = es * (1.0 - es * (0.5 - es * 0.3333333333333333))
+    lp = tl.where(e < 0.01, series, _log_fast(1.0 + e))
+    return tl.where(x > 20.0, x, lp)
+
+
+@triton.jit
+def _load_dt(delta_ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta tile -> (pre-activation x, dt), dt forced to 0 outside the valid region."""
+    x = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        x = x + tl.load(bias_ptr + d, mask=d_mask, other=0.0)[:, None]
+    if SOFTPLUS:
+        dt = _softplus(x)
+    else:
+        dt = x
+    dt = tl.where(mask, dt, 0.0)
+    return x, dt
+
+
+# ---------------------------------------------------------------------------------------------
+# forward kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_tile_state(
+    u_ptr, delta_ptr, A2_ptr, B_ptr, bias_ptr, hbuf_ptr, dtsum_ptr,
+    dim, length, ntiles, dpg, sB_b, sB_g,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
+):
+    # channel blocks vary fastest: programs running together share the tile's B / C rows in L2
+    pid = tl.program_id(0)
+    ndb = tl.cdiv(dim, BD)
+    dblk = pid % ndb
+    tile = pid // ndb
+    b = tl.program_id(1).to(tl.int64)
+    d = dblk * BD + tl.arange(0, BD)
+    t = tile * T + tl.arange(0, T)
+    d_mask = d < dim
+    t_mask = t < length
+    mask = d_mask[:, None] & t_mask[None, :]
+    row = (b * dim + d.to(tl.int64)) * length  # [BD] int64
+    ptrs = row[:, None] + t[None, :]
+    _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
+    uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+    dtu = dt * uf
+    S = tl.cumsum(dt, axis=1)
+    Stot = tl.sum(dt, axis=1)
+    R = Stot[:, None] - S  # sum of dt after step t inside the tile (>= 0)
+    g = (dblk * BD) // dpg
+    Bp = B_ptr + b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
+    Ap = A2_ptr + d.to(tl.int64) * N
+    hp = hbuf_ptr + (b * ntiles + tile) * N * dim + d
+    a2 = tl.load(Ap, mask=d_mask, other=0.0)
+    Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
+    for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+        nx = (n + 1) % N
+        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+        Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        w = tl.exp2(R * a2[:, None]) * dtu * Bn
+        tl.store(hp + n * dim, tl.sum(w, axis=1), mask=d_mask)
+        a2 = a2_x
+        Bn = Bn_x
+    tl.store(dtsum_ptr + (b * ntiles + tile) * dim + d, Stot, mask=d_mask)
+
+
+@triton.jit
+def _carry_fwd(
+    hloc_ptr, dtsum_ptr, A2_ptr, h0_ptr, hst_ptr, dim, ntiles,
+    N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_H0: tl.constexpr,
+):
+    """Local end states of the tiles -> start states. hst has ntiles + 1 entries per batch:
+    hst[k] = state before tile k, hst[ntiles] = the last state. K tiles are loaded at once
+    ([K, BLK] tiles, all loads in flight) and combined with an in-register scan along K, so the
+    serial chain has ntiles / K steps."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    idx = pid * BLK + tl.arange(0, BLK)  # flat (n, d) index, n major
+    m = idx < N * dim
+    n = idx // dim
+    d = idx % dim
+    a2 = tl.load(A2_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0)
+    if HAS_H0:
+        carry = tl.load(h0_ptr + (b * dim + d) * N + n, mask=m, other=0.0)
+    else:
+        carry = tl.zeros([BLK], dtype=tl.float32)
+    ND = N * dim
+    kk = tl.arange(0, K)
+    hl_p = hloc_ptr + b * ntiles * ND + kk.to(tl.int64)[:, None] * ND + idx[None, :]
+    ds_p = dtsum_ptr + b * ntiles * dim + kk.to(tl.int64)[:, None] * dim + d[None, :]
+    st_p = hst_ptr + b * (ntiles + 1) * ND + (kk.to(tl.int64)[:, None] + 1) * ND + idx[None, :]
+    tl.store(hst_ptr + b * (ntiles + 1) * ND + idx, carry, mask=m)
+    for k0 in range(0, ntiles, K):
+        km = ((k0 + kk) < ntiles)[:, None] & m[None, :]
+        hl = tl.load(hl_p, mask=km, other=0.0)
+        ds = tl.load(ds_p, mask=km, other=0.0)
+        dec = tl.exp2(a2[None, :] * ds)
+        ac, bc = tl.associative_scan((dec, hl), 0, _pair_combine)
+        after = bc + ac * carry[None, :]
+        tl.store(st_p, after, mask=km)
+        carry = tl.sum(tl.where((kk == K - 1)[:, None], after, 0.0), axis=0)
+        hl_p += K * ND
+        ds_p += K * dim
+        st_p += K * ND
+
+
+@triton.jit
+def _fwd_out(
+    u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hst_ptr,
+    dim, length, ntiles, dpg, sB_b, sB_g,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    # channel blocks vary fastest: programs running together share the tile's B / C rows in L2
+    pid = tl.program_id(0)
+    ndb = tl.cdiv(dim, BD)
+    dblk = pid % ndb
+    tile = pid // ndb
+    b = tl.program_id(1).to(tl.int64)
+    d = dblk * BD + tl.arange(0, BD)
+    t = tile * T + tl.arange(0, T)
+    d_mask = d < dim
+    t_mask = t < length
+    mask = d_mask[:, None] & t_mask[None, :]
+    row = (b * dim + d.to(tl.int64)) * length
+    ptrs = row[:, None] + t[None, :]
+    g = (dblk * BD) // dpg
+    boff = b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
+    Bp = B_ptr + boff
+    Cp = C_ptr + boff
+    Ap = A2_ptr + d.to(tl.int64) * N
+    hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
+    # first state's operands are issued before the tile loads so their latency overlaps
+    a2 = tl.load(Ap, mask=d_mask, other=0.0)
+    Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
+    Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
+    h0 = tl.load(hp, mask=d_mask, other=0.0)
+    _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
+    uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+    dtu = dt * uf
+    y = tl.zeros([BD, T], dtype=tl.float32)
+    first = (tl.arange(0, T) == 0)[None, :]  # the tile's first step takes the start state
+    for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+        # prefetch the next state's operands (wrapped to state 0 on the last step; unused)
+        nx = (n + 1) % N
+        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+        Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        h0_x = tl.load(hp + nx * dim, mask=d_mask, other=0.0)
+        a = tl.exp2(dt * a2[:, None])
+        # h_0 = a_0 * h_start + b_0: folding the start state into the first input leaves the scan's
+        # b component equal to h (its cumulative-decay output is then dead code)
+        bb = dtu * Bn + tl.where(first, a * h0[:, None], 0.0)
+        _ac, h = tl.associative_scan((a, bb), 1, _pair_combine)
+        y += h * Cn
+        a2 = a2_x
+        Bn = Bn_x
+        Cn = Cn_x
+        h0 = h0_x
+    if HAS_D:
+        y += tl.load(D_ptr + d, mask=d_mask, other=0.0)[:, None] * uf
+    if HAS_Z:
+        zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+        y = y * zf * tl.sigmoid(zf)
+    tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z: tl.constexpr):
+    """dy = dout * silu(z) (or dout); also returns dout and z as fp32 (z = 0 without z)."""
+    do = tl.load(dout_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_Z:
+        zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+        sz = tl.sigmoid(zf)
+        dy = do * zf * sz
+    else:
+        zf = do * 0.0
+        sz = zf
+        dy = do
+    return do, zf, sz, dy
+
+
+@triton.jit
+def _bwd_tile_state(
+    dout_ptr, z_ptr, delta_ptr, A2_ptr, C_ptr, bias_ptr, qbuf_ptr,
+    dim, length, ntiles, dpg, sB_b, sB_g,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
+):
+    """Gradient flowing into each tile's start state from inside the tile, with a zero gradient
+    at the tile's end: q = sum_t exp(A * S_t) * C_t * dy_t (S_t inclusive cumulative dt)."""
+    # channel blocks vary fastest: programs running together share the tile's B / C rows in L2
+    pid = tl.program_id(0)
+    ndb = tl.cdiv(dim, BD)
+    dblk = pid % ndb
+    tile = pid // ndb
+    b = tl.program_id(1).to(tl.int64)
+    d = dblk * BD + tl.arange(0, BD)
+    t = tile * T + tl.arange(0, T)
+    d_mask = d < dim
+    t_mask = t < length
+    mask = d_mask[:, None] & t_mask[None, :]
+    row = (b * dim + d.to(tl.int64)) * length
+    ptrs = row[:, None] + t[None, :]
+    _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
+    _do, _zf, _sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
+    S = tl.cumsum(dt, axis=1)
+    g = (dblk * BD) // dpg
+    Cp = C_ptr + b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
+    Ap = A2_ptr + d.to(tl.int64) * N
+    qp = qbuf_ptr + (b * ntiles + tile) * N * dim + d
+    a2 = tl.load(Ap, mask=d_mask, other=0.0)
+    Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
+    for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+        nx = (n + 1) % N
+        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+        Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        w = tl.exp2(S * a2[:, None]) * dy * Cn
+        tl.store(qp + n * dim, tl.sum(w, axis=1), mask=d_mask)
+        a2 = a2_x
+        Cn = Cn_x
+
+
+@triton.jit
+def _carry_bwd(
+    qloc_ptr, dtsum_ptr, A2_ptr, dlast_ptr, gst_ptr, dim, ntiles,
+    N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_DLAST: tl.constexpr,
+):
+    """Reverse walk over tiles. gst has ntiles + 1 entries per batch: gst[k + 1] = gradient
+    w.r.t. the state at the end of tile k (gst[ntiles] = dlast), gst[0] = gradient w.r.t. the
+    initial state. Tiles are taken K at a time in descending order, as in `_carry_fwd`."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    idx = pid * BLK + tl.arange(0, BLK)
+    m = idx < N * dim
+    n = idx // dim
+    d = idx % dim
+    a2 = tl.load(A2_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0)
+    if HAS_DLAST:
+        carry = tl.load(dlast_ptr + (b * dim + d) * N + n, mask=m, other=0.0)
+    else:
+        carry = tl.zeros([BLK], dtype=tl.float32)
+    ND = N * dim
+    kk = tl.arange(0, K)
+    top = ntiles - 1
+    ql_p = qloc_ptr + b * ntiles * ND + (top - kk).to(tl.int64)[:, None] * ND + idx[None, :]
+    ds_p = dtsum_ptr + b * ntiles * dim + (top - kk).to(tl.int64)[:, None] * dim + d[None, :]
+    st_p = gst_ptr + b * (ntiles + 1) * ND + (top - kk).to(tl.int64)[:, None] * ND + idx[None, :]
+    nt64 = b * 0 + ntiles
+    tl.store(gst_ptr + b * (ntiles + 1) * ND + nt64 * ND + idx, carry, mask=m)
+    for k0 in range(0, ntiles, K):
+        km = ((top - k0 - kk) >= 0)[:, None] & m[None, :]
+        ql = tl.load(ql_p, mask=km, other=0.0)
+        ds = tl.load(ds_p, mask=km, other=0.0)
+        dec = tl.exp2(a2[None, :] * ds)
+        ac, bc = tl.associative_scan((dec, ql), 0, _pair_combine)
+        before = bc + ac * carry[None, :]  # gradient w.r.t. the state before tile (top - k0 - i)
+        tl.store(st_p, before, mask=km)
+        carry = tl.sum(tl.where((kk == K - 1)[:, None], before, 0.0), axis=0)
+        ql_p -= K * ND
+        ds_p -= K * dim
+        st_p -= K * ND
+
+
+@triton.jit
+def _fwd3_combine(cl, pl, vl, cr, pr, vr):
+    # x_i = beta_i + c_{i-1} x_{i-1}: a segment is (c of its last element, P, V) with
+    # x_last = V + P * y_in, y_in = c_before * x_before.
+    return cr, pr * cl * pl, vr + pr * cl * vl
+
+
+@triton.jit
+def _bwd_main(
+    u_ptr, delta_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, Crev_ptr, D_ptr, bias_ptr,
+    hst_ptr, gst_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dBp_ptr, dCp_ptr, dDp_ptr, dbiasp_ptr,
+    dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, ACCUM: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    """Per tile: h by a forward scan from the tile's start state, and g = dL/dh by a forward
+    scan over the tile in reversed order (position i holds step T-1-i), then g is flipped back.
+    This avoids Triton's reverse scan, which costs ~10x the shuffles of a forward one.
+    dt and dy are flipped once per channel block; C comes pre-reversed per tile (Crev, built on
+    the host: (batch, groups, N, ntiles*T)).
+    dB / dC rows of the program's channels go to partial buffers (batch, nsplit, N, length):
+    plain stores with one channel block per program (ACCUM=False), read-add-write otherwise."""
+    pid = tl.program_id(0)  # splits vary fastest (B / C rows shared in L2)
+    split = pid % nsplit
+    tile = pid // nsplit
+    b = tl.program_id(1).to(tl.int64)
+    t = tile * T + tl.arange(0, T)
+    t_mask = t < length
+    LN2: tl.constexpr = 0.6931471805599453
+    pbase = (b * nsplit + split) * N * length + t[None, :]  # [1, T]
+    dBp = dBp_ptr + pbase
+    dCp = dCp_ptr + pbase
+    t_mask2 = t_mask[None, :]
+    for dsub in range(n_dsub):
+        dblk = split * n_dsub + dsub
+        d = dblk * BD + tl.arange(0, BD)
+        d_mask = d < dim
+        mask = d_mask[:, None] & t_mask[None, :]
+        row = (b * dim + d.to(tl.int64)) * length
+        ptrs = row[:, None] + t[None, :]
+        g = (dblk * BD) // dpg
+        bg = b * sB_b + g.to(tl.int64) * sB_g
+        trow = t[None, :] + 0 * d[:, None]  # [BD, T], equal rows
+        Bp = B_ptr + bg + trow
+        Cp = C_ptr + bg + trow
+        Crp = Crev_ptr + (b * (sB_b // length) + g.to(tl.int64) * (sB_g // length)) * lpad + trow
+        Ap = A2_ptr + d.to(tl.int64) * N
+        hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
+        gp = gst_ptr + (b * (ntiles + 1) + tile + 1) * N * dim + d
+        a2 = tl.load(Ap, mask=d_mask, other=0.0)
+        Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
+        Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
+        Cn_r = tl.load(Crp, mask=d_mask[:, None], other=0.0).to(tl.float32)
+        h0 = tl.load(hp, mask=d_mask, other=0.0)
+        gend = tl.load(gp, mask=d_mask, other=0.0)
+        if ACCUM:
+            pB = tl.load(dBp, mask=t_mask2 & (dsub > 0), other=0.0)
+            pC = tl.load(dCp, mask=t_mask2 & (dsub > 0), other=0.0)
+        _x, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
+        uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+        _do, _zf, _sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
+        dtu = dt * uf
+        dt_r = tl.flip(dt, 1)
+        dy_r = tl.flip(dy, 1)
+        y = tl.zeros([BD, T], dtype=tl.float32)
+        ddt = tl.zeros([BD, T], dtype=tl.float32)
+        ddtu = tl.zeros([BD, T], dtype=tl.float32)
+        first = (tl.arange(0, T) == 0)[None, :]
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+            nx = (n + 1) % N
+            a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+            Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
+            Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+            Cn_rx = tl.load(Crp + nx * lpad, mask=d_mask[:, None], other=0.0).to(tl.float32)
+            h0_x = tl.load(hp + nx * dim, mask=d_mask, other=0.0)
+            gend_x = tl.load(gp + nx * dim, mask=d_mask, other=0.0)
+            if ACCUM:  # previous channel blocks' partial rows (this program's own region)
+                pB_x = tl.load(dBp + nx * length, mask=t_mask2 & (dsub > 0), other=0.0)
+                pC_x = tl.load(dCp + nx * length, mask=t_mask2 & (dsub > 0), other=0.0)
+            # h_t: forward scan in sequence order
+            a = tl.exp2(dt * a2[:, None])
+            bb = dtu * Bn
+            # start state folded into the first input (see _fwd_out)
+            _ac, h = tl.associative_scan((a, bb + tl.where(first, a * h0[:, None], 0.0)), 1, _pair_combine)
+            y += h * Cn
+            dCn = tl.sum(dy * h, axis=0, keep_dims=True)
+            # g_t: forward scan in reversed order, flipped back
+            a_r = tl.exp2(dt_r * a2[:, None])
+            _c, P, V = tl.associative_scan((a_r, a_r * 0.0 + 1.0, dy_r * Cn_r), 1, _fwd3_combine)
+            gr = tl.flip(V + P * gend[:, None], 1)
+            dBn = tl.sum(gr * dtu, axis=0, keep_dims=True)
+            if ACCUM:
+                dBn += pB
+                dCn += pC
+                pB = pB_x
+                pC = pC_x
+            tl.store(dBp + n * length, dBn, mask=t_mask2)
+            tl.store(dCp + n * length, dCn, mask=t_mask2)
+            ddtu += gr * Bn
+            gh = gr * (h - bb)  # g_t * a_t * h_{t-1}
+            # dA (natural-log A) partial: sum_t g a h_{t-1} dt, written over the consumed g entry
+            tl.store(gp + n * dim, tl.sum(gh * dt, axis=1), mask=d_mask)
+            ddt += gh * (a2 * LN2)[:, None]
+            a2 = a2_x
+            Bn = Bn_x
+            Cn = Cn_x
+            Cn_r = Cn_rx
+            h0 = h0_x
+            gend = gend_x
+        # per-element gradients; z / dout / delta are reloaded (cache hits) to keep registers low
+        do, zf, sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
+        if HAS_D:
+            Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0)
+            y += Dv[:, None] * uf
+            du = ddtu * dt + dy * Dv[:, None]
+            tl.store(dDp_ptr + (b * ntiles + tile) * dim + d, tl.sum(dy * uf, axis=1), mask=d_mask)
+        else:
+            du = ddtu * dt
+        if HAS_Z:
+            dz = do * y * sz * (1.0 + zf * (1.0 - sz))
+            tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+        tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=mask)
+        ddt += ddtu * uf
+        if SOFTPLUS:
+            x, _dt2 = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, False)
+            ddt = ddt * tl.where(x > 20.0, 1.0, tl.sigmoid(x))
+        ddt = tl.where(mask, ddt, 0.0)
+        if HAS_BIAS:
+            tl.store(dbiasp_ptr + (b * ntiles + tile) * dim + d, tl.sum(ddt, axis=1), mask=d_mask)
+        tl.store(ddelta_ptr + ptrs, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and launch
+# ---------------------------------------------------------------------------------------------
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+# Per-kernel tile shapes; `scan_config` picks from these, the benchmark may override them.
+CONFIG: dict[str, int] = {
+    "T": 64,          # steps per tile (power of 2)
+    "BD_FWD": 4,      # channels per program, forward kernels
+    "BD_BWD": 4,      # channels per program, backward kernels
+    "WARPS_FWD": 1,
+    "WARPS_BWD": 1,
+    "WARPS_STATE": 1,
+    "BLK_CARRY": 64,       # (state, channel) pairs per carry program
+    "K_CARRY": 32,         # tiles combined per step of the carry kernels
+    "WARPS_CARRY": 1,
+    "MAX_PARTIAL_BYTES": 4 << 30,  # cap on the backward's partial dB / dC buffers
+    "MIN_PROGRAMS": 8192,  # backward programs to keep in flight (sets the channel split)
+    "UNROLL": 1,           # unroll factor of the loops over states
+    "BC_F32": False,       # convert B, C to fp32 once on the host (saves per-element converts)
+}
+
+
+def _pow2_divisor(n: int, cap: int) -> int:
+    """Largest power of two <= cap that divides n."""
+    p = 1
+    while p * 2 <= cap and n % (p * 2) == 0:
+        p *= 2
+    return p
+
+
+def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict | None = None) -> dict:
+    cfg = dict(CONFIG)
+    if overrides:
+        cfg.update(overrides)
+    if _INTERPRET:  # small tiles keep the NumPy interpreter fast
+        cfg.update(T=min(cfg["T"], 16), BD_FWD=min(cfg["BD_FWD"], 4), BD_BWD=min(cfg["BD_BWD"], 4),
+                   K_CARRY=min(cfg["K_CARRY"], 4), BLK_CARRY=min(cfg["BLK_CARRY"], 32))
+    T = cfg["T"]
+    T = max(16, min(T, triton.next_power_of_2(max(length, 1))))
+    cfg["T"] = T
+    dpg = dim // groups
+    cfg["BD_FWD"] = _pow2_divisor(dpg, cfg["BD_FWD"])
+    cfg["BD_BWD"] = _pow2_divisor(dpg, cfg["BD_BWD"])
+    return cfg
+
+
+def _as_grouped(BC: Tensor) -> Tensor:
+    return (BC.unsqueeze(1) if BC.dim() == 3 else BC).contiguous()
+
+
+def _fwd(u, delta, A2, Bg, Cg, D, z, delta_bias, softplus, h0, cfg):
+    batch, dim, length = u.shape
+    groups, N = Bg.shape[1], Bg.shape[2]
+    dpg = dim // groups
+    T, BD = cfg["T"], cfg["BD_FWD"]
+    ntiles = triton.cdiv(length, T)
+    dev = u.device
+    hloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
+    dtsum = torch.empty((batch, ntiles, dim), device=dev, dtype=torch.float32)
+    out = torch.empty_like(u)
+    dummy = A2
+    sB_b, sB_g = Bg.stride(0), Bg.stride(1)
+    grid = (ntiles * triton.cdiv(dim, BD), batch)
+    _fwd_tile_state[grid](
+        u, delta, A2, Bg, delta_bias if delta_bias is not None else dummy, hloc, dtsum,
+        dim, length, ntiles, dpg, sB_b, sB_g,
+        N=N, BD=BD, T=T, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"],
+        num_warps=cfg["WARPS_STATE"],
+    )
+    hst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
+    blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
+    _carry_fwd[(triton.cdiv(N * dim, blk), batch)](
+        hloc, dtsum, A2, h0 if h0 is not None else dummy, hst, dim, ntiles,
+        N=N, BLK=blk, K=K, HAS_H0=h0 is not None, num_warps=cfg["WARPS_CARRY"],
+    )
+    del hloc
+    _fwd_out[grid](
+        u, delta, z if z is not None else u, out, A2, Bg, Cg,
+        D if D is not None else dummy, delta_bias if delta_bias is not None else dummy, hst,
+        dim, length, ntiles, dpg, sB_b, sB_g,
+        N=N, BD=BD, T=T, HAS_D=D is not None, HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_FWD"],
+    )
+    return out, hst, dtsum
+
+
+def _split_plan(batch: int, ntiles: int, length: int, N: int, groups: int, nblk_per_group: int,
+                max_bytes: int, min_programs: int) -> int:
+    """Channel blocks per backward program (n_dsub, a divisor of nblk_per_group). Each program
+    accumulates the dB / dC rows of its n_dsub blocks in its own partial rows (cache-resident),
+    so larger n_dsub means fewer partial rows to write and reduce; it is capped so that there are
+    at least min_programs programs, and raised until the partial buffers fit in max_bytes."""
+    divisors = [k for k in range(1, nblk_per_group + 1) if nblk_per_group % k == 0]
+    best = 1
+    for k in divisors:
+        if batch * ntiles * groups * (nblk_per_group // k) >= min_programs:
+            best = k
+    for k in divisors:
+        if k >= best and 2 * batch * groups * (nblk_per_group // k) * N * length * 4 <= max_bytes:
+            return k
+    return nblk_per_group
+
+
+def _bwd(dout, dlast, u, delta, A, A2, Bg, Cg, D, z, delta_bias, softplus, hst, dtsum, cfg,
+         collapse_groups=False):
+    batch, dim, length = u.shape
+    groups, N = Bg.shape[1], Bg.shape[2]
+    dpg = dim // groups
+    T, BD = cfg["T"], cfg["BD_BWD"]
+    ntiles = triton.cdiv(length, T)
+    dev = u.device
+    dummy = A2
+    sB_b, sB_g = Bg.stride(0), Bg.stride(1)
+    has_bias = delta_bias is not None
+    qloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
+    grid = (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch)
+    _bwd_tile_state[grid](
+        dout, z if z is not None else u, delta, A2, Cg, delta_bias if has_bias else dummy, qloc,
+        dim, length, ntiles, dpg, sB_b, sB_g,
+        N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=softplus,
+        UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_STATE"],
+    )
+    gst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
+    blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
+    _carry_bwd[(triton.cdiv(N * dim, blk), batch)](
+        qloc, dtsum, A2, dlast if dlast is not None else dummy, gst, dim, ntiles,
+        N=N, BLK=blk, K=K, HAS_DLAST=dlast is not None, num_warps=cfg["WARPS_CARRY"],
+    )
+    del qloc
+    dh0 = gst[:, 0].transpose(1, 2)
+    nblk_pg = dpg // BD
+    n_dsub = _split_plan(batch, ntiles, length, N, groups, nblk_pg, cfg["MAX_PARTIAL_BYTES"], cfg["MIN_PROGRAMS"])
+    nsplit = groups * (nblk_pg // n_dsub)
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    # partial sums: one buffer for dB / dC, one for dD / ddelta_bias (fewer host-side ops)
+    dBCp = torch.empty((2, batch, nsplit, N, length), device=dev, dtype=torch.float32)
+    dBp, dCp = dBCp[0], dBCp[1]
+    dDbp = torch.empty((2, batch, ntiles, dim), device=dev, dtype=torch.float32) if (D is not None or has_bias) else None
+    dDp = dDbp[0] if D is not None else None
+    dbp = dDbp[1] if has_bias else None
+    # C reversed inside every tile (small: batch * groups * N * length), for the reversed scan
+    lpad = ntiles * T
+    Crev = torch.nn.functional.pad(Cg, (0, lpad - length)).view(batch, groups, N, ntiles, T).flip(-1)
+    Crev = Crev.reshape(batch, groups, N, lpad)
+    _bwd_main[(ntiles * nsplit, batch)](
+        u, delta, z if z is not None else u, dout, A2, Bg, Cg, Crev,
+        D if D is not None else dummy, delta_bias if has_bias else dummy, hst, gst,
+        du, ddelta, dz if dz is not None else du, dBp, dCp,
+        dDp if dDp is not None else dummy, dbp if dbp is not None else dummy,
+        dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
+        N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=has_bias,
+        SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"],
+    )
+    dA = gst[:, 1:].sum(dim=(0, 1)).t()  # (dim, N), natural-log A
+    s_per_group = nsplit // groups
+    dBC = dBCp.view(2, batch, groups, s_per_group, N, length)
+    dBC = dBC.sum(dim=(2, 3)) if collapse_groups else dBC.sum(3)  # (2, b, N, L) or (2, b, G, N, L)
+    dDb = dDbp.sum(dim=(1, 2)) if dDbp is not None else None
+    dD = dDb[0] if D is not None else None
+    dbias = dDb[1] if has_bias else None
+    return du, ddelta, dA, dBC, dD, dz, dbias, dh0
+
+
+class _SelectiveScanFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, want_last, overrides):
+        batch, dim, length = u.shape
+        u = u.contiguous()
+        delta = delta.contiguous()
+        z = z.contiguous() if z is not None else None
+        Bg, Cg = _as_grouped(B), _as_grouped(C)
+        cfg = scan_config(batch, dim, length, Bg.shape[1], overrides)
+        if cfg["BC_F32"]:
+            Bg, Cg = Bg.float(), Cg.float()
+        A32 = A.float().contiguous()
+        A2 = (A32 * LOG2E).contiguous()
+        Df = D.float().contiguous() if D is not None else None
+        bias = delta_bias.float().contiguous() if delta_bias is not None else None
+        h0 = initial_state.float().contiguous() if initial_state is not None else None
+        out, hst, dtsum = _fwd(u, delta, A2, Bg, Cg, Df, z, bias, delta_softplus, h0, cfg)
+        ntiles = hst.shape[1] - 1
+        # last state (b, dim, N) = the entry after the last tile; copied only when returned
+        last = hst[:, ntiles].transpose(1, 2).contiguous() if want_last else hst.new_empty(0)
+        ctx.save_for_backward(u, delta, A32, A2, Bg, Cg, Df, z, bias, hst, dtsum)
+        ctx.cfg = cfg
+        ctx.softplus = delta_softplus
+        ctx.meta = (B.dim(), B.dtype, C.dtype, A.dtype,
+                    D.dtype if D is not None else None,
+                    delta_bias.dtype if delta_bias is not None else None,
+                    initial_state.dtype if initial_state is not None else None)
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A32, A2, Bg, Cg, Df, z, bias, hst, dtsum = ctx.saved_tensors
+        bdim, Bdt, Cdt, Adt, Ddt, biasdt, h0dt = ctx.meta
+        dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+        dlast = dlast.float().contiguous() if (dlast is not None and dlast.numel()) else None
+        du, ddelta, dA, dBC, dD, dz, dbias, dh0 = _bwd(
+            dout, dlast, u, delta, A32, A2, Bg, Cg, Df, z, bias, ctx.softplus, hst, dtsum, ctx.cfg,
+            collapse_groups=bdim == 3,
+        )
+        if Bdt == Cdt:
+            dB, dC = dBC.to(Bdt).unbind(0)
+        else:
+            dB, dC = dBC[0].to(Bdt), dBC[1].to(Cdt)
+        return (
+            du, ddelta, dA.to(Adt), dB, dC,
+            dD.to(Ddt) if dD is not None else None,
+            dz,
+            dbias.to(biasdt) if dbias is not None else None,
+            dh0.to(h0dt) if h0dt is not None else None,
+            None, None, None,
+        )
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    initial_state: Tensor | None = None,
+    _config: dict | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Fused selective scan (KERNEL.md semantics) on CUDA tensors, or on CPU tensors under
+    TRITON_INTERPRET=1. Differentiable in u, delta, A, B, C, D, z, delta_bias and initial_state.
+    Inputs are assumed validated (kernels.selective_scan checks them)."""
+    if u.device.type != "cuda" and not _INTERPRET:
+        raise ValueError(
+            "selective_scan_triton needs CUDA tensors (or TRITON_INTERPRET=1 set before import "
+            "to run the kernels on the CPU)"
+        )
+    if u.shape[-1] == 0:
+        raise ValueError("selective_scan_triton needs length >= 1")
+    out, last = _SelectiveScanFn.apply(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), bool(return_last_state), _config
+    )
+    return (out, last) if return_last_state else out

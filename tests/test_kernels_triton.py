@@ -1,0 +1,268 @@
+"""The Triton kernels against the PyTorch references, on CPU tensors under TRITON_INTERPRET=1
+(tests/conftest.py sets it when there is no CUDA). Small shapes: the interpreter is slow.
+
+Tolerances are KERNEL.md's: fp32 rtol 6e-4 / atol 2e-3, bf16 3e-2 / 5e-2; du twice that,
+ddelta (and ddelta_bias) 5x rtol and 10x atol.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kernels import selective_scan
+from kernels.reference import (
+    causal_conv1d_ref,
+    causal_conv1d_update_ref,
+    selective_scan_ref,
+    selective_state_update_ref,
+)
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(DEVICE == "cpu" and not INTERPRET, reason="needs CUDA or TRITON_INTERPRET=1")
+
+TOL = {torch.float32: (6e-4, 2e-3), torch.bfloat16: (3e-2, 5e-2)}
+GRAD_SCALE = {"u": (2, 2), "delta": (5, 10), "delta_bias": (5, 10)}
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def _inputs(batch, dim, length, n, dtype, groups=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rn(*s, dt=dtype):
+        return torch.randn(*s, generator=g).to(dt)
+
+    bc = (batch, n, length) if groups is None else (batch, groups, n, length)
+    return dict(
+        u=rn(batch, dim, length),
+        delta=(0.5 * rn(batch, dim, length, dt=torch.float32) - 1.5).to(dtype),
+        A=-(torch.rand(dim, n, generator=g) * 3 + 0.2),
+        B=rn(*bc), C=rn(*bc),
+        D=rn(dim, dt=torch.float32), z=rn(batch, dim, length),
+        delta_bias=0.3 * rn(dim, dt=torch.float32),
+        initial_state=rn(batch, dim, n, dt=torch.float32),
+    )
+
+
+def _run(fn, x, use, softplus, **kw):
+    leaves = {k: v.detach().clone().to(DEVICE).requires_grad_(True) for k, v in x.items()}
+    out, last = fn(
+        leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+        D=leaves["D"] if "D" in use else None, z=leaves["z"] if "z" in use else None,
+        delta_bias=leaves["delta_bias"] if "bias" in use else None, delta_softplus=softplus,
+        return_last_state=True, initial_state=leaves["initial_state"] if "h0" in use else None, **kw,
+    )
+    return out, last, leaves
+
+
+def _check(x, use, softplus, dtype):
+    out, last, leaves = _run(selective_scan, x, use, softplus, backend="triton")
+    xr = {k: v.double() for k, v in x.items()}
+    rout, rlast, rleaves = _run(selective_scan_ref, xr, use, softplus)
+    g = torch.Generator().manual_seed(7)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE)
+    dlast = torch.randn(last.shape, generator=g).to(DEVICE)
+    ((out.float() * dout).sum() + (last * dlast).sum()).backward()
+    ((rout * dout.double()).sum() + (rlast * dlast.double()).sum()).backward()
+    rtol, atol = TOL[dtype]
+    assert out.dtype == dtype and last.dtype == torch.float32 and last.shape == rlast.shape
+    torch.testing.assert_close(out.double().cpu(), rout.to(dtype).double().cpu(), rtol=rtol, atol=atol)
+    torch.testing.assert_close(last.double().cpu(), rlast.cpu(), rtol=rtol, atol=atol)
+    for name in NAMES:
+        used = {"D": "D", "z": "z", "delta_bias": "bias", "initial_state": "h0"}.get(name)
+        grad, rgrad = leaves[name].grad, rleaves[name].grad
+        if used is not None and used not in use:
+            assert grad is None
+            continue
+        assert grad is not None and grad.dtype == leaves[name].dtype and grad.shape == leaves[name].shape, name
+        sr, sa = GRAD_SCALE.get(name, (1, 1))
+        # reduced gradients (sums over batch, time, channels) scale with the number of terms
+        torch.testing.assert_close(grad.double().cpu(), rgrad.to(grad.dtype).double().cpu(),
+                                   rtol=rtol * sr, atol=atol * sa * (4 if dtype == torch.bfloat16 and name in ("A", "B", "C", "D", "delta_bias") else 1),
+                                   msg=lambda m, n=name: f"d{n}: {m}")
+
+
+ALL = ("D", "z", "bias", "h0")
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "batch,dim,length,n,groups,use,softplus",
+    [
+        (2, 4, 37, 4, None, ALL, True),       # length not a multiple of the tile
+        (1, 3, 1, 1, None, ALL, True),        # length 1, N = 1, odd dim
+        (1, 4, 20, 16, 2, ALL, True),         # N = 16, grouped B/C
+        (1, 2, 18, 64, None, ("z",), False),  # N = 64, no D / bias / h0, no softplus
+        (2, 4, 33, 3, 4, ("D", "h0"), True),  # one channel per group
+        (1, 8, 70, 2, None, ("bias",), True),  # several tiles per carry step
+    ],
+)
+def test_scan_fp32(batch, dim, length, n, groups, use, softplus):
+    x = _inputs(batch, dim, length, n, torch.float32, groups)
+    if not softplus:
+        x["delta"] = x["delta"].abs() * 0.1 + 0.01
+    _check(x, use, softplus, torch.float32)
+
+
+@needs_triton
+@pytest.mark.parametrize("groups,use", [(None, ALL), (2, ("z", "bias"))])
+def test_scan_bf16(groups, use):
+    x = _inputs(2, 4, 29, 8, torch.bfloat16, groups, seed=1)
+    _check(x, use, True, torch.bfloat16)
+
+
+@needs_triton
+@pytest.mark.parametrize("config", [
+    {"MAX_PARTIAL_BYTES": 1, "UNROLL": 2, "BC_F32": True},  # several channel blocks per program
+    {"MIN_PROGRAMS": 1},                                     # one channel block per program
+])
+def test_scan_backward_without_last_state_and_partial_buffers(config):
+    """Output-only loss (no last-state gradient) and both ways of writing partial dB/dC rows."""
+    from kernels.triton_scan import selective_scan_triton
+
+    x = _inputs(1, 8, 40, 2, torch.float32, groups=None, seed=2)  # 2 channel blocks -> read-add-write
+    leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in x.items()}
+    out = selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                                D=leaves["D"], delta_softplus=True,
+                                _config=config)
+    out.sum().backward()
+    xr = {k: v.double().requires_grad_(True) for k, v in x.items()}
+    ref = selective_scan_ref(xr["u"], xr["delta"], xr["A"], xr["B"], xr["C"], D=xr["D"], delta_softplus=True)
+    ref.sum().backward()
+    torch.testing.assert_close(out.double().cpu(), ref, rtol=6e-4, atol=2e-3)
+    for k in ("u", "delta", "A", "B", "C", "D"):
+        torch.testing.assert_close(leaves[k].grad.double().cpu(), xr[k].grad, rtol=3e-3, atol=2e-2, msg=k)
+
+
+@needs_triton
+@pytest.mark.parametrize("groups", [None, 2])
+def test_state_update_equals_scan_token_by_token(groups):
+    from kernels.state_update import selective_state_update
+
+    x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 9, 5, torch.float32, groups, seed=3).items()}
+    with torch.no_grad():
+        out, last = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
+                                   delta_bias=x["delta_bias"], delta_softplus=True, return_last_state=True,
+                                   initial_state=x["initial_state"], backend="triton")
+    state = x["initial_state"].clone()
+    state_ref = x["initial_state"].clone()
+    for t in range(9):
+        args = (x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t])
+        y = selective_state_update(state, *args, D=x["D"], z=x["z"][..., t], dt_bias=x["delta_bias"], dt_softplus=True)
+        y_ref = selective_state_update_ref(state_ref, *args, x["D"], x["z"][..., t], x["delta_bias"], True)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y, out[..., t], rtol=6e-4, atol=2e-3)
+    torch.testing.assert_close(state, last, rtol=6e-4, atol=2e-3)
+    torch.testing.assert_close(state, state_ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("width", [1, 3, 4])
+@pytest.mark.parametrize("act", [None, "silu"])
+def test_causal_conv_fwd_bwd_update(width, act):
+    from kernels.causal_conv import causal_conv1d, causal_conv1d_update
+
+    g = torch.Generator().manual_seed(width)
+    x = torch.randn(2, 5, 45, generator=g).to(DEVICE).requires_grad_(True)
+    w = torch.randn(5, width, generator=g).to(DEVICE).requires_grad_(True)
+    b = torch.randn(5, generator=g).to(DEVICE).requires_grad_(True)
+    out = causal_conv1d(x, w, b, act)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE)
+    out.backward(dout)
+    xr, wr, br = (t.detach().double().cpu().requires_grad_(True) for t in (x, w, b))
+    ref = causal_conv1d_ref(xr, wr, br, act)
+    ref.backward(dout.double().cpu())
+    for got, want in ((out, ref), (x.grad, xr.grad), (w.grad, wr.grad), (b.grad, br.grad)):
+        torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-4)
+    state = torch.randn(2, 5, width, generator=g).to(DEVICE)
+    state_ref = state.clone()
+    for t in range(3):
+        xs = torch.randn(2, 5, generator=g).to(DEVICE)
+        y = causal_conv1d_update(xs, state, w.detach(), b.detach(), act)
+        y_ref = causal_conv1d_update_ref(xs, state_ref, w.detach(), b.detach(), act)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(state, state_ref)
+
+
+# ------------------------------------------------------------------------------------------------
+# validation through the public entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def _good(dtype=torch.float32):
+    return _inputs(1, 4, 6, 2, dtype)
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda x: x.update(u=x["u"][0]), "u must be"),
+        (lambda x: x.update(delta=x["delta"][..., :-1]), "delta must have"),
+        (lambda x: x.update(z=x["z"][:, :-1]), "z must have"),
+        (lambda x: x.update(A=x["A"][:, :1].repeat(1, 3)), "B must be"),
+        (lambda x: x.update(A=x["A"][:-1]), "A must be"),
+        (lambda x: x.update(B=x["B"][..., :-1]), "B must be"),
+        (lambda x: x.update(C=x["C"].unsqueeze(1).repeat(1, 3, 1, 1)), "C must be"),
+        (lambda x: x.update(D=x["D"][:-1]), "D must be"),
+        (lambda x: x.update(delta_bias=x["delta_bias"][None]), "delta_bias must be"),
+        (lambda x: x.update(initial_state=x["initial_state"][..., :-1]), "initial_state must be"),
+        (lambda x: x.update(u=x["u"].to(torch.int32)), "dtype"),
+        (lambda x: x.update(B=x["B"].to(torch.int64)), "dtype"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_bad_inputs_raise_value_error(mutate, match, backend):
+    if backend == "triton" and DEVICE == "cpu" and not INTERPRET:
+        pytest.skip("triton backend needs CUDA or the interpreter")
+    x = _good()
+    mutate(x)
+    x = {k: v.to(DEVICE) for k, v in x.items()}
+    with pytest.raises(ValueError, match=match):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                       initial_state=x["initial_state"], backend=backend)
+
+
+def test_float64_only_on_reference_and_unknown_backend():
+    x = {k: v.double() for k, v in _good().items()}
+    selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="reference")
+    if DEVICE == "cpu" and not INTERPRET:
+        return
+    with pytest.raises(ValueError, match="dtype"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="triton")
+    with pytest.raises(ValueError, match="unknown backend"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="cuda")
+
+
+@pytest.mark.parametrize("name", ["delta", "A", "B", "D", "initial_state"])
+def test_mixed_devices_raise(name):
+    """An input on another device than u is rejected before any kernel runs (the 'meta' device
+    stands in for a second device on machines without a GPU)."""
+    x = _good()
+    x[name] = x[name].to("meta")
+    with pytest.raises(ValueError, match="device"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
+                       delta_bias=x["delta_bias"], initial_state=x["initial_state"], backend="reference")
+
+
+def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():
+    """In a fresh interpreter without TRITON_INTERPRET, backend='triton' on CPU tensors must raise
+    a ValueError that says what to do (CI has no GPU)."""
+    code = (
+        "import torch\n"
+        "from kernels import selective_scan\n"
+        "u = torch.randn(1, 2, 3)\n"
+        "try:\n"
+        "    selective_scan(u, u, -torch.ones(2, 1), torch.randn(1, 1, 3), torch.randn(1, 1, 3), backend='triton')\n"
+        "except ValueError as e:\n"
+        "    print('VALUEERROR', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "VALUEERROR" in res.stdout and "CUDA" in res.stdout, res.stdout + res.stderr
