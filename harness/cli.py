@@ -118,7 +118,8 @@ def _print_result(result) -> None:
     config = result.config
     table = Table(title=f"{config.task} · {config.model} · trained at {format_length(config.seq_len)} "
                         f"for {result.steps_done} steps · status {result.status}")
-    names = [n for n in ("accuracy", "loss", "bits_per_byte", "bits_per_token", "perplexity")
+    names = [n for n in ("accuracy", "loss", "bits_per_byte", "bits_per_token", "perplexity", "fwd_ms", "fwd_bwd_ms",
+                         "train_tokens_per_s", "peak_memory_gb")
              if any(f"{n}/{L}" in result.metrics for L in config.eval_lengths)]
     table.add_column("eval length", justify="right")
     for name in names + ["samples"]:
@@ -137,6 +138,9 @@ def _print_result(result) -> None:
                 cells.append(f"{value:.3f}")
         table.add_row(format_length(seq_len), *cells)
     out.print(table)
+    generation = {k: v for k, v in result.metrics.items() if k.startswith("gen_tokens_per_s/")}
+    if generation:
+        out.print("generation tokens/s: " + ", ".join(f"batch {k.split('/b')[-1]}: {v:,.0f}" for k, v in generation.items()))
     if result.message:
         out.print(f"[yellow]{result.message}")
     out.print(f"MLflow run {result.run_id} · open with: seqbench ui")
@@ -149,6 +153,15 @@ def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -
     from harness.registry import registry
 
     names = registry(kind).names()
+    if kind == "tasks":
+        table = Table(title="tasks")
+        table.add_column("task")
+        table.add_column("modalities")
+        for name in names:
+            task_cls = registry("tasks").load(name)
+            table.add_row(name, ", ".join(getattr(task_cls, "modalities", ())))
+        out.print(table)
+        return
     if kind != "models":
         for name in names:
             out.print(name)
@@ -232,6 +245,41 @@ def bench_models(
         preset(family, size)
         configs.append((family, size))
     run_model_bench(configs, parse_lengths(seq_len), batch_size, out_file)
+
+
+@bench_app.command("generation")
+@user_errors
+def bench_generation(
+    model: str = typer.Option("mamba:130m,transformer:125m", help="Comma-separated family:size pairs."),
+    prompt_len: int = typer.Option(2048, help="Prompt length."),
+    new_tokens: int = typer.Option(128, help="Tokens generated after the prompt."),
+    batch_sizes: str = typer.Option("1,8,32,128", help="Comma-separated batch sizes."),
+) -> None:
+    """Generation throughput (batch × new tokens / time) per model size and batch size."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
+    from models import build_model
+    from models.bench import measure_generation
+    from models.presets import LM_VOCAB, preset
+    from tasks.base import HeadSpec
+
+    table = Table(title=f"generation · prompt {prompt_len} · {new_tokens} new tokens")
+    for name in ("model", "size", "batch", "tokens/s"):
+        table.add_column(name, justify="right")
+    for item in model.split(","):
+        family, _, size = item.strip().partition(":")
+        net = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
+        for batch in parse_lengths(batch_sizes):
+            try:
+                rate = f"{measure_generation(net, LM_VOCAB, prompt_len, new_tokens, batch, torch.device('cuda'))['gen_tokens_per_s']:,.0f}"
+            except torch.OutOfMemoryError:
+                rate = "oom"
+            table.add_row(family, size, str(batch), rate)
+        del net
+        torch.cuda.empty_cache()
+    out.print(table)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

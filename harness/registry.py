@@ -28,6 +28,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "lm": "tasks.language_modeling:LanguageModeling",
         "species": "tasks.classification:Species",
         "spoken-digits": "tasks.classification:SpokenDigits",
+        "speed": "tasks.speed:Speed",
     },
     "models": {
         "mamba": "models.mamba:build_mamba",

@@ -204,9 +204,17 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        _train(config, task, model, optimizer, tracker, device, console, progress, result, start_step)
-        if result.status == "ok":
-            _final_eval(config, task, model, tracker, device, console, progress, result)
+        if hasattr(task, "measure"):  # a speed task: measure instead of training
+            def record(metrics: dict, tags: dict) -> None:
+                tracker.log_metrics(metrics, step=0)
+                tracker.set_tags(tags)
+                result.metrics.update(metrics)
+
+            task.measure(model, config, device, record)
+        else:
+            _train(config, task, model, optimizer, tracker, device, console, progress, result, start_step)
+            if result.status == "ok":
+                _final_eval(config, task, model, tracker, device, console, progress, result)
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C)"
     except torch.OutOfMemoryError as exc:

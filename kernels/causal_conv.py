@@ -21,16 +21,17 @@ import triton.language as tl
 from torch import Tensor
 
 from kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref
+from kernels.selective_scan import resolve_backend
 
 __all__ = ["causal_conv1d", "causal_conv1d_update"]
 
 _ACTIVATIONS = (None, "silu", "swish")
 
 
-def _use_triton(t: Tensor) -> bool:
-    if t.dtype == torch.float64:
-        return False
-    return t.is_cuda or (t.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+def _use_triton(t: Tensor, backend: str) -> bool:
+    """'auto': Triton on CUDA, the reference elsewhere; 'triton' forces it (CPU only under
+    TRITON_INTERPRET=1, as the tests do); float64 always takes the reference."""
+    return resolve_backend(backend, t.device) == "triton" and t.dtype != torch.float64
 
 
 @triton.jit
@@ -169,12 +170,13 @@ def _check(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | Non
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
 
 
-def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None) -> Tensor:
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
+                  backend: str = "auto") -> Tensor:
     """Depthwise causal conv over the last axis of x (b, d, l), optional bias and SiLU; differentiable."""
     if x.dim() != 3:
         raise ValueError(f"x must be (batch, dim, length), got {tuple(x.shape)}")
     _check(x, weight, bias, activation)
-    if not _use_triton(x) or x.shape[-1] == 0:
+    if not _use_triton(x, backend) or x.shape[-1] == 0:
         return causal_conv1d_ref(x, weight, bias, "silu" if activation in ("silu", "swish") else None)
     return _CausalConvFn.apply(x, weight, bias, activation in ("silu", "swish"))
 
@@ -207,7 +209,7 @@ def _conv_update_kernel(x_ptr, s_ptr, w_ptr, b_ptr, out_ptr, dim, s_sb, s_sd, s_
 
 
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,
-                         activation: str | None = None) -> Tensor:
+                         activation: str | None = None, backend: str = "auto") -> Tensor:
     """One decode step: shift conv_state (b, d, width) left in place, append x (b, d), return (b, d)."""
     if x.dim() != 2 or conv_state.dim() != 3 or conv_state.shape[:2] != x.shape:
         raise ValueError(f"x must be (batch, dim) and conv_state (batch, dim, width); got {tuple(x.shape)}, {tuple(conv_state.shape)}")
@@ -216,7 +218,7 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Te
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None or 'silu', got {activation!r}")
     silu = activation in ("silu", "swish")
-    if not _use_triton(x) or conv_state.stride(2) != 1:
+    if not _use_triton(x, backend) or conv_state.stride(2) != 1:
         return causal_conv1d_update_ref(x, conv_state, weight, bias, "silu" if silu else None)
     batch, dim = x.shape
     W = conv_state.shape[2]

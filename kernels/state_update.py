@@ -17,6 +17,7 @@ import triton.language as tl
 from torch import Tensor
 
 from kernels.reference import selective_state_update_ref
+from kernels.selective_scan import resolve_backend
 
 __all__ = ["selective_state_update"]
 
@@ -80,8 +81,10 @@ def selective_state_update(
     z: Tensor | None = None,
     dt_bias: Tensor | None = None,
     dt_softplus: bool = False,
+    backend: str = "auto",
 ) -> Tensor:
-    """One recurrent step; `state` is updated in place. Returns y (batch, dim) in x's dtype."""
+    """One recurrent step; `state` is updated in place. Returns y (batch, dim) in x's dtype.
+    `backend`: auto (Triton on CUDA, the reference elsewhere), triton or reference."""
     if state.dim() != 3 or x.dim() != 2:
         raise ValueError(f"state must be (batch, dim, N) and x (batch, dim); got {tuple(state.shape)}, {tuple(x.shape)}")
     batch, dim, n = state.shape
@@ -96,7 +99,7 @@ def selective_state_update(
             raise ValueError(f"{name} must be (batch, N) or (batch, groups, N), got {tuple(t.shape)}")
     if state.dtype != torch.float32:
         raise ValueError(f"state must be float32, got {state.dtype}")
-    use_triton = state.is_cuda or (os.environ.get("TRITON_INTERPRET") == "1" and state.device.type == "cpu")
+    use_triton = resolve_backend(backend, state.device) == "triton"
     if not use_triton or x.dtype == torch.float64:
         return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     if state.stride(2) != 1:

@@ -22,51 +22,95 @@ FIELDS = ["model", "size", "n_parameters", "seq_len", "batch", "status", "fwd_ms
           "train_tokens_per_s", "peak_memory_gb"]
 
 
-def _median_ms(fn, repeats: int, warmup: int) -> float:
+def time_ms(fn, device: torch.device, repeats: int = 10, warmup: int = 3) -> float:
+    """Median wall time of `fn` in ms: CUDA events on a GPU, perf_counter on the CPU."""
+    import time
+
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
+        if device.type == "cuda":
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            stop.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(stop))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 
 
+def _autocast(device: torch.device):
+    from contextlib import nullcontext
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def peak_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.device,
+                  repeats: int = 10, warmup: int = 3) -> dict:
+    """Forward and forward+backward median ms, training tokens/s and peak memory (GB) of `model`
+    on random ids (bf16 autocast on CUDA). Raises torch.OutOfMemoryError when it does not fit."""
+    ids = torch.randint(0, vocab, (batch, seq_len), device=device)
+
+    def forward():
+        with torch.no_grad(), _autocast(device):
+            model(ids)
+
+    def forward_backward():
+        with _autocast(device):
+            logits = model(ids)
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    fwd = time_ms(forward, device, repeats, warmup)
+    fwd_bwd = time_ms(forward_backward, device, repeats, warmup)
+    return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "train_tokens_per_s": batch * seq_len / (fwd_bwd / 1000)}
+
+
+def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batch: int, device: torch.device,
+                       repeats: int = 3) -> dict:
+    """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps."""
+    prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
+
+    def generate():
+        with _autocast(device):
+            model.generate(prompt, new_tokens, temperature=0)
+
+    ms = time_ms(generate, device, repeats, warmup=1)
+    return {"gen_ms": ms, "gen_tokens_per_s": batch * new_tokens / (ms / 1000)}
+
+
 def bench_one(family: str, size: str, seq_len: int, batch: int, repeats: int = 10, warmup: int = 3) -> dict:
-    """Time one configuration on the current CUDA device."""
+    """Time one configuration on the current CUDA device; an OOM is a recorded status."""
+    device = torch.device("cuda")
     row = {"model": family, "size": size, "seq_len": seq_len, "batch": batch}
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    model = None
     try:
         torch.manual_seed(0)
         model = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
         row["n_parameters"] = model.num_parameters()
-        ids = torch.randint(0, LM_VOCAB, (batch, seq_len), device="cuda")
-
-        def forward():
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-                model(ids)
-
-        def forward_backward():
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(ids)
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        row["fwd_ms"] = _median_ms(forward, repeats, warmup)
-        row["fwd_bwd_ms"] = _median_ms(forward_backward, repeats, warmup)
-        row["train_tokens_per_s"] = batch * seq_len / (row["fwd_bwd_ms"] / 1000)
+        row.update(measure_model(model, LM_VOCAB, seq_len, batch, device, repeats, warmup))
         row["status"] = "ok"
     except torch.OutOfMemoryError:
         row["status"] = "oom"
     finally:
-        row["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        model = ids = None
+        row["peak_memory_gb"] = peak_gb(device)
+        model = None
         torch.cuda.empty_cache()
     return row
 

@@ -89,3 +89,61 @@ def test_real_text_lm():
     batch = task.train_batch(0, 2, 1024)
     text = bytes(batch.inputs[0].tolist()).decode("utf-8", errors="replace")
     assert len(text) > 500
+
+
+PAIRS = [("induction-heads", "tokens", 64), ("selective-copying", "tokens", 64), ("mqar", "tokens", 64),
+         ("lm", "text", 64), ("lm", "audio", 64), ("lm", "dna", 64), ("species", "dna", 64),
+         ("spoken-digits", "audio", 2000), ("speed", "tokens", 64)]
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    from harness.tracking import setup_experiment
+
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    setup_experiment(uri, "pairs")
+    return folder, uri
+
+
+@pytest.mark.parametrize("task,modality,length", PAIRS)
+def test_every_task_and_modality_runs_two_steps(task, modality, length, shared_store):
+    folder, uri = shared_store
+    config = RunConfig(task=task, modality=modality, seq_len=length, steps=2, batch_size=2, eval_samples=4,
+                       eval_lengths=[length], model_kwargs={"d_model": 16, "n_layers": 1}, device="cpu",
+                       tracking_uri=uri, experiment="pairs", checkpoint_dir=str(folder / "ckpt"))
+    result = run(config, progress=False)
+    assert result.status == "ok"
+    key = "train_tokens_per_s" if task == "speed" else "loss"
+    assert f"{key}/{length}" in result.metrics
+
+
+def test_evaluate_on_a_hand_made_batch():
+    """Four sequences, the last position scored; the model is right on three: accuracy 3/4 and the
+    loss is the mean cross-entropy of the four hand-set logits."""
+    import math
+
+    from harness.runner import evaluate
+    from tasks.base import Batch
+    from tasks.synthetic import InductionHeads
+
+    class FixedLogits(torch.nn.Module):
+        max_seq_len = None
+
+        def forward(self, ids, last_only=False):
+            logits = torch.full((ids.shape[0], 1, 16), -10.0)
+            logits[torch.arange(ids.shape[0]), 0, ids[:, 0]] = 0.0  # predicts the first token
+            return logits
+
+    class HandMade(InductionHeads):
+        def eval_batches(self, seq_len, n_samples, batch_size):
+            ids = torch.tensor([[1, 5, 15], [2, 5, 15], [3, 5, 15], [4, 5, 15]])
+            targets = torch.full_like(ids, -100)
+            targets[:, -1] = torch.tensor([1, 2, 3, 9])
+            yield Batch(ids, targets)
+
+    metrics = evaluate(FixedLogits(), HandMade(), 3, 4, 4, torch.device("cpu"))
+    assert metrics["accuracy"] == 0.75 and metrics["samples"] == 4
+    right = math.log(1 + 15 * math.exp(-10))
+    wrong = 10 + math.log(1 + 15 * math.exp(-10))
+    assert metrics["loss"] == pytest.approx((3 * right + wrong) / 4, rel=1e-5)

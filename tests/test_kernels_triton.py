@@ -153,7 +153,8 @@ def test_state_update_equals_scan_token_by_token(groups):
     state_ref = x["initial_state"].clone()
     for t in range(9):
         args = (x["u"][..., t], x["delta"][..., t], x["A"], x["B"][..., t], x["C"][..., t])
-        y = selective_state_update(state, *args, D=x["D"], z=x["z"][..., t], dt_bias=x["delta_bias"], dt_softplus=True)
+        y = selective_state_update(state, *args, D=x["D"], z=x["z"][..., t], dt_bias=x["delta_bias"], dt_softplus=True,
+                                   backend="triton")
         y_ref = selective_state_update_ref(state_ref, *args, x["D"], x["z"][..., t], x["delta_bias"], True)
         torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(y, out[..., t], rtol=6e-4, atol=2e-3)
@@ -171,7 +172,7 @@ def test_causal_conv_fwd_bwd_update(width, act):
     x = torch.randn(2, 5, 45, generator=g).to(DEVICE).requires_grad_(True)
     w = torch.randn(5, width, generator=g).to(DEVICE).requires_grad_(True)
     b = torch.randn(5, generator=g).to(DEVICE).requires_grad_(True)
-    out = causal_conv1d(x, w, b, act)
+    out = causal_conv1d(x, w, b, act, backend="triton")
     dout = torch.randn(out.shape, generator=g).to(DEVICE)
     out.backward(dout)
     xr, wr, br = (t.detach().double().cpu().requires_grad_(True) for t in (x, w, b))
@@ -183,7 +184,7 @@ def test_causal_conv_fwd_bwd_update(width, act):
     state_ref = state.clone()
     for t in range(3):
         xs = torch.randn(2, 5, generator=g).to(DEVICE)
-        y = causal_conv1d_update(xs, state, w.detach(), b.detach(), act)
+        y = causal_conv1d_update(xs, state, w.detach(), b.detach(), act, backend="triton")
         y_ref = causal_conv1d_update_ref(xs, state_ref, w.detach(), b.detach(), act)
         torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(state, state_ref)

@@ -1,0 +1,80 @@
+"""`speed`: how time and memory grow with length, per model (paper §4.5), as a tracked run.
+
+Nothing is trained: at each evaluation length the model runs forward and forward+backward on
+random ids (bf16 autocast on CUDA, median of repeats), and generation is timed for a prompt of
+`prompt_len` tokens and `new_tokens` new ones at each batch size (the paper: prompt 2048, 128 new
+tokens, batch 1…128). Metrics per length: fwd_ms, fwd_bwd_ms, train_tokens_per_s, peak_memory_gb;
+per batch: gen_tokens_per_s/b<B>. An out-of-memory is recorded (tag status/<L> = oom) and longer
+lengths are skipped. The same measuring code is behind `seqbench bench models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from tasks.base import Batch, HeadSpec, Task, TaskDefaults
+
+
+class Speed(Task):
+    """Forward / backward / generation speed and memory on random tokens (vocab 256)."""
+
+    name = "speed"
+    modalities = ("tokens",)
+    main_metric = "train_tokens_per_s"
+    defaults = TaskDefaults(
+        modality="tokens", seq_len=2048, steps=1, batch_size=1, lr=1e-3,
+        eval_lengths=tuple(2**k for k in range(9, 21)),
+        model_kwargs={"default": {"d_model": 256, "n_layers": 4}},
+    )
+    VOCAB = 256
+
+    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0,
+                 prompt_len: int = 2048, new_tokens: int = 128, gen_batches: tuple[int, ...] = (1, 8, 32)) -> None:
+        super().__init__(modality, data, seed)
+        self.prompt_len, self.new_tokens, self.gen_batches = prompt_len, new_tokens, gen_batches
+
+    @property
+    def vocab_size(self) -> int:
+        return self.VOCAB
+
+    @property
+    def head(self) -> HeadSpec:
+        return HeadSpec(kind="token", n_outputs=self.VOCAB)
+
+    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+        ids = torch.randint(0, self.VOCAB, (batch_size, seq_len))
+        return Batch(ids, ids)
+
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+        yield self.train_batch(0, min(batch_size, n_samples), seq_len)
+
+    def measure(self, model, config, device: torch.device, record) -> None:
+        """Time the model at each length and generation at each batch; `record(metrics, tags)`
+        stores results as they come, so an interruption keeps what was measured."""
+        from models.bench import measure_generation, measure_model, peak_gb
+
+        repeats = 10 if device.type == "cuda" else 3
+        for seq_len in config.eval_lengths:
+            if model.max_seq_len is not None and seq_len > model.max_seq_len:
+                record({}, {f"status/{seq_len}": "skipped: beyond the model's positions"})
+                continue
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                metrics = measure_model(model, self.VOCAB, seq_len, config.batch_size, device, repeats, warmup=1)
+            except torch.OutOfMemoryError:
+                model.zero_grad(set_to_none=True)
+                record({}, {f"status/{seq_len}": "oom"})
+                break
+            metrics["peak_memory_gb"] = peak_gb(device)
+            record({f"{k}/{seq_len}": v for k, v in metrics.items()}, {f"status/{seq_len}": "ok"})
+        for batch in self.gen_batches:
+            try:
+                metrics = measure_generation(model, self.VOCAB, self.prompt_len, self.new_tokens, batch, device)
+            except torch.OutOfMemoryError:
+                record({}, {f"gen_status/b{batch}": "oom"})
+                break
+            record({f"{k}/b{batch}": v for k, v in metrics.items()}, {f"gen_status/b{batch}": "ok"})
