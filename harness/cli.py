@@ -50,12 +50,13 @@ def user_errors(fn):
 
 
 def _parse_model_kwargs(pairs: list[str]) -> dict:
-    """--set d_model=128 --set n_layers=4 -> {"d_model": 128, "n_layers": 4}."""
+    """--set d_model=128 --set n_layers=4 -> {"d_model": 128, "n_layers": 4} (ints, floats,
+    true/false, else strings)."""
     kwargs = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SeqbenchError(f"--set takes key=value, got {pair!r}")
+            raise SeqbenchError(f"--set and --task-set take key=value, got {pair!r}")
         for cast in (int, float):
             try:
                 kwargs[key] = cast(value)
@@ -86,6 +87,7 @@ def run(
     eval_lengths: Optional[str] = typer.Option(None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k."),
     eval_samples: int = typer.Option(256, help="Evaluation sequences per length (fewer at very long lengths)."),
     set_: list[str] = typer.Option([], "--set", help="Model setting key=value, e.g. --set d_model=128."),
+    task_set: list[str] = typer.Option([], "--task-set", help="Task setting key=value, e.g. --task-set kv=32."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."),
     experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the task's name."),
     resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one."),
@@ -103,7 +105,8 @@ def run(
         seq_len=parse_length(seq_len) if seq_len else None, steps=steps, batch_size=batch_size, lr=lr,
         seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
-        eval_samples=eval_samples, model_kwargs=_parse_model_kwargs(set_), tracking_uri=tracking_uri,
+        eval_samples=eval_samples, model_kwargs=_parse_model_kwargs(set_),
+        task_kwargs=_parse_model_kwargs(task_set), tracking_uri=tracking_uri,
         experiment=experiment, resume=resume,
     )
     from harness.runner import run as run_one

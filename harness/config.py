@@ -77,6 +77,7 @@ class RunConfig:
     eval_samples: int = 256
     eval_tokens: int | None = None
     model_kwargs: dict = field(default_factory=dict)
+    task_kwargs: dict = field(default_factory=dict)
     tracking_uri: str | None = None
     experiment: str | None = None
     checkpoint_dir: str = ".seqbench/checkpoints"
@@ -157,8 +158,9 @@ class RunConfig:
         params: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "model_kwargs":
-                params.update({f"model.{k}": str(v) for k, v in sorted(value.items())})
+            if f.name in ("model_kwargs", "task_kwargs"):
+                prefix = f.name.split("_")[0]
+                params.update({f"{prefix}.{k}": str(v) for k, v in sorted(value.items())})
             elif f.name == "eval_lengths" and value is not None:
                 params[f.name] = ",".join(format_length(n) for n in value)
             else:

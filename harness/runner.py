@@ -172,7 +172,7 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     tracking starts; once the run exists, every ending is recorded as its status."""
     console = console or Console(stderr=True)
     device = pick_device(config.device)
-    task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed)
+    task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed, **config.task_kwargs)
     config = config.resolve(task, device.type)
     seed_everything(config.seed)
     model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs).to(device)

@@ -24,7 +24,8 @@ def invoke(*args):
     (["run", "induction-heads", "--seq-len", "12q"], "cannot read length '12q'"),
     (["run", "induction-heads", "--modality", "audio"], "does not take modality 'audio'"),
     (["run", "induction-heads", "--device", "tpu"], "--device must be auto, cpu or cuda"),
-    (["run", "induction-heads", "--set", "d_model"], "--set takes key=value"),
+    (["run", "induction-heads", "--set", "d_model"], "--set and --task-set take key=value"),
+    (["run", "mqar", "--task-set", "pairs=3"], "task 'mqar' has no setting 'pairs'; accepted: vocab, kv, power"),
     (["list", "widgets"], "unknown kind 'widgets'"),
     (["ui", "--tracking-uri", "sqlite:///does/not/exist.db"], "no tracking store"),
 ])
