@@ -39,10 +39,16 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()  # nothing is created for a rejected run
 
 
-def test_list_prints_one_name_per_line():
+def test_list_shows_tasks_with_their_modalities_and_models_with_sizes():
     result = invoke("list", "tasks")
     assert result.exit_code == 0
-    assert "induction-heads" in result.stdout.splitlines()
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
+            if line.count("│") == 3}
+    assert rows["induction-heads"] == "tokens" and rows["lm"] == "text, audio, dna"
+    models = invoke("list", "models")
+    assert models.exit_code == 0 and "130m (129.1M)" in models.stdout
+    modalities = invoke("list", "modalities")
+    assert set(modalities.stdout.split()) == {"audio", "dna", "text", "tokens"}
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
