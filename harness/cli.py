@@ -49,9 +49,9 @@ def user_errors(fn):
     return wrapper
 
 
-def _parse_model_kwargs(pairs: list[str]) -> dict:
-    """--set d_model=128 --set n_layers=4 -> {"d_model": 128, "n_layers": 4} (ints, floats,
-    true/false, else strings)."""
+def _parse_settings(pairs: list[str]) -> dict:
+    """--set / --task-set pairs: d_model=128 n_layers=4 -> {"d_model": 128, "n_layers": 4}
+    (ints, floats, true/false, else strings)."""
     kwargs = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -98,15 +98,13 @@ def run(
 
     registry("models").target(model)  # unknown names fail before anything heavy is imported
     registry("tasks").target(task)
-    if data is not None and "://" not in data and not Path(data).exists() and "/" in data and Path(data).suffix:
-        raise SeqbenchError(f"data file {data} does not exist")
     config = RunConfig(
         task=task, model=model, size=size, modality=modality, data=data,
         seq_len=parse_length(seq_len) if seq_len else None, steps=steps, batch_size=batch_size, lr=lr,
         seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
-        eval_samples=eval_samples, model_kwargs=_parse_model_kwargs(set_),
-        task_kwargs=_parse_model_kwargs(task_set), tracking_uri=tracking_uri,
+        eval_samples=eval_samples, model_kwargs=_parse_settings(set_),
+        task_kwargs=_parse_settings(task_set), tracking_uri=tracking_uri,
         experiment=experiment, resume=resume,
     )
     from harness.runner import run as run_one

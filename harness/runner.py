@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.config import RunConfig, format_length
-from harness.errors import SeqbenchError
+from harness.devices import autocast, peak_memory_mb, pick_device
 from harness.tracking import RunTracker, code_version, resolve_tracking_uri, setup_experiment
 from models import build_model
 from models.backbone import cross_entropy, parameter_groups
@@ -42,17 +40,6 @@ class RunResult:
     message: str = ""
 
 
-def pick_device(choice: str) -> torch.device:
-    """auto -> CUDA when present, else CPU; an explicit cuda without a GPU is a user error."""
-    if choice not in ("auto", "cpu", "cuda"):
-        raise SeqbenchError(f"--device must be auto, cpu or cuda, got {choice!r}")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SeqbenchError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
 def learning_rate(config: RunConfig, step: int) -> float:
     """Linear warmup, then constant or cosine decay to min(1e-5, lr)."""
     if config.warmup_steps and step < config.warmup_steps:
@@ -70,19 +57,6 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak tensor memory on CUDA; on CPU the process's peak resident set (covers everything)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def _scored(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets at the scored positions, aligned (handles the last-position-only head)."""
     if task.head.kind == "token" and task.scores_last_position_only:
@@ -91,7 +65,7 @@ def _scored(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> tuple[to
 
 
 def train_loss(model, task: Task, batch, device) -> torch.Tensor:
-    with _autocast(device):
+    with autocast(device):
         logits = model(batch.inputs, last_only=task.scores_last_position_only)
     logits, targets = _scored(task, logits, batch.targets)
     return cross_entropy(logits, targets)
@@ -109,7 +83,7 @@ def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, d
     start = time.perf_counter()
     for batch in task.eval_batches(seq_len, n_samples, batch_size):
         batch = batch.to(device)
-        with _autocast(device):
+        with autocast(device):
             logits = model(batch.inputs, last_only=task.scores_last_position_only)
         logits, targets = _scored(task, logits, batch.targets)
         mask = targets != IGNORE_INDEX

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from harness.devices import autocast, peak_memory_mb
 from models import build_model
 from models.presets import LM_VOCAB, preset
 from tasks.base import HeadSpec
@@ -44,18 +45,8 @@ def time_ms(fn, device: torch.device, repeats: int = 10, warmup: int = 3) -> flo
     return statistics.median(times)
 
 
-def _autocast(device: torch.device):
-    from contextlib import nullcontext
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
 def peak_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_memory_mb(device) / 1024
 
 
 def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.device,
@@ -65,11 +56,11 @@ def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.dev
     ids = torch.randint(0, vocab, (batch, seq_len), device=device)
 
     def forward():
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device):
             model(ids)
 
     def forward_backward():
-        with _autocast(device):
+        with autocast(device):
             logits = model(ids)
             loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
         loss.backward()
@@ -86,7 +77,7 @@ def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batc
     prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
 
     def generate():
-        with _autocast(device):
+        with autocast(device):
             model.generate(prompt, new_tokens, temperature=0)
 
     ms = time_ms(generate, device, repeats, warmup=1)

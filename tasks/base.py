@@ -121,6 +121,39 @@ class Task(ABC):
         return getattr(self, "label_names", None)
 
 
+TRAIN_STREAM, EVAL_STREAM = 1, 2
+
+
+class GeneratedTask(Task):
+    """A task whose sequences are generated from a seed (no files): subclasses set `vocab` and
+    implement `make`; training batch `step` and the held-out batches at each length come from
+    their own generator streams, so they never overlap and are the same on every machine."""
+
+    vocab: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
+    @property
+    def head(self) -> HeadSpec:
+        return HeadSpec(kind="token", n_outputs=self.vocab)
+
+    @abstractmethod
+    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+        """`batch_size` sequences of length `seq_len` drawn from `g`."""
+
+    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+        self.check_seq_len(seq_len)
+        return self.make(generator(self.seed, TRAIN_STREAM, step), batch_size, seq_len)
+
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+        self.check_seq_len(seq_len)
+        g = generator(self.seed, EVAL_STREAM, seq_len)
+        for start in range(0, n_samples, batch_size):
+            yield self.make(g, min(batch_size, n_samples - start), seq_len)
+
+
 def generator(seed: int, *stream: int) -> torch.Generator:
     """A CPU generator for one data stream: (seed, split id, step) -> independent sequences."""
     g = torch.Generator()

@@ -16,13 +16,28 @@ from harness.errors import SeqbenchError
 from modalities import get_modality, load_source
 from modalities.audio import SPOKEN_DIGIT
 from modalities.dna import reverse_complement
-from tasks.base import Batch, HeadSpec, Task, TaskDefaults, generator
+from tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
 from tasks.data_split import split_store
 
-TRAIN, EVAL = 1, 2
+
+class ClassificationTask(Task):
+    """A task over a modality adapter's ids with one label per sequence: subclasses set
+    `adapter`, `label_names` and `pool` (last token or mean) in their constructor."""
+
+    adapter: object
+    label_names: list[str]
+    pool: str = "last"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.adapter.vocab_size
+
+    @property
+    def head(self) -> HeadSpec:
+        return HeadSpec(kind="class", n_outputs=len(self.label_names), pool=self.pool)
 
 
-class Species(Task):
+class Species(ClassificationTask):
     """Which FASTA file (species) a random DNA window comes from (paper §4.3, Great Apes).
 
     `--data` is a folder with one FASTA per species (e.g. ../shared/data/dna/great-ape-mtdna);
@@ -53,14 +68,6 @@ class Species(Task):
         self.label_names = list(store.label_names)
         self.pool = pool
 
-    @property
-    def vocab_size(self) -> int:
-        return self.adapter.vocab_size
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="class", n_outputs=len(self.label_names), pool=self.pool)
-
     def max_length(self) -> int:
         """The longest window every class can give in both splits."""
         per_label = []
@@ -78,7 +85,7 @@ class Species(Task):
                 f"(the shortest held-out genome segment); got {seq_len:,}")
 
     def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        g = generator(self.seed, TRAIN, step)
+        g = generator(self.seed, TRAIN_STREAM, step)
         windows, labels = self.train_store.batch(batch_size, seq_len, g, by="label")
         flip = torch.rand(batch_size, generator=g) < 0.5
         if flip.any():
@@ -86,13 +93,13 @@ class Species(Task):
         return Batch(windows, labels)
 
     def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        g = generator(self.seed, EVAL, seq_len)
+        g = generator(self.seed, EVAL_STREAM, seq_len)
         for start in range(0, n_samples, batch_size):
             windows, labels = self.eval_store.batch(min(batch_size, n_samples - start), seq_len, g, by="label")
             yield Batch(windows, labels)
 
 
-class SpokenDigits(Task):
+class SpokenDigits(ClassificationTask):
     """Which digit a clip says: raw 16 kHz mu-law audio, one clip per sequence.
 
     Clips are brought to the length L (default 16,000 = 1 s): longer clips are cropped around
@@ -132,14 +139,6 @@ class SpokenDigits(Task):
         self.label_names = list(store.label_names)
         self.pool = pool
 
-    @property
-    def vocab_size(self) -> int:
-        return self.adapter.vocab_size
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="class", n_outputs=len(self.label_names), pool=self.pool)
-
     def _clip(self, store, record: int, seq_len: int) -> np.ndarray:
         clip = store.record(record)
         if len(clip) >= seq_len:
@@ -152,7 +151,7 @@ class SpokenDigits(Task):
         return Batch(inputs, torch.from_numpy(store.labels[np.asarray(records)].astype(np.int64)))
 
     def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        g = generator(self.seed, TRAIN, step)
+        g = generator(self.seed, TRAIN_STREAM, step)
         records = torch.randint(0, self.train_store.n_records, (batch_size,), generator=g).tolist()
         return self._batch(self.train_store, records, seq_len)
 

@@ -15,10 +15,8 @@ import torch
 
 from harness.errors import SeqbenchError
 from modalities import get_modality, load_source
-from tasks.base import Batch, HeadSpec, Task, TaskDefaults, generator
+from tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
 from tasks.data_split import split_store
-
-TRAIN, EVAL = 1, 2
 
 
 class LanguageModeling(Task):
@@ -74,10 +72,10 @@ class LanguageModeling(Task):
         return Batch(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
     def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        return self._make(self.train_store, generator(self.seed, TRAIN, step), batch_size, seq_len)
+        return self._make(self.train_store, generator(self.seed, TRAIN_STREAM, step), batch_size, seq_len)
 
     def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        g = generator(self.seed, EVAL, seq_len)
+        g = generator(self.seed, EVAL_STREAM, seq_len)
         for start in range(0, n_samples, batch_size):
             yield self._make(self.eval_store, g, min(batch_size, n_samples - start), seq_len)
 

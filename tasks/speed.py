@@ -10,14 +10,12 @@ lengths are skipped. The same measuring code is behind `seqbench bench models`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
-from tasks.base import Batch, HeadSpec, Task, TaskDefaults
+from tasks.base import Batch, GeneratedTask, TaskDefaults
 
 
-class Speed(Task):
+class Speed(GeneratedTask):
     """Forward / backward / generation speed and memory on random tokens (vocab 256)."""
 
     name = "speed"
@@ -28,27 +26,16 @@ class Speed(Task):
         eval_lengths=tuple(2**k for k in range(9, 21)),
         model_kwargs={"default": {"d_model": 256, "n_layers": 4}},
     )
-    VOCAB = 256
+    vocab = 256
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0,
                  prompt_len: int = 2048, new_tokens: int = 128, gen_batches: tuple[int, ...] = (1, 8, 32)) -> None:
         super().__init__(modality, data, seed)
         self.prompt_len, self.new_tokens, self.gen_batches = prompt_len, new_tokens, gen_batches
 
-    @property
-    def vocab_size(self) -> int:
-        return self.VOCAB
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="token", n_outputs=self.VOCAB)
-
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        ids = torch.randint(0, self.VOCAB, (batch_size, seq_len))
+    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+        ids = torch.randint(0, self.vocab, (batch_size, seq_len), generator=g)
         return Batch(ids, ids)
-
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        yield self.train_batch(0, min(batch_size, n_samples), seq_len)
 
     def measure(self, model, config, device: torch.device, record) -> None:
         """Time the model at each length and generation at each batch; `record(metrics, tags)`
@@ -64,7 +51,7 @@ class Speed(Task):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                metrics = measure_model(model, self.VOCAB, seq_len, config.batch_size, device, repeats, warmup=1)
+                metrics = measure_model(model, self.vocab, seq_len, config.batch_size, device, repeats, warmup=1)
             except torch.OutOfMemoryError:
                 model.zero_grad(set_to_none=True)
                 record({}, {f"status/{seq_len}": "oom"})
@@ -73,7 +60,7 @@ class Speed(Task):
             record({f"{k}/{seq_len}": v for k, v in metrics.items()}, {f"status/{seq_len}": "ok"})
         for batch in self.gen_batches:
             try:
-                metrics = measure_generation(model, self.VOCAB, self.prompt_len, self.new_tokens, batch, device)
+                metrics = measure_generation(model, self.vocab, self.prompt_len, self.new_tokens, batch, device)
             except torch.OutOfMemoryError:
                 record({}, {f"gen_status/b{batch}": "oom"})
                 break

@@ -8,17 +8,14 @@ lengths 2^6 ... 2^20 to test length extrapolation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import torch
 
 from harness.errors import SeqbenchError
-from tasks.base import IGNORE_INDEX, Batch, HeadSpec, Task, TaskDefaults, generator
-
-TRAIN, EVAL = 1, 2
+from tasks.base import IGNORE_INDEX, Batch, GeneratedTask, TaskDefaults
 
 
-class InductionHeads(Task):
+class InductionHeads(GeneratedTask):
     """Recall the token that followed the first occurrence of the special token.
 
     Layout: ids 0..vocab-2 are ordinary tokens, vocab-1 is the special token. Position p is
@@ -66,14 +63,6 @@ class InductionHeads(Task):
         self.vocab = vocab
 
     @property
-    def vocab_size(self) -> int:
-        return self.vocab
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="token", n_outputs=self.vocab)
-
-    @property
     def special(self) -> int:
         return self.vocab - 1
 
@@ -81,7 +70,7 @@ class InductionHeads(Task):
         if seq_len < 4:
             raise SeqbenchError(f"induction-heads needs sequences of at least 4 tokens, got {seq_len}")
 
-    def _make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
         x = torch.randint(0, self.special, (batch_size, seq_len), generator=g)
         where = torch.randint(0, seq_len - 2, (batch_size,), generator=g)
         answer = torch.randint(0, self.special, (batch_size,), generator=g)
@@ -93,21 +82,9 @@ class InductionHeads(Task):
         targets[:, -1] = answer
         return Batch(x, targets)
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        self.check_seq_len(seq_len)
-        return self._make(generator(self.seed, TRAIN, step), batch_size, seq_len)
-
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        self.check_seq_len(seq_len)
-        g = generator(self.seed, EVAL, seq_len)
-        done = 0
-        while done < n_samples:
-            size = min(batch_size, n_samples - done)
-            yield self._make(g, size, seq_len)
-            done += size
 
 
-class SelectiveCopying(Task):
+class SelectiveCopying(GeneratedTask):
     """Copy the data tokens scattered among noise, in order, after the markers (paper §4.1.1).
 
     Layout (vocab V, M tokens to copy, length L): positions 0..L-M-1 hold noise (id 0) except M
@@ -132,20 +109,12 @@ class SelectiveCopying(Task):
             raise SeqbenchError(f"selective-copying needs vocab >= 3 and >= 1 token to copy, got {vocab}, {to_copy}")
         self.vocab, self.to_copy = vocab, to_copy
 
-    @property
-    def vocab_size(self) -> int:
-        return self.vocab
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="token", n_outputs=self.vocab)
-
     def check_seq_len(self, seq_len: int) -> None:
         if seq_len < 2 * self.to_copy:
             raise SeqbenchError(f"selective-copying with {self.to_copy} tokens needs length >= {2 * self.to_copy}, "
                                 f"got {seq_len}")
 
-    def _make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
         m = self.to_copy
         body = seq_len - m
         positions = torch.rand(batch_size, body, generator=g).argsort(dim=1)[:, :m].sort(dim=1).values
@@ -157,18 +126,9 @@ class SelectiveCopying(Task):
         targets[:, body:] = data
         return Batch(x, targets)
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        self.check_seq_len(seq_len)
-        return self._make(generator(self.seed, TRAIN, step), batch_size, seq_len)
-
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        self.check_seq_len(seq_len)
-        g = generator(self.seed, EVAL, seq_len)
-        for start in range(0, n_samples, batch_size):
-            yield self._make(g, min(batch_size, n_samples - start), seq_len)
 
 
-class MQAR(Task):
+class MQAR(GeneratedTask):
     """Multi-query associative recall (Zoology, Arora et al. 2023).
 
     The first 2·kv tokens are key-value pairs (keys from ids 1..V/2-1, distinct; values from
@@ -193,14 +153,6 @@ class MQAR(Task):
         super().__init__(modality, data, seed)
         self.vocab, self.kv, self.power = vocab, kv, power
 
-    @property
-    def vocab_size(self) -> int:
-        return self.vocab
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="token", n_outputs=self.vocab)
-
     def pairs(self, seq_len: int) -> int:
         return self.kv or self.KV_BY_LENGTH.get(seq_len, max(1, seq_len // 16))
 
@@ -218,7 +170,7 @@ class MQAR(Task):
             raise SeqbenchError(f"mqar needs vocab > length and more keys than pairs; vocab {self.vocab} "
                                 f"is too small for length {seq_len} (kv {kv})")
 
-    def _make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
         kv, half = self.pairs(seq_len), self.vocab // 2
         keys = torch.rand(batch_size, half - 1, generator=g).argsort(dim=1)[:, :kv] + 1
         values = torch.randint(half, self.vocab, (batch_size, kv), generator=g)
@@ -236,12 +188,3 @@ class MQAR(Task):
         targets[rows, query_pos] = values.gather(1, order)
         return Batch(x, targets)
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        self.check_seq_len(seq_len)
-        return self._make(generator(self.seed, TRAIN, step), batch_size, seq_len)
-
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        self.check_seq_len(seq_len)
-        g = generator(self.seed, EVAL, seq_len)
-        for start in range(0, n_samples, batch_size):
-            yield self._make(g, min(batch_size, n_samples - start), seq_len)
