@@ -68,43 +68,70 @@ def _parse_settings(pairs: list[str]) -> dict:
     return kwargs
 
 
+# Options `run` and `sweep` share (one definition each).
+MODALITY = typer.Option(None, help="Modality; default: the task's.")
+DATA = typer.Option(None, help="The modality's source: a file, folder or dataset name.")
+STEPS = typer.Option(None, help="Training steps; default: the task's.")
+BATCH_SIZE = typer.Option(None, help="Training batch size; default: the task's.")
+LR = typer.Option(None, help="Peak learning rate; default: the task's.")
+SEED = typer.Option(0, help="Seed for the data and the initialisation.")
+DEVICE = typer.Option("auto", help="auto (CUDA if present), cpu or cuda.")
+EVAL_SAMPLES = typer.Option(256, help="Evaluation sequences per length (fewer at very long lengths).")
+MODEL_SETTINGS = typer.Option([], "--set", help="Model setting key=value, e.g. --set d_model=128.")
+TASK_SETTINGS = typer.Option([], "--task-set", help="Task setting key=value, e.g. --task-set kv=32.")
+TRACKING_URI = typer.Option(None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
+EXPERIMENT = typer.Option(None, help="MLflow experiment; default: the task's name.")
+PROGRESS = typer.Option(True, help="Show progress bars.")
+
+
+def _base_config(task: str, model: str, **options) -> RunConfig:
+    """A RunConfig from the shared options (names checked before anything heavy is imported)."""
+    from harness.registry import registry
+
+    registry("tasks").target(task)
+    eval_lengths = options.pop("eval_lengths")
+    return RunConfig(
+        task=task, model=model, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
+        model_kwargs=_parse_settings(options.pop("set_")), task_kwargs=_parse_settings(options.pop("task_set")),
+        **options,
+    )
+
+
 @app.command()
 @user_errors
 def run(
     task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
     model: str = typer.Option("mamba", help="Model family (see `seqbench list models`)."),
     size: Optional[str] = typer.Option(None, help="Named size of the family, e.g. 130m (see `seqbench list models`)."),
-    modality: Optional[str] = typer.Option(None, help="Modality; default: the task's."),
-    data: Optional[str] = typer.Option(None, help="The modality's source: a file, folder or dataset name."),
+    modality: Optional[str] = MODALITY,
+    data: Optional[str] = DATA,
     seq_len: Optional[str] = typer.Option(None, help="Training length: 256, 1k, 64k, 1m, 2^20."),
-    steps: Optional[int] = typer.Option(None, help="Training steps; default: the task's."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size; default: the task's."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate; default: the task's."),
+    steps: Optional[int] = STEPS,
+    batch_size: Optional[int] = BATCH_SIZE,
+    lr: Optional[float] = LR,
     seq_warmup_start: Optional[str] = typer.Option(None, help="Sequence-length warmup: first length (doubles up to --seq-len)."),
     seq_warmup_every: int = typer.Option(0, help="Sequence-length warmup: steps between doublings (batch halves)."),
-    seed: int = typer.Option(0, help="Seed for the data and the initialisation."),
-    device: str = typer.Option("auto", help="auto (CUDA if present), cpu or cuda."),
+    seed: int = SEED,
+    device: str = DEVICE,
     eval_lengths: Optional[str] = typer.Option(None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k."),
-    eval_samples: int = typer.Option(256, help="Evaluation sequences per length (fewer at very long lengths)."),
-    set_: list[str] = typer.Option([], "--set", help="Model setting key=value, e.g. --set d_model=128."),
-    task_set: list[str] = typer.Option([], "--task-set", help="Task setting key=value, e.g. --task-set kv=32."),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db."),
-    experiment: Optional[str] = typer.Option(None, help="MLflow experiment; default: the task's name."),
+    eval_samples: int = EVAL_SAMPLES,
+    set_: list[str] = MODEL_SETTINGS,
+    task_set: list[str] = TASK_SETTINGS,
+    tracking_uri: Optional[str] = TRACKING_URI,
+    experiment: Optional[str] = EXPERIMENT,
     resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = PROGRESS,
 ) -> None:
     """Train and evaluate one model on one task at one length, tracked in MLflow."""
     from harness.registry import registry
 
     registry("models").target(model)  # unknown names fail before anything heavy is imported
-    registry("tasks").target(task)
-    config = RunConfig(
-        task=task, model=model, size=size, modality=modality, data=data,
-        seq_len=parse_length(seq_len) if seq_len else None, steps=steps, batch_size=batch_size, lr=lr,
+    config = _base_config(
+        task, model, size=size, modality=modality, data=data, seq_len=parse_length(seq_len) if seq_len else None,
+        steps=steps, batch_size=batch_size, lr=lr,
         seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
-        seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
-        eval_samples=eval_samples, model_kwargs=_parse_settings(set_),
-        task_kwargs=_parse_settings(task_set), tracking_uri=tracking_uri,
+        seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=eval_lengths,
+        eval_samples=eval_samples, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume,
     )
     from harness.runner import run as run_one
@@ -113,6 +140,96 @@ def run(
     _print_result(result)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def sweep(
+    task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
+    model: str = typer.Option("mamba,transformer,hyena", help="Comma-separated families, each optionally family:size."),
+    seq_len: str = typer.Option(..., help="Comma-separated training lengths, e.g. 256,1k,4k,16k,64k,256k,1m."),
+    modality: Optional[str] = MODALITY,
+    data: Optional[str] = DATA,
+    steps: Optional[int] = STEPS,
+    batch_size: Optional[int] = BATCH_SIZE,
+    lr: Optional[float] = LR,
+    seed: int = SEED,
+    device: str = DEVICE,
+    eval_lengths: Optional[str] = typer.Option(None, help="Evaluation lengths of every child; default: its own length."),
+    eval_samples: int = EVAL_SAMPLES,
+    set_: list[str] = MODEL_SETTINGS,
+    task_set: list[str] = TASK_SETTINGS,
+    time_budget: Optional[float] = typer.Option(None, help="Seconds one child may run; past it the child is stopped (timeout)."),
+    jobs: int = typer.Option(1, help="Children run at once: one per GPU where there are several, else CPU processes."),
+    resume: bool = typer.Option(False, help="Continue the same sweep: skip children that finished, retry the rest."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Also write the report (table, plots) here."),
+    tracking_uri: Optional[str] = TRACKING_URI,
+    experiment: Optional[str] = EXPERIMENT,
+    progress: bool = PROGRESS,
+) -> None:
+    """Run every (model, length), each child in its own process under one parent MLflow run."""
+    from harness.sweep import Sweep, parse_models
+
+    models = parse_models(model)
+    base = _base_config(
+        task, models[0][0], modality=modality, data=data, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+        device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, set_=set_, task_set=task_set,
+        tracking_uri=tracking_uri, experiment=experiment,
+    )
+    result = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
+                   console=err, progress=progress).run()
+    _print_sweep(result)
+    # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
+    _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",
+            base.tracking_uri, sweep_run_id=result.parent_run_id, show=report_dir is not None)
+    if result.status != "ok":
+        raise typer.Exit(1)
+
+
+def _print_sweep(result) -> None:
+    children = result.children
+    lengths = sorted({c.seq_len for c in children})
+    labels = list(dict.fromkeys(c.label for c in children))
+    table = Table(title=f"sweep {result.parent_run_id} · {result.status}")
+    table.add_column("model")
+    for n in lengths:
+        table.add_column(format_length(n), justify="right")
+    cells = {(c.label, c.seq_len): c for c in children}
+    for label in labels:
+        row = []
+        for n in lengths:
+            c = cells[(label, n)]
+            if c.status == "ok" and c.metric is not None:
+                row.append(f"{c.metric:.4g}")
+            else:
+                row.append(c.status + (f" ({c.message})" if c.status == "skipped" else ""))
+        table.add_row(label, *row)
+    out.print(table)
+    out.print(f"MLflow parent run {result.parent_run_id} · report: seqbench report --sweep {result.parent_run_id} --out DIR")
+
+
+def _report(out_dir: Path, tracking_uri: str | None, sweep_run_id: str | None = None,
+            experiment: str | None = None, show: bool = True) -> None:
+    from harness.report import render_console_table, write_report
+
+    report = write_report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment)
+    if show:
+        out.print(render_console_table(report))
+        out.print("wrote " + ", ".join(str(p) for p in report.paths))
+    if report.parent_run_id:
+        out.print(f"report logged to MLflow run {report.parent_run_id} (artifacts: report/)")
+
+
+@app.command()
+@user_errors
+def report(
+    experiment: Optional[str] = typer.Option(None, help="Report the newest sweep of this experiment (or its runs)."),
+    sweep_run_id: Optional[str] = typer.Option(None, "--sweep", help="Report this sweep (its parent run id)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for report.md, report.csv and the PNG plots."),
+    tracking_uri: Optional[str] = TRACKING_URI,
+) -> None:
+    """Table and log-log plots of a sweep: metric, time per token (fitted exponent) and memory vs length."""
+    _report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment)
 
 
 def _print_result(result) -> None:
@@ -220,6 +337,22 @@ def bench_kernels(out_file: Optional[Path] = typer.Option(None, "--out", help="C
     run_kernel_bench(out_file)
 
 
+@bench_app.command("operators")
+@user_errors
+def bench_operators(
+    seq_len: str = typer.Option(",".join(str(2**k) for k in range(9, 21)), help="Comma-separated lengths."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV to write (a PNG plot goes beside it)."),
+) -> None:
+    """Paper Figure 8 (left): our scan vs flash attention vs FFT convolution vs PyTorch scans."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench operators` times GPU kernels and needs a CUDA device")
+    from kernels.operator_bench import run_operator_bench
+
+    run_operator_bench(out_file, parse_lengths(seq_len))
+
+
 @bench_app.command("models")
 @user_errors
 def bench_models(
@@ -233,19 +366,25 @@ def bench_models(
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench models` times models on a CUDA device; none is available")
-    from harness.registry import registry
     from models.bench import run_model_bench
+
+    run_model_bench(_family_sizes(model), parse_lengths(seq_len), batch_size, out_file)
+
+
+def _family_sizes(text: str) -> list[tuple[str, str]]:
+    """'mamba:130m,transformer:125m' -> [('mamba', '130m'), ('transformer', '125m')], checked."""
+    from harness.registry import registry
     from models.presets import preset
 
     configs = []
-    for item in model.split(","):
+    for item in text.split(","):
         family, sep, size = item.strip().partition(":")
         if not sep:
             raise SeqbenchError(f"--model takes family:size pairs such as mamba:130m, got {item!r}")
         registry("models").target(family)
         preset(family, size)
         configs.append((family, size))
-    run_model_bench(configs, parse_lengths(seq_len), batch_size, out_file)
+    return configs
 
 
 @bench_app.command("generation")
@@ -255,32 +394,16 @@ def bench_generation(
     prompt_len: int = typer.Option(2048, help="Prompt length."),
     new_tokens: int = typer.Option(128, help="Tokens generated after the prompt."),
     batch_sizes: str = typer.Option("1,8,32,128", help="Comma-separated batch sizes."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
 ) -> None:
     """Generation throughput (batch × new tokens / time) per model size and batch size."""
     import torch
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
-    from models import build_model
-    from models.bench import measure_generation
-    from models.presets import LM_VOCAB, preset
-    from tasks.base import HeadSpec
+    from models.bench import run_generation_bench
 
-    table = Table(title=f"generation · prompt {prompt_len} · {new_tokens} new tokens")
-    for name in ("model", "size", "batch", "tokens/s"):
-        table.add_column(name, justify="right")
-    for item in model.split(","):
-        family, _, size = item.strip().partition(":")
-        net = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
-        for batch in parse_lengths(batch_sizes):
-            try:
-                rate = f"{measure_generation(net, LM_VOCAB, prompt_len, new_tokens, batch, torch.device('cuda'))['gen_tokens_per_s']:,.0f}"
-            except torch.OutOfMemoryError:
-                rate = "oom"
-            table.add_row(family, size, str(batch), rate)
-        del net
-        torch.cuda.empty_cache()
-    out.print(table)
+    run_generation_bench(_family_sizes(model), prompt_len, new_tokens, parse_lengths(batch_sizes), out_file)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.config import RunConfig, format_length
-from harness.devices import autocast, peak_memory_mb, pick_device
+from harness.devices import autocast, is_out_of_memory, peak_memory_mb, pick_device
+from harness.errors import SeqbenchError
 from harness.tracking import RunTracker, code_version, resolve_tracking_uri, setup_experiment
 from models import build_model
 from models.backbone import cross_entropy, parameter_groups
@@ -141,31 +142,39 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 
 def run(config: RunConfig, console: Console | None = None, progress: bool = True,
-        parent_run_id: str | None = None) -> RunResult:
+        parent_run_id: str | None = None, run_id: str | None = None) -> RunResult:
     """Resolve, train, evaluate and track one run. Bad input raises SeqbenchError before any
-    tracking starts; once the run exists, every ending is recorded as its status."""
+    tracking starts; once the run exists, every ending is recorded as its status. `run_id` reopens
+    a run created beforehand (a sweep creates its children's runs) instead of creating one."""
     console = console or Console(stderr=True)
     device = pick_device(config.device)
     task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed, **config.task_kwargs)
     config = config.resolve(task, device.type)
     seed_everything(config.seed)
-    model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs).to(device)
+    model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs)
+    if model.max_seq_len is not None and config.seq_len > model.max_seq_len and not hasattr(task, "measure"):
+        raise SeqbenchError(f"{config.model} takes at most {format_length(model.max_seq_len)} tokens "
+                            f"(its positions); cannot train at {format_length(config.seq_len)}")
+    model = model.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay, config.lr), lr=config.lr,
                                   betas=(0.9, 0.95))
 
     ckpt = checkpoint_path(config)
-    start_step, run_id = 0, None
+    start_step = 0
     if config.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step, run_id = state["step"], state["run_id"]
-        console.print(f"resuming from {ckpt} at step {start_step}")
+        if run_id is None or state["run_id"] == run_id:  # a checkpoint of another run is left alone
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_step, run_id = state["step"], state["run_id"]
+            console.print(f"resuming from {ckpt} at step {start_step}")
 
     uri = resolve_tracking_uri(config.tracking_uri)
     experiment_id = setup_experiment(uri, config.experiment)
     tags = {"task": config.task, "modality": config.modality, "model": config.model,
             "seq_len": str(config.seq_len), "status": "running", "config_hash": config.hash()}
+    if config.size:
+        tags["size"] = config.size
     name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
     tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
     params = config.to_params()
@@ -191,12 +200,12 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
                 _final_eval(config, task, model, tracker, device, console, progress, result)
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C)"
-    except torch.OutOfMemoryError as exc:
+    except Exception as exc:
+        if not is_out_of_memory(exc):  # recorded, then re-raised: a bug must stay visible
+            result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
+            _close(tracker, model, optimizer, ckpt, result, device)
+            raise
         result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
-    except Exception as exc:  # recorded, then re-raised: a bug must stay visible
-        result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
-        _close(tracker, model, optimizer, ckpt, result, device)
-        raise
     _close(tracker, model, optimizer, ckpt, result, device)
     return result
 

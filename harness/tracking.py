@@ -42,13 +42,11 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 def setup_experiment(uri: str, experiment: str) -> str:
     """Create the store (if new) and the experiment (if missing); return the experiment id."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     db = sqlite_path(uri)
     if db is not None and not db.resolve().parent.is_dir():
         raise SeqbenchError(f"tracking store folder {db.resolve().parent} does not exist")
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:

@@ -106,12 +106,12 @@ def bench_one(family: str, size: str, seq_len: int, batch: int, repeats: int = 1
     return row
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path, fields: list[str] | None = None) -> None:
     """Write rows to `path` through a temporary file (never a half-written CSV)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields or FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -136,4 +136,46 @@ def run_model_bench(configs: list[tuple[str, str]], lengths: list[int], batch: i
     Console().print(table)
     if out_csv is not None:
         write_csv(rows, out_csv)
+    return rows
+
+
+GENERATION_FIELDS = ["model", "size", "n_parameters", "batch", "prompt_len", "new_tokens", "status", "gen_ms",
+                     "gen_tokens_per_s"]
+
+
+def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_tokens: int, batches: list[int],
+                         out_csv: Path | None) -> list[dict]:
+    """Generation throughput of every (model, size) at every batch (paper Figure 8, right): batch ×
+    new tokens / time of prefill plus decoding; an out-of-memory ends that model's larger batches."""
+    from rich.console import Console
+    from rich.table import Table
+
+    device = torch.device("cuda")
+    rows = []
+    for family, size in configs:
+        torch.manual_seed(0)
+        model = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
+        for batch in batches:
+            row = {"model": family, "size": size, "n_parameters": model.num_parameters(), "batch": batch,
+                   "prompt_len": prompt_len, "new_tokens": new_tokens, "status": "ok"}
+            try:
+                row.update(measure_generation(model, LM_VOCAB, prompt_len, new_tokens, batch, device))
+            except torch.OutOfMemoryError:
+                row["status"] = "oom"
+            rows.append(row)
+            print(f"# {family}:{size} batch {batch}: {row['status']} "
+                  f"{row.get('gen_tokens_per_s', float('nan')):,.0f} tokens/s", flush=True)
+            if out_csv is not None:  # after every row: a cut-short run keeps what it measured
+                write_csv(rows, out_csv, GENERATION_FIELDS)
+            torch.cuda.empty_cache()
+            if row["status"] == "oom":
+                break
+        model = None
+        torch.cuda.empty_cache()
+    table = Table(title=f"generation · prompt {prompt_len} · {new_tokens} new tokens · {torch.cuda.get_device_name()}")
+    for name in ("model", "size", "batch", "status", "tokens/s"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(r["model"], r["size"], str(r["batch"]), r["status"], f"{r.get('gen_tokens_per_s', float('nan')):,.0f}")
+    Console().print(table)
     return rows

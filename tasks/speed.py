@@ -4,8 +4,10 @@ Nothing is trained: at each evaluation length the model runs forward and forward
 random ids (bf16 autocast on CUDA, median of repeats), and generation is timed for a prompt of
 `prompt_len` tokens and `new_tokens` new ones at each batch size (the paper: prompt 2048, 128 new
 tokens, batch 1…128). Metrics per length: fwd_ms, fwd_bwd_ms, train_tokens_per_s, peak_memory_gb;
-per batch: gen_tokens_per_s/b<B>. An out-of-memory is recorded (tag status/<L> = oom) and longer
-lengths are skipped. The same measuring code is behind `seqbench bench models`.
+per batch: gen_tokens_per_s/b<B> (`--task-set gen_batches=1,8` chooses the batches; empty for
+none). An out-of-memory is recorded (tag status/<L> = oom) and longer lengths are skipped; when
+not even the first length fits, the run's status is oom. The same measuring code is behind
+`seqbench bench models`.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ class Speed(GeneratedTask):
     vocab = 256
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0,
-                 prompt_len: int = 2048, new_tokens: int = 128, gen_batches: tuple[int, ...] = (1, 8, 32)) -> None:
+                 prompt_len: int = 2048, new_tokens: int = 128, gen_batches: tuple[int, ...] | str | int = (1, 8, 32)) -> None:
         super().__init__(modality, data, seed)
+        if isinstance(gen_batches, (str, int)):  # from --task-set gen_batches=1,8,32 (empty: no generation)
+            gen_batches = tuple(int(b) for b in str(gen_batches).split(",") if b.strip())
         self.prompt_len, self.new_tokens, self.gen_batches = prompt_len, new_tokens, gen_batches
 
     def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
@@ -43,6 +47,7 @@ class Speed(GeneratedTask):
         from models.bench import measure_generation, measure_model, peak_gb
 
         repeats = 10 if device.type == "cuda" else 3
+        measured = 0
         for seq_len in config.eval_lengths:
             if model.max_seq_len is not None and seq_len > model.max_seq_len:
                 record({}, {f"status/{seq_len}": "skipped: beyond the model's positions"})
@@ -55,7 +60,10 @@ class Speed(GeneratedTask):
             except torch.OutOfMemoryError:
                 model.zero_grad(set_to_none=True)
                 record({}, {f"status/{seq_len}": "oom"})
+                if not measured:  # nothing fits: the run itself is an out-of-memory (a sweep child's status)
+                    raise
                 break
+            measured += 1
             metrics["peak_memory_gb"] = peak_gb(device)
             record({f"{k}/{seq_len}": v for k, v in metrics.items()}, {f"status/{seq_len}": "ok"})
         for batch in self.gen_batches:

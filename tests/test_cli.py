@@ -26,6 +26,13 @@ def invoke(*args):
     (["run", "induction-heads", "--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["run", "induction-heads", "--set", "d_model"], "--set and --task-set take key=value"),
     (["run", "mqar", "--task-set", "pairs=3"], "task 'mqar' has no setting 'pairs'; accepted: vocab, kv, power"),
+    (["sweep", "induction-heads", "--seq-len", "64,1q"], "cannot read length '1q'"),
+    (["sweep", "induction-heads", "--seq-len", "2,64"], "at least 4 tokens"),
+    (["sweep", "induction-heads", "--seq-len", "64", "--model", "mamba,hyenna"], "unknown model 'hyenna'"),
+    (["sweep", "induction-heads", "--seq-len", "64", "--model", "mamba,mamba"], "lists a model twice"),
+    (["sweep", "induction-heads", "--seq-len", "64", "--model", "mamba:9t"], "mamba"),
+    (["sweep", "induction-heads", "--seq-len", "64", "--jobs", "0"], "--jobs must be >= 1"),
+    (["sweep", "induction-heads", "--seq-len", "64", "--time-budget", "-1"], "--time-budget must be > 0"),
     (["list", "widgets"], "unknown kind 'widgets'"),
     (["ui", "--tracking-uri", "sqlite:///does/not/exist.db"], "no tracking store"),
 ])

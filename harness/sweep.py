@@ -1,0 +1,396 @@
+"""Sequence-length sweeps: one parent MLflow run, one child run per (model, length).
+
+Each child trains and evaluates in its own process (`harness.sweep_child`), so an out-of-memory,
+a crash or a run past its time budget ends that child only: it becomes the child's status (`oom`,
+`failed`, `timeout`) and the sweep goes on. A family that ran out of memory or time at length L is
+not tried at longer lengths (`skipped`, "oom at 4k"). Children run shortest length first, K at a
+time (`jobs`): one per GPU where there are several, CPU processes sharing the cores otherwise.
+
+The store and the experiment are set up, and every child's config resolved and checked, before
+any child starts: bad input fails at once and SQLite never sees two processes creating its schema.
+`resume` reopens the newest sweep with the same children (the same config hashes) and skips the
+children that finished there (ok, oom, diverged); the others run again, from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness.config import RunConfig, format_length
+from harness.errors import SeqbenchError
+from harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
+
+# Statuses a resumed sweep keeps: running them again would give the same answer.
+FINAL = ("ok", "oom", "diverged")
+# Statuses after which a family is not tried at longer lengths.
+STOPS_FAMILY = ("oom", "timeout")
+# Seconds a child gets to checkpoint and record itself after SIGINT before it is killed.
+GRACE_SECONDS = 30.0
+
+
+def parse_models(text: str) -> list[tuple[str, str | None]]:
+    """'mamba,transformer:125m' -> [('mamba', None), ('transformer', '125m')], names checked."""
+    from harness.registry import registry
+
+    models = []
+    for item in text.split(","):
+        family, _, size = item.strip().partition(":")
+        if not family:
+            raise SeqbenchError(f"--model takes comma-separated families (optionally family:size), got {text!r}")
+        registry("models").target(family)
+        if size:
+            from models.presets import preset
+
+            preset(family, size)
+        models.append((family, size or None))
+    if len(set(models)) != len(models):
+        raise SeqbenchError(f"--model lists a model twice: {text!r}")
+    return models
+
+
+def model_label(family: str, size: str | None) -> str:
+    return f"{family}:{size}" if size else family
+
+
+@dataclass
+class Child:
+    """One (model, length) of a sweep: its config, MLflow run and outcome."""
+
+    config: RunConfig  # as asked (the child process resolves it again, to the same hash)
+    label: str
+    seq_len: int
+    config_hash: str
+    params: dict[str, str]
+    run_id: str | None = None
+    status: str = "pending"
+    message: str = ""
+    seconds: float = 0.0
+    metric: float | None = None
+
+
+def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str) -> list[Child]:
+    """Every (model, length) child, shortest length first, each config resolved and checked.
+
+    Children evaluate at their own training length unless `base.eval_lengths` says otherwise."""
+    from tasks import get_task
+
+    task = get_task(base.task, modality=base.modality, data=base.data, seed=base.seed, **base.task_kwargs)
+    children = []
+    for seq_len in sorted(lengths):
+        for family, size in models:
+            config = replace(base, model=family, size=size, seq_len=seq_len,
+                             eval_lengths=base.eval_lengths or [seq_len], resume=False)
+            resolved = config.resolve(task, device_type)
+            label = model_label(family, size)
+            children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
+                                  params=resolved.to_params()))
+    return children
+
+
+def sweep_hash(task: str, children: list[Child]) -> str:
+    """Identity of a sweep: its task and the set of its children's config hashes."""
+    payload = json.dumps([task, sorted(c.config_hash for c in children)])
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    status: str  # ok (every child has an outcome) or interrupted
+    children: list[Child]
+
+
+class ChildProcess:
+    """A child's process: started with its own spec file and log, stopped politely then firmly."""
+
+    def __init__(self, child: Child, spec: dict, workdir: Path, env: dict[str, str]) -> None:
+        stem = f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
+        self.spec_path = workdir / f"{stem}.json"
+        self.log_path = workdir / f"{stem}.log"
+        tmp = self.spec_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(spec))
+        os.replace(tmp, self.spec_path)
+        self.child = child
+        self.started = time.monotonic()
+        self.stop_reason: str | None = None
+        self._stopped_at: float | None = None
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "harness.sweep_child", str(self.spec_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def stop(self, reason: str) -> None:
+        """SIGINT: the runner checkpoints and records itself; killed if it has not ended in time."""
+        if self._stopped_at is None:
+            self.stop_reason, self._stopped_at = reason, time.monotonic()
+            self._signal(signal.SIGINT)
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is None and self._stopped_at is not None and time.monotonic() - self._stopped_at > GRACE_SECONDS:
+            self._signal(signal.SIGKILL)
+        return code
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 1) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines() if self.log_path.exists() else []
+        return " | ".join(text[-lines:])
+
+
+def _slots(jobs: int, device_type: str) -> list[dict[str, str]]:
+    """Environment of each of the `jobs` worker slots: a GPU each (round robin) or a share of the cores."""
+    if device_type == "cuda":
+        import torch
+
+        gpus = max(1, torch.cuda.device_count())
+        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(jobs)]
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "SEQBENCH_THREADS": threads}] * jobs
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+class Sweep:
+    """Runs the children of one sweep against one store and records every outcome."""
+
+    def __init__(self, base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int],
+                 time_budget: float | None = None, jobs: int = 1, resume: bool = False,
+                 console: Console | None = None, progress: bool = True) -> None:
+        from harness.devices import pick_device
+
+        if jobs < 1:
+            raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
+        if time_budget is not None and time_budget <= 0:
+            raise SeqbenchError(f"--time-budget must be > 0 seconds, got {time_budget}")
+        self.device_type = pick_device(base.device).type
+        self.uri = resolve_tracking_uri(base.tracking_uri)
+        self.base = replace(base, tracking_uri=self.uri, experiment=base.experiment or base.task)
+        self.models, self.lengths = models, sorted(lengths)
+        self.time_budget, self.jobs, self.resume = time_budget, jobs, resume
+        self.console = console or Console(stderr=True)
+        self.progress = progress
+        self.children = plan(self.base, models, self.lengths, self.device_type)
+        self.stopped: dict[str, tuple[str, int]] = {}  # family label -> (status, length) that stopped it
+
+    # --- MLflow -------------------------------------------------------------------------------
+
+    def _open_parent(self, experiment_id: str) -> RunTracker:
+        from mlflow.tracking import MlflowClient
+
+        identity = sweep_hash(self.base.task, self.children)
+        if self.resume:
+            found = MlflowClient(self.uri).search_runs(
+                [experiment_id], f"tags.`seqbench.sweep` = 'true' and tags.sweep_hash = '{identity}'",
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if found:
+                self.console.print(f"resuming sweep {found[0].info.run_id}")
+                parent = RunTracker(self.uri, experiment_id, run_id=found[0].info.run_id)
+                parent.set_tags({"status": "running"})
+                return parent
+        tags = {"seqbench.sweep": "true", "sweep_hash": identity, "task": self.base.task,
+                "modality": self.children[0].params["modality"], "status": "running",
+                "models": ",".join(model_label(*m) for m in self.models),
+                "lengths": ",".join(str(n) for n in self.lengths)}
+        parent = RunTracker(self.uri, experiment_id, run_name=f"sweep-{self.base.task}", tags=tags)
+        params = {k: v for k, v in self.children[0].params.items() if k not in ("model", "size", "seq_len", "config_hash")
+                  and not k.startswith("model.")}
+        params.update({"models": tags["models"], "lengths": tags["lengths"], "jobs": str(self.jobs),
+                       "time_budget_s": str(self.time_budget)})
+        parent.log_params(params)
+        return parent
+
+    def _recall_finished(self, parent_id: str, experiment_id: str) -> None:
+        """On resume: children that finished under this parent keep their outcome and run."""
+        from mlflow.tracking import MlflowClient
+
+        previous = MlflowClient(self.uri).search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        by_hash = {}
+        for run in sorted(previous, key=lambda r: r.info.start_time):
+            by_hash[run.data.tags.get("config_hash")] = run
+        for child in self.children:
+            run = by_hash.get(child.config_hash)
+            if run is None:
+                continue
+            child.run_id = run.info.run_id
+            status = run.data.tags.get("status", "")
+            if status in FINAL:
+                child.status, child.message = status, run.data.tags.get("error", "")
+                child.metric = self._main_metric(run.data.metrics, child)
+                if status in STOPS_FAMILY:
+                    self._stop_family(child)
+
+    def _child_tracker(self, child: Child, experiment_id: str, parent_id: str) -> RunTracker:
+        """The child's run, created by the sweep so that every cell has a row whatever happens."""
+        if child.run_id:
+            return RunTracker(self.uri, experiment_id, run_id=child.run_id)
+        tags = {"task": self.base.task, "modality": child.params["modality"], "model": child.config.model,
+                "seq_len": str(child.seq_len), "status": "pending", "config_hash": child.config_hash}
+        if child.config.size:
+            tags["size"] = child.config.size
+        tracker = RunTracker(self.uri, experiment_id, run_name=f"{self.base.task}-{child.label}-{format_length(child.seq_len)}",
+                             tags=tags, parent_run_id=parent_id)
+        tracker.log_params(child.params)
+        child.run_id = tracker.run_id
+        return tracker
+
+    def _main_metric(self, metrics: dict[str, float], child: Child) -> float | None:
+        from harness.registry import registry
+
+        main = registry("tasks").load(self.base.task).main_metric
+        return metrics.get(f"{main}/{child.seq_len}")
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _stop_family(self, child: Child) -> None:
+        known = self.stopped.get(child.label)
+        if known is None or child.seq_len < known[1]:
+            self.stopped[child.label] = (child.status, child.seq_len)
+
+    def _blocked_by(self, child: Child) -> str | None:
+        stop = self.stopped.get(child.label)
+        if stop and child.seq_len > stop[1]:
+            return f"{stop[0]} at {format_length(stop[1])}"
+        return None
+
+    def _spec(self, child: Child, parent_id: str, retry: bool) -> dict:
+        """What the child process runs: its config (resuming its checkpoint when run before) and run."""
+        return {"config": asdict(replace(child.config, resume=retry)), "run_id": child.run_id, "parent_run_id": parent_id}
+
+    def run(self) -> SweepResult:
+        """Run every child; Ctrl-C (or SIGTERM, e.g. a scheduler's time limit) stops the running
+        children politely and records the sweep as interrupted."""
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> SweepResult:
+        experiment_id = setup_experiment(self.uri, self.base.experiment)
+        parent = self._open_parent(experiment_id)
+        if self.resume:
+            self._recall_finished(parent.run_id, experiment_id)
+        workdir = Path(self.base.checkpoint_dir).parent / "sweeps" / parent.run_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        slots = _slots(self.jobs, self.device_type)
+        free = list(range(self.jobs))
+        running: dict[int, ChildProcess] = {}
+        pending = [c for c in self.children if c.status not in FINAL]
+        for child in self.children:
+            if child.status in FINAL:
+                self.console.print(f"{child.label} {format_length(child.seq_len)}: {child.status} (finished before; skipped)")
+        status = "ok"
+        bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                       TimeElapsedColumn(), console=self.console, disable=not self.progress)
+        try:
+            with bar:
+                job = bar.add_task("sweep", total=len(self.children), completed=len(self.children) - len(pending), info="")
+                while pending or running:
+                    for child in list(pending):
+                        reason = self._blocked_by(child)
+                        if reason:
+                            pending.remove(child)
+                            self._record_skip(child, reason, experiment_id, parent.run_id)
+                            bar.update(job, advance=1)
+                        elif free:
+                            pending.remove(child)
+                            retry = child.run_id is not None
+                            self._child_tracker(child, experiment_id, parent.run_id)
+                            slot = free.pop(0)
+                            env = {**os.environ, **slots[slot]}
+                            running[slot] = ChildProcess(child, self._spec(child, parent.run_id, retry), workdir, env)
+                            child.status = "running"
+                    for slot, proc in list(running.items()):
+                        if proc.poll() is None:
+                            if self.time_budget and proc.elapsed() > self.time_budget:
+                                proc.stop(f"ran past its time budget of {self.time_budget:g} s")
+                            reason = self._blocked_by(proc.child)
+                            if reason:
+                                proc.stop(f"skipped: {reason}")
+                            continue
+                        del running[slot]
+                        free.append(slot)
+                        self._finish(proc, experiment_id)
+                        bar.update(job, advance=1)
+                    bar.update(job, info="  ".join(f"{p.child.label} {format_length(p.child.seq_len)}"
+                                                   for p in running.values()))
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            for proc in running.values():
+                proc.stop("interrupted by the user (Ctrl-C)")
+            while running:
+                for slot, proc in list(running.items()):
+                    if proc.poll() is not None:
+                        del running[slot]
+                        self._finish(proc, experiment_id)
+                time.sleep(0.2)
+            self.console.print("[yellow]sweep interrupted; `seqbench sweep ... --resume` continues it")
+        counts: dict[str, int] = {}
+        for child in self.children:
+            counts[child.status] = counts.get(child.status, 0) + 1
+        parent.log_metrics({f"children/{k}": v for k, v in counts.items()}, step=0)
+        parent.finish(status)
+        return SweepResult(parent.run_id, status, self.children)
+
+    def _record_skip(self, child: Child, reason: str, experiment_id: str, parent_id: str) -> None:
+        tracker = self._child_tracker(child, experiment_id, parent_id)
+        child.status, child.message = "skipped", reason
+        tracker.set_tags({"error": reason})
+        tracker.finish("skipped")
+        self.console.print(f"{child.label} {format_length(child.seq_len)}: skipped ({reason})")
+
+    def _finish(self, proc: ChildProcess, experiment_id: str) -> None:
+        """Read the child's own record; classify what it could not record itself."""
+        from mlflow.tracking import MlflowClient
+
+        child = proc.child
+        child.seconds = proc.elapsed()
+        run = MlflowClient(self.uri).get_run(child.run_id)
+        recorded = run.data.tags.get("status", "pending")
+        child.metric = self._main_metric(run.data.metrics, child)
+        code = proc.proc.returncode
+        if recorded == "ok":  # finished just as it was being stopped
+            status, message = "ok", ""
+        elif proc.stop_reason and proc.stop_reason.startswith("skipped: "):
+            status, message = "skipped", proc.stop_reason[len("skipped: "):]
+        elif proc.stop_reason and "time budget" in proc.stop_reason:
+            status, message = "timeout", proc.stop_reason
+        elif recorded in ("pending", "running"):  # died before it could record an ending
+            status = "interrupted" if proc.stop_reason else "failed"
+            message = proc.stop_reason or (f"killed by signal {-code} (SIGKILL often means the host ran out of memory)"
+                                           if code < 0 else f"exited with code {code}: {proc.log_tail()}")
+        else:
+            status, message = recorded, run.data.tags.get("error", "")
+        child.status, child.message = status, message
+        if status != recorded:
+            tracker = RunTracker(self.uri, experiment_id, run_id=child.run_id)
+            if message:
+                tracker.set_tags({"error": message[:5000]})
+            tracker.finish(status)
+        MlflowClient(self.uri).log_artifact(child.run_id, str(proc.log_path), "logs")
+        if status in STOPS_FAMILY:
+            self._stop_family(child)
+        shown = f"{child.metric:.4g}" if child.metric is not None else "-"
+        self.console.print(f"{child.label} {format_length(child.seq_len)}: {status}  metric {shown}  "
+                           f"({child.seconds:.0f} s){'  ' + message if message and status != 'ok' else ''}")

@@ -1,0 +1,109 @@
+"""Sweeps: one parent run, one child process and run per (model, length), every ending recorded.
+
+The children are real processes training tiny models on the CPU against a real SQLite store; an
+out-of-memory comes from a real allocation the machine cannot make, a time-out from a real budget.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.config import RunConfig
+from harness.errors import SeqbenchError
+from harness.sweep import Sweep, parse_models, plan, sweep_hash
+
+TINY = {"d_model": 16, "n_layers": 1}
+
+
+def tiny_base(tmp_path, **overrides) -> RunConfig:
+    settings = dict(task="induction-heads", steps=3, batch_size=2, eval_samples=4, model_kwargs=TINY, device="cpu",
+                    tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", checkpoint_dir=str(tmp_path / "ckpt"))
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def runs_by_name(uri: str) -> dict:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("induction-heads")
+    return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def test_parse_models_reads_families_and_sizes():
+    assert parse_models("mamba, transformer:125m") == [("mamba", None), ("transformer", "125m")]
+    with pytest.raises(SeqbenchError, match="Did you mean 'hyena'"):
+        parse_models("hyenna")
+
+
+def test_plan_expands_the_grid_shortest_length_first(tmp_path):
+    children = plan(tiny_base(tmp_path), [("mamba", None), ("transformer", None)], [256, 64], "cpu")
+    assert [(c.label, c.seq_len) for c in children] == [
+        ("mamba", 64), ("transformer", 64), ("mamba", 256), ("transformer", 256)]
+    assert all(c.config.eval_lengths == [c.seq_len] for c in children)  # each child evaluates at its length
+    assert len({c.config_hash for c in children}) == 4
+    again = plan(tiny_base(tmp_path), [("transformer", None), ("mamba", None)], [64, 256], "cpu")
+    assert sweep_hash("induction-heads", children) == sweep_hash("induction-heads", again)
+
+
+def test_parallel_sweep_from_the_cli_records_every_child_and_resumes(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [sys.executable, "-m", "harness.cli", "sweep", "induction-heads", "--model", "mamba,transformer",
+               "--seq-len", "64,128", "--steps", "12", "--batch-size", "2", "--eval-samples", "4",
+               "--set", "d_model=16", "--set", "n_layers=1", "--device", "cpu", "--jobs", "2", "--no-progress"]
+    # The default store (./mlflow.db in the working directory), whatever the test process has set.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    runs = runs_by_name(uri)
+    parent = runs.pop("sweep-induction-heads")
+    assert parent.data.tags["status"] == "ok" and parent.data.metrics["children/ok"] == 4
+    assert sorted(runs) == ["induction-heads-mamba-128", "induction-heads-mamba-64",
+                            "induction-heads-transformer-128", "induction-heads-transformer-64"]
+    client = MlflowClient(uri)
+    for name, run in runs.items():
+        seq_len = int(run.data.tags["seq_len"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["status"] == "ok" and run.info.status == "FINISHED"
+        assert f"accuracy/{seq_len}" in run.data.metrics and f"loss/{seq_len}" in run.data.metrics
+        # Two children wrote at once into one SQLite file: every logged step arrived.
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 10, 11]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "logs")]
+
+    again = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("finished before") == 4
+    assert len(runs_by_name(uri)) == 5  # no new parent, no new children
+
+
+def test_out_of_memory_child_is_recorded_and_longer_lengths_are_skipped(tmp_path):
+    # A batch of 2^31 sequences needs a terabyte: the allocation fails for real in the child.
+    base = tiny_base(tmp_path, batch_size=1 << 31)
+    result = Sweep(base, [("mamba", None)], [64, 128, 256], progress=False).run()
+    outcome = {c.seq_len: (c.status, c.message) for c in result.children}
+    assert outcome[64][0] == "oom" and "out of memory" in outcome[64][1]
+    assert outcome[128] == ("skipped", "oom at 64") and outcome[256] == ("skipped", "oom at 64")
+    runs = runs_by_name(base.tracking_uri)
+    assert runs["induction-heads-mamba-64"].data.tags["status"] == "oom"
+    assert runs["induction-heads-mamba-128"].data.tags["error"] == "oom at 64"
+    assert runs["sweep-induction-heads"].data.tags["status"] == "ok"  # the sweep itself went on
+
+
+def test_child_past_its_time_budget_is_a_timeout(tmp_path):
+    base = tiny_base(tmp_path, steps=10**6)
+    result = Sweep(base, [("mamba", None)], [64, 128], time_budget=20, progress=False).run()
+    outcome = {c.seq_len: (c.status, c.message) for c in result.children}
+    assert outcome[64] == ("timeout", "ran past its time budget of 20 s")
+    assert outcome[128] == ("skipped", "timeout at 64")
+    run = runs_by_name(base.tracking_uri)["induction-heads-mamba-64"]
+    assert run.data.tags["status"] == "timeout" and run.info.status == "FAILED"
+
+
+def test_a_model_that_cannot_take_the_length_is_skipped(tmp_path):
+    base = tiny_base(tmp_path, model_kwargs={**TINY, "max_len": 64})
+    result = Sweep(base, [("transformer-abs", None)], [64, 128], progress=False).run()
+    outcome = {c.seq_len: (c.status, c.message) for c in result.children}
+    assert outcome[64][0] == "ok"
+    assert outcome[128][0] == "skipped" and "at most 64 tokens" in outcome[128][1]
