@@ -155,18 +155,30 @@ class SequenceModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """Sample `max_new_tokens` after `prompt` (b, p); temperature 0 is greedy. Returns (b, p + new)."""
+                 generator: torch.Generator | None = None, cuda_graph: bool = False) -> Tensor:
+        """Sample `max_new_tokens` after `prompt` (b, p); temperature 0 is greedy. Returns (b, p + new).
+        `cuda_graph` replays a captured decode step (models.decoding) where the family allows it.
+        The decoding state takes autocast's dtype when autocast is on (half the KV cache)."""
         if self.head_spec.kind != "token":
             raise ValueError("generate needs a next-token head")
-        state = self.init_state(prompt.shape[0], max_len=prompt.shape[1] + max_new_tokens, device=prompt.device)
+        device = prompt.device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        state = self.init_state(prompt.shape[0], max_len=prompt.shape[1] + max_new_tokens, device=device, dtype=dtype)
+        graphed = None
+        if cuda_graph and device.type == "cuda" and max_new_tokens > 1:
+            from models.decoding import GraphedStep, graph_decodable
+
+            if graph_decodable(self):  # else eager: absolute position tables, Hyena's growing history
+                graphed = GraphedStep(self, state, prompt.shape[0], device)
         logits = self.prefill(prompt, state)
+        if graphed is not None:
+            graphed.after_prefill()
         out = [prompt]
         for i in range(max_new_tokens):
             token = sample(logits, temperature, top_k, generator)
             out.append(token[:, None])
             if i + 1 < max_new_tokens:
-                logits, state = self.step(token, state)
+                logits = graphed(token) if graphed is not None else self.step(token, state)[0]
         return torch.cat(out, dim=1)
 
     def num_parameters(self) -> int:

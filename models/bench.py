@@ -72,16 +72,20 @@ def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.dev
 
 
 def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batch: int, device: torch.device,
-                       repeats: int = 3) -> dict:
-    """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps."""
+                       repeats: int = 3, cuda_graph: bool = True) -> dict:
+    """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps
+    (the decode step replayed as a CUDA graph where the family allows it and `cuda_graph`)."""
+    from models.decoding import graph_decodable
+
     prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
 
     def generate():
         with autocast(device):
-            model.generate(prompt, new_tokens, temperature=0)
+            model.generate(prompt, new_tokens, temperature=0, cuda_graph=cuda_graph)
 
     ms = time_ms(generate, device, repeats, warmup=1)
-    return {"gen_ms": ms, "gen_tokens_per_s": batch * new_tokens / (ms / 1000)}
+    graphed = cuda_graph and device.type == "cuda" and graph_decodable(model)
+    return {"gen_ms": ms, "gen_tokens_per_s": batch * new_tokens / (ms / 1000), "cuda_graph": float(graphed)}
 
 
 def bench_one(family: str, size: str, seq_len: int, batch: int, repeats: int = 10, warmup: int = 3) -> dict:
@@ -139,12 +143,12 @@ def run_model_bench(configs: list[tuple[str, str]], lengths: list[int], batch: i
     return rows
 
 
-GENERATION_FIELDS = ["model", "size", "n_parameters", "batch", "prompt_len", "new_tokens", "status", "gen_ms",
-                     "gen_tokens_per_s"]
+GENERATION_FIELDS = ["model", "size", "n_parameters", "batch", "prompt_len", "new_tokens", "cuda_graph", "status",
+                     "gen_ms", "gen_tokens_per_s"]
 
 
 def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_tokens: int, batches: list[int],
-                         out_csv: Path | None) -> list[dict]:
+                         out_csv: Path | None, cuda_graph: bool = True) -> list[dict]:
     """Generation throughput of every (model, size) at every batch (paper Figure 8, right): batch ×
     new tokens / time of prefill plus decoding; an out-of-memory ends that model's larger batches."""
     from rich.console import Console
@@ -159,7 +163,8 @@ def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_to
             row = {"model": family, "size": size, "n_parameters": model.num_parameters(), "batch": batch,
                    "prompt_len": prompt_len, "new_tokens": new_tokens, "status": "ok"}
             try:
-                row.update(measure_generation(model, LM_VOCAB, prompt_len, new_tokens, batch, device))
+                row.update(measure_generation(model, LM_VOCAB, prompt_len, new_tokens, batch, device,
+                                              cuda_graph=cuda_graph))
             except torch.OutOfMemoryError:
                 row["status"] = "oom"
             rows.append(row)
@@ -173,9 +178,10 @@ def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_to
         model = None
         torch.cuda.empty_cache()
     table = Table(title=f"generation · prompt {prompt_len} · {new_tokens} new tokens · {torch.cuda.get_device_name()}")
-    for name in ("model", "size", "batch", "status", "tokens/s"):
+    for name in ("model", "size", "batch", "CUDA graph", "status", "tokens/s"):
         table.add_column(name, justify="right")
     for r in rows:
-        table.add_row(r["model"], r["size"], str(r["batch"]), r["status"], f"{r.get('gen_tokens_per_s', float('nan')):,.0f}")
+        table.add_row(r["model"], r["size"], str(r["batch"]), "yes" if r.get("cuda_graph") else "no", r["status"],
+                      f"{r.get('gen_tokens_per_s', float('nan')):,.0f}")
     Console().print(table)
     return rows

@@ -23,6 +23,8 @@ from tasks.base import HeadSpec
 class MambaMixer(nn.Module):
     """One selective-SSM mixer: (batch, length, d_model) -> (batch, length, d_model)."""
 
+    graph_step = True  # the decode step has fixed shapes: a CUDA graph can replay it (models.decoding)
+
     def __init__(
         self,
         d_model: int,

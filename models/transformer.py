@@ -19,9 +19,10 @@ from tasks.base import HeadSpec
 
 def rotary_tables(length: int, head_dim: int, offset: int = 0, base: float = 10000.0,
                   device=None) -> tuple[Tensor, Tensor]:
-    """cos and sin tables (length, head_dim / 2) for positions offset .. offset + length - 1."""
+    """cos and sin tables (length, head_dim / 2) for positions offset .. offset + length - 1
+    (`offset` an int, or a one-element device tensor for a captured decode step)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    positions = torch.arange(offset, offset + length, device=device, dtype=torch.float32)
+    positions = torch.arange(length, device=device, dtype=torch.float32) + offset
     angles = torch.outer(positions, inv_freq)
     return angles.cos(), angles.sin()
 
@@ -36,6 +37,11 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with optional RoPE and a KV cache for decoding."""
+
+    @property
+    def graph_step(self) -> bool:
+        """Rotary attention decodes with fixed shapes (`_static_step`): a CUDA graph can replay it."""
+        return self.rotary
 
     def __init__(self, d_model: int, n_heads: int, rotary: bool = True, bias: bool = False) -> None:
         super().__init__()
@@ -72,6 +78,8 @@ class CausalSelfAttention(nn.Module):
 
     def step(self, x: Tensor, state: dict) -> Tensor:
         """One token: x (b, d_model) -> (b, d_model); appends to the KV cache."""
+        if "pos_t" in state:
+            return self._static_step(x, state)
         b, d = x.shape
         pos = state["pos"]
         if pos >= state["k"].shape[2]:
@@ -84,6 +92,23 @@ class CausalSelfAttention(nn.Module):
         state["v"][:, :, pos:pos + 1] = v
         state["pos"] = pos + 1
         y = F.scaled_dot_product_attention(q, state["k"][:, :, :pos + 1], state["v"][:, :, :pos + 1])
+        return self.out_proj(y.transpose(1, 2).reshape(b, d))
+
+    def _static_step(self, x: Tensor, state: dict) -> Tensor:
+        """The same step with shapes that never change, for a CUDA graph (models.decoding): the
+        position is the device tensor `pos_t`, the new key and value are written there, and
+        attention reads the whole cache through a mask of the positions filled so far."""
+        b, d = x.shape
+        pos = state["pos_t"]
+        q, k, v = self._heads(x[:, None])
+        if self.rotary:
+            cos, sin = rotary_tables(1, self.head_dim, offset=pos, device=x.device)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        state["k"].index_copy_(2, pos, k.to(state["k"].dtype))
+        state["v"].index_copy_(2, pos, v.to(state["v"].dtype))
+        filled = (torch.arange(state["k"].shape[2], device=x.device) <= pos).view(1, 1, 1, -1)
+        y = F.scaled_dot_product_attention(q, state["k"].to(q.dtype), state["v"].to(q.dtype), attn_mask=filled)
+        pos += 1
         return self.out_proj(y.transpose(1, 2).reshape(b, d))
 
 

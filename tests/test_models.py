@@ -128,3 +128,28 @@ def test_every_family_runs_induction_heads_through_the_runner(family, tmp_path):
     result = run(config, progress=False)
     assert result.status == "ok"
     assert "accuracy/256" in result.metrics
+
+
+@pytest.mark.parametrize("family", ["transformer", "transformer++"])
+def test_fixed_shape_attention_step_equals_the_full_forward(family):
+    """The step a CUDA graph captures (device-side position, masked full cache) decodes exactly
+    like the eager one; on the CPU it runs eagerly, the GPU test replays it as a graph."""
+    model = tiny(family)
+    ids = torch.randint(0, 16, (2, 15))
+    full = model(ids)
+    state = model.init_state(2, max_len=15, dtype=torch.float64)
+    model.prefill(ids[:, :5], state)
+    for layer in state:
+        layer["pos_t"] = torch.tensor([layer["pos"]])
+    for t in range(5, 15):
+        logits, state = model.step(ids[:, t], state)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-6, atol=1e-6)
+
+
+def test_only_fixed_shape_families_are_graph_decodable():
+    from models.decoding import graph_decodable
+
+    decodable = {family: graph_decodable(tiny(family)) for family in ("mamba", "transformer", "transformer++",
+                                                                      "transformer-abs", "hyena")}
+    assert decodable == {"mamba": True, "transformer": True, "transformer++": True,
+                         "transformer-abs": False, "hyena": False}

@@ -47,3 +47,23 @@ def test_bf16_autocast_training_step_is_finite():
         loss = torch.nn.functional.cross_entropy(fused(ids).float().flatten(0, 1), ids.flatten())
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in fused.parameters())
+
+
+@pytest.mark.parametrize("family", ["mamba", "transformer"])
+def test_cuda_graph_decoding_equals_eager_decoding(family):
+    from models.decoding import GraphedStep
+
+    torch.manual_seed(0)
+    model = build_model(family, 16, HeadSpec("token", 16), d_model=64, n_layers=2).cuda()
+    prompt = torch.randint(0, 16, (3, 40), device="cuda")
+    tokens = torch.randint(0, 16, (10, 3), device="cuda")
+    eager_state = model.init_state(3, max_len=50)
+    graph_state = model.init_state(3, max_len=50)
+    graphed = GraphedStep(model, graph_state, 3, torch.device("cuda"))
+    torch.testing.assert_close(model.prefill(prompt, graph_state), model.prefill(prompt, eager_state))
+    graphed.after_prefill()
+    for token in tokens:
+        expected, _ = model.step(token, eager_state)
+        torch.testing.assert_close(graphed(token), expected, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        assert torch.equal(model.generate(prompt, 6, temperature=0, cuda_graph=True)[:, :40], prompt)
