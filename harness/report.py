@@ -43,6 +43,7 @@ class ReportRow:
     tokens_per_s: float | None
     peak_memory_mb: float | None
     run_id: str
+    at_eval_length: dict[int, float] = field(default_factory=dict)  # main metric at every length evaluated
 
     @property
     def seconds_per_token(self) -> float | None:
@@ -246,6 +247,8 @@ def row_of(run, main_metric: str) -> ReportRow | None:
         tokens_per_s=metrics.get(f"{THROUGHPUT}/{seq_len}", metrics.get(THROUGHPUT)),
         peak_memory_mb=memory_gb * 1024 if memory_gb is not None else metrics.get("peak_memory_mb"),
         run_id=run.info.run_id,
+        at_eval_length={int(n): v for key, v in metrics.items()
+                        if (n := key.removeprefix(f"{main_metric}/")).isdigit()},
     )
 
 
@@ -348,6 +351,7 @@ def render_markdown(report: Report, started_ms: int | None = None) -> str:
          + [format_number(r.tokens_per_s), format_number(r.seconds_per_token * 1e6 if r.seconds_per_token else None),
             format_number(r.peak_memory_mb / scale if r.peak_memory_mb is not None else None), status_text(r)]
          for r in report.rows])
+    lines += _eval_length_table(report)
     lines += ["", "Throughput is training tokens per second (the speed task's own measurement where it ran). "
               "Peak memory is CUDA peak allocated on GPU runs, the process's peak resident set on CPU runs.",
               "", "## Scaling of time per sequence", "",
@@ -362,6 +366,20 @@ def render_markdown(report: Report, started_ms: int | None = None) -> str:
               "![time per token vs length](time_per_token_vs_length.png)", "",
               "![peak memory vs length](memory_vs_length.png)", ""]
     return "\n".join(lines)
+
+
+def _eval_length_table(report: Report) -> list[str]:
+    """When runs were evaluated beyond their training length (e.g. induction heads trained at 256,
+    tested to 2^20): the main metric at every evaluation length, one row per run."""
+    if not any(len(r.at_eval_length) > 1 for r in report.rows):
+        return []
+    lengths = sorted({n for r in report.rows for n in r.at_eval_length})
+    rows = [[r.model, format_length(r.seq_len), status_text(r)]
+            + [format_metric(report.main_metric, r.at_eval_length.get(n)) if n in r.at_eval_length else "–"
+               for n in lengths] for r in report.rows]
+    return ["", f"## {report.main_metric} at every evaluation length", "",
+            "– : not evaluated (beyond the model's positions, or the run stopped first)", ""] + _md_table(
+        ["model", "trained at", "status"] + [format_length(n) for n in lengths], rows)
 
 
 def render_csv(report: Report) -> str:

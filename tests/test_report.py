@@ -167,3 +167,18 @@ def test_bad_selection_is_a_user_error(tmp_path):
 def test_formatting_helpers():
     assert [format_number(v) for v in (0.012345, 2.3456, 123456.0, None)] == ["0.0123", "2.35", "123,000", "—"]
     assert metric_key("mamba:130m") == "mamba_130m" and metric_key("transformer++") == "transformer__"
+
+
+def test_runs_evaluated_beyond_their_length_get_a_table_per_evaluation_length(tmp_path):
+    """Table 11's shape: trained at one length, accuracy at every evaluation length."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = setup_experiment(uri, "induction-heads")
+    client = MlflowClient(uri)
+    parent = sweep_parent(client, experiment_id, "mamba", "64")
+    run_id = cell(client, experiment_id, "mamba", 64, 1.0, start_time=1, parent=parent)
+    client.log_metric(run_id, "accuracy/256", 0.25)
+    report = write_report(tmp_path / "out", uri, sweep_run_id=parent)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert report.rows[0].at_eval_length == {64: 1.0, 256: 0.25}
+    assert "## accuracy at every evaluation length" in markdown
+    assert "| mamba | 64 | ok | 100.0% | 25.0% |" in markdown
