@@ -177,16 +177,20 @@ def run_kernel_bench(out_csv: pathlib.Path | None, shapes="table", flash: bool =
         print(f"# {batch}x{dim}x{length}: fwd {t_fwd:.3f} ms, fwd+bwd {t_fb:.3f} ms, flash {fl:.3f} ms "
               f"({time.time() - t0:.1f} s)", flush=True)
     if out_csv is not None:
-        out_csv = pathlib.Path(out_csv)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_csv.with_name(out_csv.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, out_csv)
+        write_rows(pathlib.Path(out_csv), rows)
     print_table(rows)
     return rows
+
+
+def write_rows(path: pathlib.Path, rows: list[dict]) -> None:
+    """The rows as CSV (columns from the first row), written to a temporary name, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -14,7 +14,6 @@ Writes the CSV (temp name, then rename) and a log-log PNG beside it. Needs a CUD
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import pathlib
@@ -22,7 +21,7 @@ import time
 
 import torch
 
-from kernels.bench import _median_ms, _single_ms, make_inputs
+from kernels.bench import _median_ms, _single_ms, make_inputs, write_rows
 
 WIDTH, HEADS, HEAD_DIM = 1024, 16, 64
 LENGTHS = tuple(2**k for k in range(9, 21))
@@ -121,16 +120,6 @@ def run_operator_bench(out_csv: pathlib.Path | None, lengths=LENGTHS, loop_budge
 
 def _round(ms: float) -> float | str:
     return "" if math.isnan(ms) else round(ms, 4)
-
-
-def write_rows(path: pathlib.Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def plot_rows(path: pathlib.Path, rows: list[dict]) -> None:
