@@ -1,6 +1,7 @@
 """The `seqbench` command line (typer).
 
-    seqbench run TASK [--model M] [--modality X] [--data SRC] [--seq-len L] [--steps N] ...
+    seqbench run TASK [--model M] [--modality X] [--data SRC] [--seq-len L] [--steps N] [--nproc N] ...
+    seqbench sweep TASK --model M1,M2 --seq-len L1,L2 [--jobs K] [--launcher local|slurm ...]
     seqbench list tasks|models|modalities
     seqbench ui [--tracking-uri URI] [--port P]
     seqbench bench kernels [--out FILE]
@@ -13,6 +14,7 @@ interrupted) exits 1 after its status is recorded.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -121,6 +123,7 @@ def run(
     experiment: Optional[str] = EXPERIMENT,
     resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one."),
     progress: bool = PROGRESS,
+    nproc: int = typer.Option(1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process."),
 ) -> None:
     """Train and evaluate one model on one task at one length, tracked in MLflow."""
     from harness.registry import registry
@@ -134,12 +137,37 @@ def run(
         eval_samples=eval_samples, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume,
     )
+    if nproc != 1:  # after the cheap checks: bad input fails here once, not in every rank
+        _exec_torchrun(nproc)
     from harness.runner import run as run_one
 
     result = run_one(config, console=err, progress=progress)
-    _print_result(result)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        _print_result(result)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _exec_torchrun(nproc: int) -> None:
+    """Replace this process by `torchrun --standalone --nproc-per-node N -m harness.cli <this command
+    line without --nproc>` (standalone: a free local rendezvous port, so runs on one host never clash)."""
+    if nproc < 1:
+        raise SeqbenchError(f"--nproc must be >= 1, got {nproc}")
+    if "WORLD_SIZE" in os.environ:
+        raise SeqbenchError("--nproc starts torchrun itself; under torchrun leave it out")
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "harness.cli", *args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 @app.command()
@@ -166,8 +194,14 @@ def sweep(
     tracking_uri: Optional[str] = TRACKING_URI,
     experiment: Optional[str] = EXPERIMENT,
     progress: bool = PROGRESS,
+    launcher: str = typer.Option("local", help="Where children run: local (processes here) or slurm (a job array via submitit)."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition of the jobs (sbatch --partition)."),
+    gpus_per_job: Optional[int] = typer.Option(None, help="GPUs per Slurm job (sbatch --gpus-per-node)."),
+    max_parallel: Optional[int] = typer.Option(None, help="Slurm jobs of the array running at once (sbatch --array=...%K)."),
+    time_limit: Optional[int] = typer.Option(None, "--time", help="Slurm time limit per job in minutes (sbatch --time); default 60."),
 ) -> None:
-    """Run every (model, length), each child in its own process under one parent MLflow run."""
+    """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run."""
+    from harness.slurm import SlurmOptions
     from harness.sweep import Sweep, parse_models
 
     models = parse_models(model)
@@ -176,8 +210,10 @@ def sweep(
         device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, set_=set_, task_set=task_set,
         tracking_uri=tracking_uri, experiment=experiment,
     )
+    slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
+                         time_minutes=time_limit)
     result = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
-                   console=err, progress=progress).run()
+                   console=err, progress=progress, launcher=launcher, slurm=slurm).run()
     _print_sweep(result)
     # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
     _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",
@@ -372,19 +408,15 @@ def bench_models(
 
 
 def _family_sizes(text: str) -> list[tuple[str, str]]:
-    """'mamba:130m,transformer:125m' -> [('mamba', '130m'), ('transformer', '125m')], checked."""
-    from harness.registry import registry
-    from models.presets import preset
+    """'mamba:130m,transformer:125m' -> [('mamba', '130m'), ('transformer', '125m')]: like a
+    sweep's --model, but every family needs its size."""
+    from harness.sweep import parse_models
 
-    configs = []
-    for item in text.split(","):
-        family, sep, size = item.strip().partition(":")
-        if not sep:
-            raise SeqbenchError(f"--model takes family:size pairs such as mamba:130m, got {item!r}")
-        registry("models").target(family)
-        preset(family, size)
-        configs.append((family, size))
-    return configs
+    models = parse_models(text)
+    for family, size in models:
+        if size is None:
+            raise SeqbenchError(f"--model takes family:size pairs such as mamba:130m, got {family!r}")
+    return models
 
 
 @bench_app.command("generation")
@@ -394,6 +426,7 @@ def bench_generation(
     prompt_len: int = typer.Option(2048, help="Prompt length."),
     new_tokens: int = typer.Option(128, help="Tokens generated after the prompt."),
     batch_sizes: str = typer.Option("1,8,32,128", help="Comma-separated batch sizes."),
+    cuda_graph: bool = typer.Option(True, help="Replay the decode step as a CUDA graph where the family allows it."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
 ) -> None:
     """Generation throughput (batch × new tokens / time) per model size and batch size."""
@@ -403,7 +436,8 @@ def bench_generation(
         raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
     from models.bench import run_generation_bench
 
-    run_generation_bench(_family_sizes(model), prompt_len, new_tokens, parse_lengths(batch_sizes), out_file)
+    run_generation_bench(_family_sizes(model), prompt_len, new_tokens, parse_lengths(batch_sizes), out_file,
+                         cuda_graph=cuda_graph)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -84,6 +84,7 @@ class RunConfig:
     resume: bool = False
     log_every: int = 10
     run_name: str | None = None
+    world_size: int = 1  # data-parallel processes (torchrun); batch_size is per process
 
     def resolve(self, task, device_type: str) -> "RunConfig":
         """Fill every None from the task's defaults and check the values; returns a new config."""
@@ -151,6 +152,8 @@ class RunConfig:
     def hash(self) -> str:
         """Stable 12-hex-digit id of what the run computes (used for checkpoints and resume)."""
         payload = {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
+        if self.world_size == 1:  # single-process hashes stay what they were before data parallelism
+            del payload["world_size"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_params(self) -> dict[str, str]:

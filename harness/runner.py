@@ -4,6 +4,12 @@ The loop: AdamW with the task's schedule, gradient clipping, bf16 autocast on CU
 periodic evaluation at the training length, a final evaluation at every requested length, and a
 checkpoint at the end (or on interruption) that `resume` continues from. Every way a run can end
 is a status: ok, diverged (NaN/inf loss), interrupted (Ctrl-C), oom, failed.
+
+Under torchrun the same loop trains with DistributedDataParallel (harness.distributed): every rank
+takes its shard of each global batch, gradients are averaged, the logged loss is the mean over
+ranks and tokens/s counts every rank. Rank 0 alone creates the MLflow run, evaluates (the others
+wait at a barrier during training and simply finish after it) and writes checkpoints; on resume
+every rank loads rank 0's checkpoint.
 """
 
 from __future__ import annotations
@@ -12,17 +18,18 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness import distributed
 from harness.config import RunConfig, format_length
-from harness.devices import autocast, is_out_of_memory, peak_memory_mb, pick_device
+from harness.devices import autocast, is_out_of_memory, peak_memory_mb
 from harness.errors import SeqbenchError
-from harness.tracking import RunTracker, code_version, resolve_tracking_uri, setup_experiment
+from harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
 from models import build_model
 from models.backbone import cross_entropy, parameter_groups
 from tasks import get_task
@@ -145,11 +152,22 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
         parent_run_id: str | None = None, run_id: str | None = None) -> RunResult:
     """Resolve, train, evaluate and track one run. Bad input raises SeqbenchError before any
     tracking starts; once the run exists, every ending is recorded as its status. `run_id` reopens
-    a run created beforehand (a sweep creates its children's runs) instead of creating one."""
-    console = console or Console(stderr=True)
-    device = pick_device(config.device)
+    a run created beforehand (a sweep creates its children's runs) instead of creating one.
+    Started by torchrun, it trains data-parallel over the ranks (see the module docstring)."""
+    ctx = distributed.setup(config.device)
+    try:
+        return _run(config, ctx, console or Console(stderr=True), progress and ctx.is_main, parent_run_id, run_id)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress: bool,
+         parent_run_id: str | None, run_id: str | None) -> RunResult:
+    device = ctx.device
     task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed, **config.task_kwargs)
-    config = config.resolve(task, device.type)
+    config = replace(config, world_size=ctx.world_size).resolve(task, device.type)
+    if ctx.distributed and hasattr(task, "measure"):
+        raise SeqbenchError(f"{config.task} measures one device; run it without torchrun (or --nproc)")
     seed_everything(config.seed)
     model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs)
     if model.max_seq_len is not None and config.seq_len > model.max_seq_len and not hasattr(task, "measure"):
@@ -167,22 +185,11 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_step, run_id = state["step"], state["run_id"]
-            console.print(f"resuming from {ckpt} at step {start_step}")
+            if ctx.is_main:
+                console.print(f"resuming from {ckpt} at step {start_step}")
+    trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
 
-    uri = resolve_tracking_uri(config.tracking_uri)
-    experiment_id = setup_experiment(uri, config.experiment)
-    tags = {"task": config.task, "modality": config.modality, "model": config.model,
-            "seq_len": str(config.seq_len), "status": "running", "config_hash": config.hash()}
-    if config.size:
-        tags["size"] = config.size
-    name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
-    tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
-    params = config.to_params()
-    params.update({"code_version": code_version(), "device_name": _device_name(device),
-                   "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
-                   "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__})
-    tracker.log_params(params)
-
+    tracker = _tracker(config, ctx, model, device, parent_run_id, run_id)
     result = RunResult(status="ok", run_id=tracker.run_id, config=config, steps_done=start_step)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -195,27 +202,69 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
 
             task.measure(model, config, device, record)
         else:
-            _train(config, task, model, optimizer, tracker, device, console, progress, result, start_step)
-            if result.status == "ok":
+            _train(config, task, trained, optimizer, tracker, ctx, console, progress, result, start_step)
+            if result.status == "ok" and ctx.is_main:  # no collective follows: other ranks just finish
                 _final_eval(config, task, model, tracker, device, console, progress, result)
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C)"
     except Exception as exc:
         if not is_out_of_memory(exc):  # recorded, then re-raised: a bug must stay visible
             result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
-            _close(tracker, model, optimizer, ckpt, result, device)
+            _close(tracker, model, optimizer, ckpt, result, ctx)
             raise
         result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
-    _close(tracker, model, optimizer, ckpt, result, device)
+    _close(tracker, model, optimizer, ckpt, result, ctx)
     return result
+
+
+def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.device,
+             parent_run_id: str | None, run_id: str | None) -> RunTracker | SilentTracker:
+    """Rank 0 opens (or reopens) the MLflow run and logs the params; other ranks get a silent
+    tracker that knows the run id."""
+    if not ctx.is_main:
+        run_id = distributed.broadcast(None, ctx)
+        if run_id is None:
+            raise SeqbenchError("rank 0 could not open the MLflow run (its error says why)")
+        return SilentTracker(run_id)
+    try:
+        tracker = _open_run(config, ctx, model, device, parent_run_id, run_id)
+    except BaseException:
+        distributed.broadcast(None, ctx)  # the other ranks stop too instead of waiting
+        raise
+    distributed.broadcast(tracker.run_id, ctx)
+    return tracker
+
+
+def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.device,
+              parent_run_id: str | None, run_id: str | None) -> RunTracker:
+    uri = resolve_tracking_uri(config.tracking_uri)
+    experiment_id = setup_experiment(uri, config.experiment)
+    tags = {"task": config.task, "modality": config.modality, "model": config.model,
+            "seq_len": str(config.seq_len), "status": "running", "config_hash": config.hash()}
+    if config.size:
+        tags["size"] = config.size
+    name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
+    tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
+    params = config.to_params()
+    params.update({"code_version": code_version(), "device_name": _device_name(device),
+                   "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
+                   "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__})
+    if ctx.distributed:
+        params["global_batch_size"] = str(config.batch_size * ctx.world_size)
+    tracker.log_params(params)
+    return tracker
 
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def _close(tracker: RunTracker, model, optimizer, ckpt: Path, result: RunResult, device: torch.device) -> None:
-    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status."""
+def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, result: RunResult,
+           ctx: distributed.Context) -> None:
+    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status (rank 0)."""
+    if not ctx.is_main:
+        return
+    device = ctx.device
     try:
         if result.steps_done > 0 and result.status in ("ok", "interrupted"):
             save_checkpoint(ckpt, model, optimizer, result.steps_done, tracker.run_id)
@@ -227,7 +276,10 @@ def _close(tracker: RunTracker, model, optimizer, ckpt: Path, result: RunResult,
         tracker.finish(result.status)
 
 
-def _train(config, task, model, optimizer, tracker, device, console, progress, result, start_step) -> None:
+def _train(config, task, model, optimizer, tracker, ctx, console, progress, result, start_step) -> None:
+    """The training loop; `model` may be DDP-wrapped (evaluation uses the module inside)."""
+    device = ctx.device
+    module = getattr(model, "module", model)
     model.train()
     tokens = 0
     train_seconds = 0.0
@@ -238,9 +290,10 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step) * group.get("lr_ratio", 1.0)
             length, batch_size = config.length_schedule(step)
-            batch = task.train_batch(step, batch_size, length).to(device)
+            global_batch = task.train_batch(step, batch_size * ctx.world_size, length)
+            batch = distributed.shard(global_batch, ctx).to(device)
             loss = train_loss(model, task, batch, device)
-            value = float(loss.detach())
+            value = distributed.mean(float(loss.detach()), ctx)
             if not math.isfinite(value):
                 result.status, result.message = "diverged", f"loss became {value} at step {step}"
                 tracker.log_metrics({"train_loss": value if math.isfinite(value) else 1e30}, step=step)
@@ -250,7 +303,7 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             train_seconds += time.perf_counter() - t0
-            tokens += batch.inputs.numel()
+            tokens += global_batch.inputs.numel()  # every rank's tokens
             result.steps_done = step + 1
             if step % config.log_every == 0 or step + 1 == config.steps:
                 tracker.log_metrics({"train_loss": value, "lr": learning_rate(config, step),
@@ -258,11 +311,13 @@ def _train(config, task, model, optimizer, tracker, device, console, progress, r
                                      "train_tokens_per_s": tokens / max(train_seconds, 1e-9)}, step=step)
             info = f"loss {value:.3f}"
             if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
-                samples, eval_batch = eval_plan(config, config.seq_len)
-                metrics = evaluate(model, task, config.seq_len, samples, eval_batch, device)
-                tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
-                info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
-                result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
+                if ctx.is_main:
+                    samples, eval_batch = eval_plan(config, config.seq_len)
+                    metrics = evaluate(module, task, config.seq_len, samples, eval_batch, device)
+                    tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
+                    info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
+                    result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
+                distributed.barrier(ctx)
             bar.update(job, advance=1, info=info)
     result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
     result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)

@@ -10,6 +10,10 @@ The store and the experiment are set up, and every child's config resolved and c
 any child starts: bad input fails at once and SQLite never sees two processes creating its schema.
 `resume` reopens the newest sweep with the same children (the same config hashes) and skips the
 children that finished there (ok, oom, diverged); the others run again, from their checkpoints.
+
+Where a child runs is the launcher's business: `LocalLauncher` starts processes on this machine,
+`harness.slurm.SubmititLauncher` submits Slurm jobs. The scheduler only starts, polls, stops and
+reads the log of "a launched child", so every rule above holds for both.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,12 +37,17 @@ from harness.config import RunConfig, format_length
 from harness.errors import SeqbenchError
 from harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 
+if TYPE_CHECKING:
+    from harness.slurm import SlurmOptions
+
 # Statuses a resumed sweep keeps: running them again would give the same answer.
 FINAL = ("ok", "oom", "diverged")
 # Statuses after which a family is not tried at longer lengths.
 STOPS_FAMILY = ("oom", "timeout")
 # Seconds a child gets to checkpoint and record itself after SIGINT before it is killed.
 GRACE_SECONDS = 30.0
+# Where children run: processes here, Slurm jobs (submitit), or submitit's local executor (tests).
+LAUNCHERS = ("local", "slurm", "local-submitit")
 
 
 def parse_models(text: str) -> list[tuple[str, str | None]]:
@@ -111,16 +122,60 @@ class SweepResult:
     children: list[Child]
 
 
+def child_stem(child: Child) -> str:
+    """File-name stem of a child's spec and log: 'transformer-125m-4k'."""
+    return f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
+
+
+def write_spec(workdir: Path, child: Child, spec: dict) -> Path:
+    """The child's spec file (written whole, then renamed into place)."""
+    path = workdir / f"{child_stem(child)}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(spec))
+    os.replace(tmp, path)
+    return path
+
+
+class LaunchedChild(Protocol):
+    """A child being run somewhere: what the scheduler needs, whatever the launcher."""
+
+    child: Child
+    stop_reason: str | None
+
+    def poll(self) -> int | None:
+        """None while it runs; its exit code once it has ended."""
+
+    def stop(self, reason: str) -> None:
+        """Ask it to stop (it checkpoints and records itself); remember why."""
+
+    def elapsed(self) -> float:
+        """Seconds it has been running (not waiting in a queue)."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def log_paths(self) -> list[Path]: ...
+
+    def log_tail(self, lines: int = 1) -> str: ...
+
+
+class Launcher(Protocol):
+    """Starts children: `slots` at a time; those started inside one `submitting()` go out together."""
+
+    slots: int
+
+    def submitting(self) -> AbstractContextManager: ...
+
+    def start(self, child: Child, spec: dict, workdir: Path, slot: int) -> LaunchedChild: ...
+
+
 class ChildProcess:
     """A child's process: started with its own spec file and log, stopped politely then firmly."""
 
     def __init__(self, child: Child, spec: dict, workdir: Path, env: dict[str, str]) -> None:
-        stem = f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
-        self.spec_path = workdir / f"{stem}.json"
-        self.log_path = workdir / f"{stem}.log"
-        tmp = self.spec_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(spec))
-        os.replace(tmp, self.spec_path)
+        self.spec_path = write_spec(workdir, child, spec)
+        self.log_path = workdir / f"{child_stem(child)}.log"
         self.child = child
         self.started = time.monotonic()
         self.stop_reason: str | None = None
@@ -150,9 +205,31 @@ class ChildProcess:
         except ProcessLookupError:
             pass
 
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [self.log_path]
+
     def log_tail(self, lines: int = 1) -> str:
         text = self.log_path.read_text(errors="replace").strip().splitlines() if self.log_path.exists() else []
         return " | ".join(text[-lines:])
+
+
+class LocalLauncher:
+    """Children as processes on this machine, `jobs` at a time (a GPU each, or a share of the cores)."""
+
+    def __init__(self, jobs: int, device_type: str) -> None:
+        self.envs = _slots(jobs, device_type)
+        self.slots = jobs
+
+    def submitting(self) -> AbstractContextManager:
+        return nullcontext()
+
+    def start(self, child: Child, spec: dict, workdir: Path, slot: int) -> ChildProcess:
+        return ChildProcess(child, spec, workdir, {**os.environ, **self.envs[slot]})
 
 
 def _slots(jobs: int, device_type: str) -> list[dict[str, str]]:
@@ -166,6 +243,32 @@ def _slots(jobs: int, device_type: str) -> list[dict[str, str]]:
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "SEQBENCH_THREADS": threads}] * jobs
 
 
+def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> None:
+    """Bad launcher flags and a missing submitit or Slurm fail before anything is tracked."""
+    if launcher not in LAUNCHERS:
+        raise SeqbenchError(f"--launcher must be local or slurm, got {launcher!r}")
+    if launcher == "local":
+        if slurm is not None and slurm.given():
+            raise SeqbenchError("--partition, --gpus-per-job, --max-parallel and --time are for --launcher slurm")
+        return
+    if jobs != 1:
+        raise SeqbenchError("--jobs is for --launcher local; with slurm, --max-parallel caps the jobs running at once")
+    from harness.slurm import SlurmOptions, require_submitit
+
+    require_submitit("slurm" if launcher == "slurm" else "local")
+    (slurm or SlurmOptions()).executor_parameters()
+
+
+def _children_device_type(device: str, launcher: str, slurm: "SlurmOptions | None") -> str:
+    """The device type the children will resolve their configs on (their hashes depend on it): this
+    machine's, except for Slurm jobs given GPUs, which run on GPU nodes whatever the login node has."""
+    from harness.devices import pick_device
+
+    if launcher == "slurm" and slurm is not None and slurm.gpus_per_job and device != "cpu":
+        return "cuda"
+    return pick_device(device).type
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -175,14 +278,14 @@ class Sweep:
 
     def __init__(self, base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int],
                  time_budget: float | None = None, jobs: int = 1, resume: bool = False,
-                 console: Console | None = None, progress: bool = True) -> None:
-        from harness.devices import pick_device
-
+                 console: Console | None = None, progress: bool = True, launcher: str = "local",
+                 slurm: "SlurmOptions | None" = None) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
+        _check_launcher(launcher, jobs, slurm)
         if time_budget is not None and time_budget <= 0:
             raise SeqbenchError(f"--time-budget must be > 0 seconds, got {time_budget}")
-        self.device_type = pick_device(base.device).type
+        self.device_type = _children_device_type(base.device, launcher, slurm)
         self.uri = resolve_tracking_uri(base.tracking_uri)
         self.base = replace(base, tracking_uri=self.uri, experiment=base.experiment or base.task)
         self.models, self.lengths = models, sorted(lengths)
@@ -190,6 +293,7 @@ class Sweep:
         self.console = console or Console(stderr=True)
         self.progress = progress
         self.children = plan(self.base, models, self.lengths, self.device_type)
+        self.launcher_name, self.slurm = launcher, slurm
         self.stopped: dict[str, tuple[str, int]] = {}  # family label -> (status, length) that stopped it
 
     # --- MLflow -------------------------------------------------------------------------------
@@ -215,6 +319,7 @@ class Sweep:
         params = {k: v for k, v in self.children[0].params.items() if k not in ("model", "size", "seq_len", "config_hash")
                   and not k.startswith("model.")}
         params.update({"models": tags["models"], "lengths": tags["lengths"], "jobs": str(self.jobs),
+                       "launcher": self.launcher_name,
                        "time_budget_s": str(self.time_budget)})
         parent.log_params(params)
         return parent
@@ -290,11 +395,11 @@ class Sweep:
         parent = self._open_parent(experiment_id)
         if self.resume:
             self._recall_finished(parent.run_id, experiment_id)
-        workdir = Path(self.base.checkpoint_dir).parent / "sweeps" / parent.run_id
+        workdir = (Path(self.base.checkpoint_dir).parent / "sweeps" / parent.run_id).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        slots = _slots(self.jobs, self.device_type)
-        free = list(range(self.jobs))
-        running: dict[int, ChildProcess] = {}
+        launcher = self._launcher(workdir)
+        free = list(range(launcher.slots))
+        running: dict[int, LaunchedChild] = {}
         pending = [c for c in self.children if c.status not in FINAL]
         for child in self.children:
             if child.status in FINAL:
@@ -306,20 +411,21 @@ class Sweep:
             with bar:
                 job = bar.add_task("sweep", total=len(self.children), completed=len(self.children) - len(pending), info="")
                 while pending or running:
-                    for child in list(pending):
-                        reason = self._blocked_by(child)
-                        if reason:
-                            pending.remove(child)
-                            self._record_skip(child, reason, experiment_id, parent.run_id)
-                            bar.update(job, advance=1)
-                        elif free:
-                            pending.remove(child)
-                            retry = child.run_id is not None
-                            self._child_tracker(child, experiment_id, parent.run_id)
-                            slot = free.pop(0)
-                            env = {**os.environ, **slots[slot]}
-                            running[slot] = ChildProcess(child, self._spec(child, parent.run_id, retry), workdir, env)
-                            child.status = "running"
+                    with launcher.submitting():  # e.g. one Slurm job array for every child startable now
+                        for child in list(pending):
+                            reason = self._blocked_by(child)
+                            if reason:
+                                pending.remove(child)
+                                self._record_skip(child, reason, experiment_id, parent.run_id)
+                                bar.update(job, advance=1)
+                            elif free:
+                                pending.remove(child)
+                                retry = child.run_id is not None
+                                self._child_tracker(child, experiment_id, parent.run_id)
+                                slot = free.pop(0)
+                                running[slot] = launcher.start(child, self._spec(child, parent.run_id, retry),
+                                                               workdir, slot)
+                                child.status = "running"
                     for slot, proc in list(running.items()):
                         if proc.poll() is None:
                             if self.time_budget and proc.elapsed() > self.time_budget:
@@ -360,7 +466,16 @@ class Sweep:
         tracker.finish("skipped")
         self.console.print(f"{child.label} {format_length(child.seq_len)}: skipped ({reason})")
 
-    def _finish(self, proc: ChildProcess, experiment_id: str) -> None:
+    def _launcher(self, workdir: Path) -> Launcher:
+        if self.launcher_name == "local":
+            return LocalLauncher(self.jobs, self.device_type)
+        from harness.slurm import SlurmOptions, SubmititLauncher
+
+        cluster = "slurm" if self.launcher_name == "slurm" else "local"
+        return SubmititLauncher(self.slurm or SlurmOptions(), workdir / "slurm", len(self.children), self.device_type,
+                                cluster=cluster)
+
+    def _finish(self, proc: LaunchedChild, experiment_id: str) -> None:
         """Read the child's own record; classify what it could not record itself."""
         from mlflow.tracking import MlflowClient
 
@@ -369,7 +484,7 @@ class Sweep:
         run = MlflowClient(self.uri).get_run(child.run_id)
         recorded = run.data.tags.get("status", "pending")
         child.metric = self._main_metric(run.data.metrics, child)
-        code = proc.proc.returncode
+        code = proc.returncode
         if recorded == "ok":  # finished just as it was being stopped
             status, message = "ok", ""
         elif proc.stop_reason and proc.stop_reason.startswith("skipped: "):
@@ -379,7 +494,8 @@ class Sweep:
         elif recorded in ("pending", "running"):  # died before it could record an ending
             status = "interrupted" if proc.stop_reason else "failed"
             message = proc.stop_reason or (f"killed by signal {-code} (SIGKILL often means the host ran out of memory)"
-                                           if code < 0 else f"exited with code {code}: {proc.log_tail()}")
+                                           if code is not None and code < 0
+                                           else f"exited with code {code}: {proc.log_tail()}")
         else:
             status, message = recorded, run.data.tags.get("error", "")
         child.status, child.message = status, message
@@ -388,7 +504,9 @@ class Sweep:
             if message:
                 tracker.set_tags({"error": message[:5000]})
             tracker.finish(status)
-        MlflowClient(self.uri).log_artifact(child.run_id, str(proc.log_path), "logs")
+        for path in proc.log_paths:
+            if path.exists():
+                MlflowClient(self.uri).log_artifact(child.run_id, str(path), "logs")
         if status in STOPS_FAMILY:
             self._stop_family(child)
         shown = f"{child.metric:.4g}" if child.metric is not None else "-"

@@ -131,3 +131,29 @@ class RunTracker:
         self.flush()
         self.client.set_tag(self.run_id, "status", status)
         self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))
+
+
+class SilentTracker:
+    """RunTracker's methods recording nothing: what data-parallel ranks other than 0 log through,
+    so that one MLflow run exists per training run however many processes train it."""
+
+    def __init__(self, run_id: str = "") -> None:
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def finish(self, status: str) -> None:
+        pass

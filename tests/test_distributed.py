@@ -1,0 +1,89 @@
+"""Data-parallel runs: two gloo ranks under torchrun train exactly like one process with the
+doubled batch, and only rank 0 talks to MLflow. The ranks are real processes started by
+`seqbench run --nproc 2` (which execs torchrun), each against its own SQLite store."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from harness import distributed
+from harness.config import RunConfig
+from tasks.base import Batch
+
+TINY_RUN = ["induction-heads", "--steps", "12", "--eval-samples", "4", "--eval-lengths", "64", "--set", "d_model=16",
+            "--set", "n_layers=1", "--device", "cpu", "--no-progress"]
+
+
+def clean_env() -> dict[str, str]:
+    """One thread per rank (2 cores), and no store or torchrun variables leaking in from this process."""
+    drop = ("MLFLOW_TRACKING_URI", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def seqbench_run(tmp_path, store: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "harness.cli", "run", *TINY_RUN, "--tracking-uri",
+               f"sqlite:///{tmp_path}/{store}.db", *extra]
+    return subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
+
+
+def only_run(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("induction-heads")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return client, runs[0]
+
+
+def loss_curve(client: MlflowClient, run) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "train_loss"),
+                                              key=lambda m: m.step)]
+
+
+def test_two_gloo_ranks_match_one_process_with_the_doubled_batch(tmp_path):
+    ddp = seqbench_run(tmp_path, "ddp", "--nproc", "2", "--batch-size", "2")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = seqbench_run(tmp_path, "single", "--batch-size", "4")
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    ddp_client, ddp_run = only_run(f"sqlite:///{tmp_path}/ddp.db")  # rank 1 created no run
+    single_client, single_run = only_run(f"sqlite:///{tmp_path}/single.db")
+    ddp_curve, single_curve = loss_curve(ddp_client, ddp_run), loss_curve(single_client, single_run)
+    assert [s for s, _ in ddp_curve] == [s for s, _ in single_curve] == [0, 10, 11]
+    assert [v for _, v in ddp_curve] == pytest.approx([v for _, v in single_curve], rel=1e-4)
+    assert ddp_curve[0][1] != ddp_curve[-1][1]  # it trained: the comparison is not of constants
+
+    params = ddp_run.data.params
+    assert (params["world_size"], params["batch_size"], params["global_batch_size"]) == ("2", "2", "4")
+    assert single_run.data.params["world_size"] == "1" and "global_batch_size" not in single_run.data.params
+    assert ddp_run.data.tags["status"] == "ok" and "accuracy/64" in ddp_run.data.metrics
+    assert ddp.stdout.count("MLflow run") == 1  # one result table, from rank 0
+    checkpoints = list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 2  # one per run: rank 0 alone wrote the DDP run's
+
+
+def test_shards_are_the_rows_of_the_global_batch():
+    rows = torch.arange(12).view(6, 2)
+    batch = Batch(rows, rows + 100)
+    parts = [distributed.shard(batch, distributed.Context(r, 3, r, torch.device("cpu"))) for r in range(3)]
+    assert torch.equal(torch.cat([p.inputs for p in parts]), rows)
+    assert torch.equal(parts[1].targets, rows[2:4] + 100)
+    alone = distributed.Context(0, 1, 0, torch.device("cpu"))
+    assert distributed.shard(batch, alone) is batch
+
+
+def test_world_size_enters_the_config_hash_only_above_one():
+    config = RunConfig(task="induction-heads", steps=3, batch_size=2, model_kwargs={"d_model": 16})
+    assert config.hash() == "c36d8e4f229a"  # as before data parallelism existed: old checkpoints resume
+    assert RunConfig(**{**config.__dict__, "world_size": 2}).hash() != config.hash()
+
+
+def test_nproc_below_one_is_a_user_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "induction-heads", "--nproc", "0"],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == "error: --nproc must be >= 1, got 0"
