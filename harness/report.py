@@ -210,9 +210,10 @@ def main_metric_of(task: str) -> str:
 
 def model_label(tags: dict[str, str], params: dict[str, str] | None = None) -> str:
     """'mamba:130m' when the run has a size, else the family 'mamba'."""
+    from harness.sweep import model_label as label
+
     size = tags.get("size") or (params or {}).get("size")
-    family = tags.get("model", "?")
-    return f"{family}:{size}" if size and size != "None" else family
+    return label(tags.get("model", "?"), size if size != "None" else None)
 
 
 def _length_status(run_status: str, tags: dict[str, str], seq_len: int) -> tuple[str, str]:

@@ -95,7 +95,7 @@ class SubmittedChild:
     def __init__(self, child: Child, spec_path: Path, env: dict[str, str]) -> None:
         self.child, self.spec_path, self.env = child, spec_path, env
         self.job = None  # set when the batch it belongs to is submitted
-        self.stop_reason: str | None = None
+        self._cancelled = False
         self._started: float | None = None
         self._code: int | None = None
         self._ended = False
@@ -118,9 +118,9 @@ class SubmittedChild:
         self._ended = True
         return self._code
 
-    def stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
+    def stop(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
             if self.job is not None:
                 self.job.cancel(check=False)
 

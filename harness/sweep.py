@@ -18,6 +18,7 @@ reads the log of "a launched child", so every rule above holds for both.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -88,6 +89,7 @@ class Child:
     message: str = ""
     seconds: float = 0.0
     metric: float | None = None
+    stopped_as: tuple[str, str] | None = None  # (status, message) the sweep stopped it with, if it did
 
 
 def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str) -> list[Child]:
@@ -140,13 +142,12 @@ class LaunchedChild(Protocol):
     """A child being run somewhere: what the scheduler needs, whatever the launcher."""
 
     child: Child
-    stop_reason: str | None
 
     def poll(self) -> int | None:
         """None while it runs; its exit code once it has ended."""
 
-    def stop(self, reason: str) -> None:
-        """Ask it to stop (it checkpoints and records itself); remember why."""
+    def stop(self) -> None:
+        """Ask it to stop (it checkpoints and records itself); asking again changes nothing."""
 
     def elapsed(self) -> float:
         """Seconds it has been running (not waiting in a queue)."""
@@ -178,7 +179,6 @@ class ChildProcess:
         self.log_path = workdir / f"{child_stem(child)}.log"
         self.child = child
         self.started = time.monotonic()
-        self.stop_reason: str | None = None
         self._stopped_at: float | None = None
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "harness.sweep_child", str(self.spec_path)],
@@ -187,10 +187,10 @@ class ChildProcess:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def stop(self, reason: str) -> None:
+    def stop(self) -> None:
         """SIGINT: the runner checkpoints and records itself; killed if it has not ended in time."""
         if self._stopped_at is None:
-            self.stop_reason, self._stopped_at = reason, time.monotonic()
+            self._stopped_at = time.monotonic()
             self._signal(signal.SIGINT)
 
     def poll(self) -> int | None:
@@ -269,6 +269,13 @@ def _children_device_type(device: str, launcher: str, slurm: "SlurmOptions | Non
     return pick_device(device).type
 
 
+def _stop(proc: LaunchedChild, status: str, message: str) -> None:
+    """Stop a running child and remember the status it ends with (the first reason wins)."""
+    if proc.child.stopped_as is None:
+        proc.child.stopped_as = (status, message)
+    proc.stop()
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -299,11 +306,9 @@ class Sweep:
     # --- MLflow -------------------------------------------------------------------------------
 
     def _open_parent(self, experiment_id: str) -> RunTracker:
-        from mlflow.tracking import MlflowClient
-
         identity = sweep_hash(self.base.task, self.children)
         if self.resume:
-            found = MlflowClient(self.uri).search_runs(
+            found = self.client.search_runs(
                 [experiment_id], f"tags.`seqbench.sweep` = 'true' and tags.sweep_hash = '{identity}'",
                 order_by=["attributes.start_time DESC"], max_results=1)
             if found:
@@ -326,9 +331,7 @@ class Sweep:
 
     def _recall_finished(self, parent_id: str, experiment_id: str) -> None:
         """On resume: children that finished under this parent keep their outcome and run."""
-        from mlflow.tracking import MlflowClient
-
-        previous = MlflowClient(self.uri).search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        previous = self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
         by_hash = {}
         for run in sorted(previous, key=lambda r: r.info.start_time):
             by_hash[run.data.tags.get("config_hash")] = run
@@ -358,11 +361,20 @@ class Sweep:
         child.run_id = tracker.run_id
         return tracker
 
-    def _main_metric(self, metrics: dict[str, float], child: Child) -> float | None:
+    @functools.cached_property
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    @functools.cached_property
+    def main_metric(self) -> str:
         from harness.registry import registry
 
-        main = registry("tasks").load(self.base.task).main_metric
-        return metrics.get(f"{main}/{child.seq_len}")
+        return registry("tasks").load(self.base.task).main_metric
+
+    def _main_metric(self, metrics: dict[str, float], child: Child) -> float | None:
+        return metrics.get(f"{self.main_metric}/{child.seq_len}")
 
     # --- scheduling ---------------------------------------------------------------------------
 
@@ -425,14 +437,14 @@ class Sweep:
                                 slot = free.pop(0)
                                 running[slot] = launcher.start(child, self._spec(child, parent.run_id, retry),
                                                                workdir, slot)
-                                child.status = "running"
+                                child.status, child.stopped_as = "running", None
                     for slot, proc in list(running.items()):
                         if proc.poll() is None:
                             if self.time_budget and proc.elapsed() > self.time_budget:
-                                proc.stop(f"ran past its time budget of {self.time_budget:g} s")
+                                _stop(proc, "timeout", f"ran past its time budget of {self.time_budget:g} s")
                             reason = self._blocked_by(proc.child)
                             if reason:
-                                proc.stop(f"skipped: {reason}")
+                                _stop(proc, "skipped", reason)
                             continue
                         del running[slot]
                         free.append(slot)
@@ -444,7 +456,7 @@ class Sweep:
         except KeyboardInterrupt:
             status = "interrupted"
             for proc in running.values():
-                proc.stop("interrupted by the user (Ctrl-C)")
+                _stop(proc, "interrupted", "interrupted by the user (Ctrl-C)")
             while running:
                 for slot, proc in list(running.items()):
                     if proc.poll() is not None:
@@ -477,25 +489,20 @@ class Sweep:
 
     def _finish(self, proc: LaunchedChild, experiment_id: str) -> None:
         """Read the child's own record; classify what it could not record itself."""
-        from mlflow.tracking import MlflowClient
-
         child = proc.child
         child.seconds = proc.elapsed()
-        run = MlflowClient(self.uri).get_run(child.run_id)
+        run = self.client.get_run(child.run_id)
         recorded = run.data.tags.get("status", "pending")
         child.metric = self._main_metric(run.data.metrics, child)
         code = proc.returncode
         if recorded == "ok":  # finished just as it was being stopped
             status, message = "ok", ""
-        elif proc.stop_reason and proc.stop_reason.startswith("skipped: "):
-            status, message = "skipped", proc.stop_reason[len("skipped: "):]
-        elif proc.stop_reason and "time budget" in proc.stop_reason:
-            status, message = "timeout", proc.stop_reason
+        elif child.stopped_as is not None:  # the sweep stopped it: timeout, skipped or interrupted
+            status, message = child.stopped_as
         elif recorded in ("pending", "running"):  # died before it could record an ending
-            status = "interrupted" if proc.stop_reason else "failed"
-            message = proc.stop_reason or (f"killed by signal {-code} (SIGKILL often means the host ran out of memory)"
-                                           if code is not None and code < 0
-                                           else f"exited with code {code}: {proc.log_tail()}")
+            status = "failed"
+            message = (f"killed by signal {-code} (SIGKILL often means the host ran out of memory)"
+                       if code is not None and code < 0 else f"exited with code {code}: {proc.log_tail()}")
         else:
             status, message = recorded, run.data.tags.get("error", "")
         child.status, child.message = status, message
@@ -506,7 +513,7 @@ class Sweep:
             tracker.finish(status)
         for path in proc.log_paths:
             if path.exists():
-                MlflowClient(self.uri).log_artifact(child.run_id, str(path), "logs")
+                self.client.log_artifact(child.run_id, str(path), "logs")
         if status in STOPS_FAMILY:
             self._stop_family(child)
         shown = f"{child.metric:.4g}" if child.metric is not None else "-"

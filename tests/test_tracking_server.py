@@ -3,7 +3,6 @@ loopback port, and a parallel sweep whose children log to it over HTTP."""
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,12 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from processes import free_port, stop_group
 
 
 def start_server(tmp_path: Path, port: int) -> subprocess.Popen:
@@ -38,15 +32,6 @@ def wait_until_up(proc: subprocess.Popen, url: str) -> None:
         except OSError:
             time.sleep(1)
     raise AssertionError("mlflow server never answered")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def test_parallel_sweep_logs_every_child_to_an_mlflow_server_over_http(tmp_path):
@@ -85,4 +70,4 @@ def test_parallel_sweep_logs_every_child_to_an_mlflow_server_over_http(tmp_path)
         assert "report" in [a.path for a in client.list_artifacts(parent.info.run_id)]
         assert not (work / "mlflow.db").exists()  # nothing fell back to the local default store
     finally:
-        stop_server(server)
+        stop_group(server, grace_s=30, first=signal.SIGTERM)

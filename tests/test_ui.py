@@ -1,9 +1,6 @@
 """`seqbench ui` serves the MLflow UI on the runs' store, on loopback, and shows the runs."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,12 +8,7 @@ import urllib.request
 
 from harness.config import RunConfig
 from harness.runner import run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from processes import free_port, stop_group
 
 
 def test_ui_serves_the_store_of_the_runs(tmp_path):
@@ -45,10 +37,5 @@ def test_ui_serves_the_store_of_the_runs(tmp_path):
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
         assert "<html" in page.lower()
     finally:  # Ctrl-C reaches the whole process group in a terminal; do the same
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, grace_s=30)
     assert f"http://127.0.0.1:{port}" in log.read_text()

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.config import RunConfig
 from harness.sweep import Sweep as SweepRunner
+from processes import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")
@@ -84,27 +84,6 @@ def sweep(tmp_path_factory) -> Sweep:
     assert len(found.children) == 4
     assert {"accuracy/64", "loss/64", "accuracy/128", "loss/128", "train_loss"} <= found.metric_names
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_group(proc: subprocess.Popen, grace_s: float = 20) -> None:
-    """Stop a process started with start_new_session=True and everything it spawned: SIGINT, as
-    Ctrl-C in a terminal would send to the group, then SIGKILL after `grace_s`."""
-    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")
