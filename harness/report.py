@@ -13,7 +13,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,6 +44,7 @@ class ReportRow:
     peak_memory_mb: float | None
     run_id: str
     at_eval_length: dict[int, float] = field(default_factory=dict)  # main metric at every length evaluated
+    last_validation: tuple[int, float] | None = None  # unfinished run: (steps, val_<main metric>) last logged
 
     @property
     def seconds_per_token(self) -> float | None:
@@ -307,7 +308,27 @@ def pivot_cell(row: ReportRow | None, main_metric: str) -> str:
         return ""
     if row.status == "ok":
         return format_metric(main_metric, row.main_value)
-    return status_text(row, with_detail=row.status == "skipped")
+    return status_text(row, with_detail=row.status == "skipped") + progress_text(row, main_metric)
+
+
+def progress_text(row: ReportRow, main_metric: str) -> str:
+    """' (val 43.4% at step 4,000)' for a run stopped after an in-training validation, else ''."""
+    if row.status == "ok" or row.last_validation is None:
+        return ""
+    steps, value = row.last_validation
+    return f" (val {format_metric(main_metric, value)} at step {steps:,})"
+
+
+def _with_last_validation(client, row: ReportRow, main_metric: str) -> ReportRow:
+    """An unfinished cell keeps the last validation value its run logged while training, so a sweep
+    cut short (time-out, Ctrl-C, out of device time) still shows how far each model had got."""
+    if row.status == "ok":
+        return row
+    history = client.get_metric_history(row.run_id, f"val_{main_metric}")
+    if not history:
+        return row
+    last = max(history, key=lambda m: m.step)
+    return replace(row, last_validation=(last.step + 1, last.value))
 
 
 def _memory_unit(rows: list[ReportRow]) -> tuple[str, float]:
@@ -350,7 +371,8 @@ def render_markdown(report: Report, started_ms: int | None = None) -> str:
         ["model", "length"] + [main] * main_column + ["tokens/s", "µs/token", f"peak memory ({unit})", "status"],
         [[r.model, format_length(r.seq_len)] + [format_metric(main, r.main_value)] * main_column
          + [format_number(r.tokens_per_s), format_number(r.seconds_per_token * 1e6 if r.seconds_per_token else None),
-            format_number(r.peak_memory_mb / scale if r.peak_memory_mb is not None else None), status_text(r)]
+            format_number(r.peak_memory_mb / scale if r.peak_memory_mb is not None else None),
+            status_text(r) + progress_text(r, main)]
          for r in report.rows])
     lines += _eval_length_table(report)
     lines += ["", "Throughput is training tokens per second (the speed task's own measurement where it ran). "
@@ -388,11 +410,13 @@ def render_csv(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
-                     "peak_memory_mb", "error", "run_id"])
+                     "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}"])
     for r in report.rows:
         us = r.seconds_per_token * 1e6 if r.seconds_per_token else None
+        last_step, last_value = r.last_validation or (None, None)
         writer.writerow([r.model, r.seq_len, r.status] + ["" if v is None else repr(v) for v in
-                        (r.main_value, r.tokens_per_s, us, r.peak_memory_mb)] + [r.error, r.run_id])
+                        (r.main_value, r.tokens_per_s, us, r.peak_memory_mb)] + [r.error, r.run_id] +
+                        ["" if v is None else repr(v) for v in (last_step, last_value)])
     return buffer.getvalue()
 
 
@@ -532,7 +556,8 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
         raise SeqbenchError(f"the runs in {uri} have no task tag; only runs recorded by seqbench can be reported")
     main = main_metric_of(task)
     model_order = [m for m in (parent.data.tags.get("models", "") if parent else "").split(",") if m]
-    rows = _ordered([row for run in runs if (row := row_of(run, main)) is not None], model_order)
+    rows = _ordered([_with_last_validation(client, row, main)
+                     for run in runs if (row := row_of(run, main)) is not None], model_order)
     if not rows:
         raise SeqbenchError(f"none of the runs of {source} has a seq_len tag; nothing to report")
     planned = parent.data.tags.get("lengths", "") if parent else ""

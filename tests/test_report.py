@@ -182,3 +182,30 @@ def test_runs_evaluated_beyond_their_length_get_a_table_per_evaluation_length(tm
     assert report.rows[0].at_eval_length == {64: 1.0, 256: 0.25}
     assert "## accuracy at every evaluation length" in markdown
     assert "| mamba | 64 | ok | 100.0% | 25.0% |" in markdown
+
+
+def test_an_unfinished_cell_shows_its_last_validation(tmp_path):
+    """A cell stopped mid-training (interrupted, timeout) reports how far it had got: the last
+    in-training validation of the main metric, at the step after which it was measured."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = setup_experiment(uri, "induction-heads")
+    client = MlflowClient(uri)
+    parent = sweep_parent(client, experiment_id, "mamba,hyena", "64")
+    cell(client, experiment_id, "mamba", 64, 1.0, start_time=1, parent=parent)
+    stopped = client.create_run(experiment_id, start_time=2, tags={
+        "task": "induction-heads", "model": "hyena", "seq_len": "64", "status": "interrupted",
+        "mlflow.parentRunId": parent}).info.run_id
+    for step, value in ((999, 0.25), (1999, 0.5)):
+        client.log_metric(stopped, "val_accuracy", value, step=step)
+    client.set_terminated(stopped, "KILLED")
+
+    report = write_report(tmp_path / "out", uri, sweep_run_id=parent, log_to_parent=False)
+    hyena = next(r for r in report.rows if r.model == "hyena")
+    assert hyena.last_validation == (2000, 0.5)
+    assert next(r for r in report.rows if r.model == "mamba").last_validation is None
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "| hyena | interrupted (val 50.0% at step 2,000) |" in markdown
+    with (tmp_path / "out" / "report.csv").open() as f:
+        rows = {row["model"]: row for row in csv.DictReader(f)}
+    assert (rows["hyena"]["last_val_step"], rows["hyena"]["last_val_accuracy"]) == ("2000", "0.5")
+    assert rows["mamba"]["last_val_step"] == ""
