@@ -2,6 +2,7 @@
 
     python -m kernels.bench --out results/h200/kernels.csv
     python -m kernels.bench --variants            # compare tile configurations side by side
+    python -m kernels.bench --host [--variants]   # short shapes: host vs device time per call
 
 For every shape of KERNEL.md's table (plus batch 1, dim 1536, length 2^21): forward and
 forward+backward median times of `selective_scan_triton` (bf16, N = 16, with z, D, delta_bias,
@@ -295,6 +296,66 @@ def profile_kernels(batch: int = 1, dim: int = 1536, length: int = 131072, confi
     print(f"# host enqueue time per fwd+bwd {1e3 * (t1 - t0) / 20:.3f} ms; wall incl. device {1e3 * (t2 - t0) / 20:.3f} ms")
 
 
+def host_times(batch: int, dim: int, length: int, config: dict | None = None, calls: int = 200) -> dict:
+    """Forward and forward+backward: device-time median (do_bench) and host time per call (wall
+    clock of `calls` back-to-back calls without synchronising, after warm-up; it equals the device
+    time once the device is the slower side and the launch queue fills)."""
+    from kernels.triton_scan import selective_scan_triton
+
+    x = make_inputs(batch, dim, length, requires_grad=True)
+    kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, _config=config)
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
+    leaves, dout = list(x.values()), torch.randn_like(x["u"])
+
+    def fwd():
+        with torch.no_grad():
+            return selective_scan_triton(*args, **kw)
+
+    def fwd_bwd():  # grads returned, not accumulated: the same kernels as .backward() on fresh leaves
+        return torch.autograd.grad(selective_scan_triton(*args, **kw), leaves, dout)
+
+    res = {}
+    for name, fn in (("fwd", fwd), ("fwdbwd", fwd_bwd)):
+        res[name + "_ms"] = round(_median_ms(fn), 4)
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        res[name + "_host_ms"] = round((time.perf_counter() - t0) * 1e3 / calls, 4)
+        torch.cuda.synchronize()
+    return res
+
+
+def run_host_bench(variants: dict[str, dict | None], shapes: list[tuple[int, int, int]] | None = None) -> list[dict]:
+    """host_times for every variant at the short shapes of REFERENCE_MS (length <= 8192)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("the kernel benchmark needs a CUDA device")
+    rows = []
+    for batch, dim, length in shapes or [s for s in REFERENCE_MS if s[2] <= 8192]:
+        ref = REFERENCE_MS[(batch, dim, length)] if (batch, dim, length) in REFERENCE_MS else (float("nan"),) * 3
+        for name, cfg in variants.items():
+            r = dict(variant=name, batch=batch, dim=dim, length=length, **host_times(batch, dim, length, cfg),
+                     cuda_ref_fwd_ms=ref[0], cuda_ref_fwdbwd_ms=ref[1])
+            rows.append(r)
+            torch.cuda.empty_cache()
+            print(f"# {name:>14} {batch}x{dim}x{length}: fwd {r['fwd_ms']:.3f} ms (host {r['fwd_host_ms']:.3f}, "
+                  f"ref {ref[0]:.3f}), fwd+bwd {r['fwdbwd_ms']:.3f} ms (host {r['fwdbwd_host_ms']:.3f}, "
+                  f"ref {ref[1]:.3f})", flush=True)
+    return rows
+
+
+# --host: the default (single-launch forward at these lengths) against the three-kernel forward;
+# with --variants also the sequential forward's tile shapes
+HOST_VARIANTS: dict[str, dict | None] = {"default": None, "three_kernel": {"SEQ_MAX_TILES": 0}}
+SEQ_VARIANTS: dict[str, dict] = {
+    "seq_T64_BD2": {"T_SEQ": 64, "BD_SEQ": 2},
+    "seq_T128_BD2": {"T_SEQ": 128, "BD_SEQ": 2},
+    "seq_T256_BD1": {"T_SEQ": 256, "BD_SEQ": 1},
+    "seq_T64_BD4_w2": {"T_SEQ": 64, "BD_SEQ": 4, "WARPS_SEQ": 2},
+}
+
 DEFAULT_VARIANTS = {
     "u1": dict(UNROLL=1),
     "u2": dict(UNROLL=2),
@@ -313,7 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="per-kernel times of one fwd+bwd (torch.profiler)")
     p.add_argument("--profile-shape", default="1,1536,131072", help="batch,dim,length for --profile")
     p.add_argument("--conv", action="store_true", help="time the conv and decode-step kernels against PyTorch")
+    p.add_argument("--host", action="store_true",
+                   help="short shapes: device and host time per call, default vs three-kernel forward "
+                        "(with --variants also SEQ_VARIANTS); --out writes the rows")
     args = p.parse_args(argv)
+    if args.host:
+        rows = run_host_bench({**HOST_VARIANTS, **(SEQ_VARIANTS if args.variants else {})})
+        if args.out is not None:
+            write_rows(args.out, rows)
+        return 0
     if args.conv:
         time_conv_and_steps()
         return 0

@@ -9,7 +9,15 @@ tile of u / delta / z / dout (loaded coalesced and vectorised along the sequence
 the N states. Per-(d, t) work -- bias, softplus, dt*u, D skip, z gate -- is done once per tile
 element; per-(d, n, t) work is one exp2 plus the scan's FMAs.
 
-Forward (three launches):
+Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps; 4096 steps by default):
+  one launch of `_fwd_seq` on a grid of (channel blocks, batch). Each program walks its row's tiles
+  in order with the body of `_fwd_out` below; a tile's end state (h at its last column: dt is 0
+  past the end) is stored to the saved tile-start states and loaded back, after a barrier, as the
+  next tile's start. It writes the same saved buffers as the three-kernel forward, so the backward
+  is shared (tiling by T_SEQ). The host work per call is then one Triton launch and a few
+  allocations: on these lengths the three-kernel forward is bound by host time, not the GPU.
+
+Forward, longer sequences (three launches):
   1. `_fwd_tile_state`: every tile's end state starting from zero, in closed form
      h_end = sum_t exp(A (S_T - S_t)) dt_t u_t B_t (S = cumulative dt inside the tile; a plain
      sum, no scan), and the tile's sum of dt (its decay is exp(A sum dt)).
@@ -25,6 +33,9 @@ from inside the tile), `_carry_bwd` (reverse walk over tiles: gradient w.r.t. ev
 state, and dh0), `_bwd_main` (per tile: h by a forward scan; g = dL/dh by a forward scan over
 the tile in reversed order, flipped back -- Triton's reverse scan costs ~10x the shuffles; then
 du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias that PyTorch reduces).
+
+The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
+launch). Without anything to differentiate the forward runs outside autograd.
 
 Index math that can pass 2^31 is int64 (program ids and row offsets are widened before they are
 multiplied); pointer advances inside loops are pointer increments. The kernels also run under
@@ -43,6 +54,9 @@ from torch import Tensor
 __all__ = ["selective_scan_triton", "scan_config"]
 
 LOG2E = 1.4426950408889634
+# The kernels take A (natural log base, fp32) and scale it to base 2 as they load it: no
+# host-side A * LOG2E launch.
+_LOG2E: tl.constexpr = tl.constexpr(LOG2E)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +116,7 @@ def _load_dt(delta_ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS: tl.constexpr, SOFT
 
 @triton.jit
 def _fwd_tile_state(
-    u_ptr, delta_ptr, A2_ptr, B_ptr, bias_ptr, hbuf_ptr, dtsum_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hbuf_ptr, dtsum_ptr,
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
@@ -128,13 +142,13 @@ def _fwd_tile_state(
     R = Stot[:, None] - S  # sum of dt after step t inside the tile (>= 0)
     g = (dblk * BD) // dpg
     Bp = B_ptr + b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
-    Ap = A2_ptr + d.to(tl.int64) * N
+    Ap = A_ptr + d.to(tl.int64) * N
     hp = hbuf_ptr + (b * ntiles + tile) * N * dim + d
-    a2 = tl.load(Ap, mask=d_mask, other=0.0)
+    a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
     Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         nx = (n + 1) % N
-        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
         Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
         w = tl.exp2(R * a2[:, None]) * dtu * Bn
         tl.store(hp + n * dim, tl.sum(w, axis=1), mask=d_mask)
@@ -145,7 +159,7 @@ def _fwd_tile_state(
 
 @triton.jit
 def _carry_fwd(
-    hloc_ptr, dtsum_ptr, A2_ptr, h0_ptr, hst_ptr, dim, ntiles,
+    hloc_ptr, dtsum_ptr, A_ptr, h0_ptr, hst_ptr, dim, ntiles,
     N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_H0: tl.constexpr,
 ):
     """Local end states of the tiles -> start states. hst has ntiles + 1 entries per batch:
@@ -158,7 +172,7 @@ def _carry_fwd(
     m = idx < N * dim
     n = idx // dim
     d = idx % dim
-    a2 = tl.load(A2_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0)
+    a2 = tl.load(A_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0) * _LOG2E
     if HAS_H0:
         carry = tl.load(h0_ptr + (b * dim + d) * N + n, mask=m, other=0.0)
     else:
@@ -185,7 +199,7 @@ def _carry_fwd(
 
 @triton.jit
 def _fwd_out(
-    u_ptr, delta_ptr, z_ptr, out_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hst_ptr,
+    u_ptr, delta_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hst_ptr,
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -208,10 +222,10 @@ def _fwd_out(
     boff = b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
     Bp = B_ptr + boff
     Cp = C_ptr + boff
-    Ap = A2_ptr + d.to(tl.int64) * N
+    Ap = A_ptr + d.to(tl.int64) * N
     hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
     # first state's operands are issued before the tile loads so their latency overlaps
-    a2 = tl.load(Ap, mask=d_mask, other=0.0)
+    a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
     Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
     h0 = tl.load(hp, mask=d_mask, other=0.0)
@@ -223,7 +237,7 @@ def _fwd_out(
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         # prefetch the next state's operands (wrapped to state 0 on the last step; unused)
         nx = (n + 1) % N
-        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
         Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
         Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
         h0_x = tl.load(hp + nx * dim, mask=d_mask, other=0.0)
@@ -243,6 +257,94 @@ def _fwd_out(
         zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
         y = y * zf * tl.sigmoid(zf)
     tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fwd_seq(
+    u_ptr, delta_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h0_ptr, hst_ptr, dtsum_ptr,
+    last_ptr, dim, length, ntiles, dpg, sB_b, sB_g,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr,
+):
+    """The whole forward in one launch, for short sequences: a program owns BD channels of one
+    batch row and walks its tiles in order, each with `_fwd_out`'s body. The start state of tile
+    k + 1 is the end state of tile k; since dt = 0 past the end (decay 1, input 0), that is h at
+    the tile's last column. Writes the same hst (tile start states, hst[:, 0] = initial state)
+    and dtsum (per-tile sums of dt) as the three-kernel path, so the backward is shared; with
+    HAS_LAST the final state also goes to last (batch, dim, N)."""
+    dblk = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    d = dblk * BD + tl.arange(0, BD)
+    d64 = d.to(tl.int64)
+    d_mask = d < dim
+    tt = tl.arange(0, T)
+    row = (b * dim + d64) * length  # [BD] int64
+    g = (dblk * BD) // dpg
+    boff = b * sB_b + g.to(tl.int64) * sB_g + (tt[None, :] + 0 * d[:, None])  # [BD, T], equal rows
+    Bp = B_ptr + boff
+    Cp = C_ptr + boff
+    Ap = A_ptr + d64 * N
+    ND = N * dim
+    hs = hst_ptr + b * (ntiles + 1) * ND + d  # start states of the current tile, state n at + n * dim
+    dsp = dtsum_ptr + b * ntiles * dim + d
+    # hst[:, 0] = the initial state
+    for n in range(N):
+        if HAS_H0:
+            hin = tl.load(h0_ptr + (b * dim + d64) * N + n, mask=d_mask, other=0.0)
+        else:
+            hin = tl.zeros([BD], dtype=tl.float32)
+        tl.store(hs + n * dim, hin, mask=d_mask)
+    first = (tt == 0)[None, :]  # the tile's first step takes the start state
+    lastcol = (tt == T - 1)[None, :]
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0)
+    for tile in range(0, ntiles):
+        t = tile * T + tt
+        mask = d_mask[:, None] & (t < length)[None, :]
+        ptrs = row[:, None] + t[None, :]
+        # the start states were stored (by the previous tile, or above) from other lanes than
+        # the ones that load them here
+        tl.debug_barrier()
+        a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
+        Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
+        Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
+        h0 = tl.load(hs, mask=d_mask, other=0.0)
+        _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
+        uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+        dtu = dt * uf
+        y = tl.zeros([BD, T], dtype=tl.float32)
+        he = hs + ND  # end states of this tile = start states of the next
+        is_last = tile == ntiles - 1
+        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+            nx = (n + 1) % N
+            a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
+            Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
+            Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+            h0_x = tl.load(hs + nx * dim, mask=d_mask, other=0.0)
+            a = tl.exp2(dt * a2[:, None])
+            bb = dtu * Bn + tl.where(first, a * h0[:, None], 0.0)
+            _ac, h = tl.associative_scan((a, bb), 1, _pair_combine)
+            y += h * Cn
+            hend = tl.sum(tl.where(lastcol, h, 0.0), axis=1)
+            tl.store(he + n * dim, hend, mask=d_mask)
+            if HAS_LAST:
+                tl.store(last_ptr + (b * dim + d64) * N + n, hend, mask=d_mask & is_last)
+            a2 = a2_x
+            Bn = Bn_x
+            Cn = Cn_x
+            h0 = h0_x
+        tl.store(dsp, tl.sum(dt, axis=1), mask=d_mask)
+        if HAS_D:
+            y += Dv[:, None] * uf
+        if HAS_Z:
+            zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+            y = y * zf * tl.sigmoid(zf)
+        tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
+        hs = he
+        dsp += dim
+        Bp += T
+        Cp += T
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +369,7 @@ def _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z: tl.constexpr):
 
 @triton.jit
 def _bwd_tile_state(
-    dout_ptr, z_ptr, delta_ptr, A2_ptr, C_ptr, bias_ptr, qbuf_ptr,
+    dout_ptr, z_ptr, delta_ptr, A_ptr, C_ptr, bias_ptr, qbuf_ptr,
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
@@ -292,13 +394,13 @@ def _bwd_tile_state(
     S = tl.cumsum(dt, axis=1)
     g = (dblk * BD) // dpg
     Cp = C_ptr + b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
-    Ap = A2_ptr + d.to(tl.int64) * N
+    Ap = A_ptr + d.to(tl.int64) * N
     qp = qbuf_ptr + (b * ntiles + tile) * N * dim + d
-    a2 = tl.load(Ap, mask=d_mask, other=0.0)
+    a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         nx = (n + 1) % N
-        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
         Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
         w = tl.exp2(S * a2[:, None]) * dy * Cn
         tl.store(qp + n * dim, tl.sum(w, axis=1), mask=d_mask)
@@ -308,7 +410,7 @@ def _bwd_tile_state(
 
 @triton.jit
 def _carry_bwd(
-    qloc_ptr, dtsum_ptr, A2_ptr, dlast_ptr, gst_ptr, dim, ntiles,
+    qloc_ptr, dtsum_ptr, A_ptr, dlast_ptr, gst_ptr, dim, ntiles,
     N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_DLAST: tl.constexpr,
 ):
     """Reverse walk over tiles. gst has ntiles + 1 entries per batch: gst[k + 1] = gradient
@@ -320,7 +422,7 @@ def _carry_bwd(
     m = idx < N * dim
     n = idx // dim
     d = idx % dim
-    a2 = tl.load(A2_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0)
+    a2 = tl.load(A_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0) * _LOG2E
     if HAS_DLAST:
         carry = tl.load(dlast_ptr + (b * dim + d) * N + n, mask=m, other=0.0)
     else:
@@ -356,7 +458,7 @@ def _fwd3_combine(cl, pl, vl, cr, pr, vr):
 
 @triton.jit
 def _bwd_main(
-    u_ptr, delta_ptr, z_ptr, dout_ptr, A2_ptr, B_ptr, C_ptr, Crev_ptr, D_ptr, bias_ptr,
+    u_ptr, delta_ptr, z_ptr, dout_ptr, A_ptr, B_ptr, C_ptr, Crev_ptr, D_ptr, bias_ptr,
     hst_ptr, gst_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dBp_ptr, dCp_ptr, dDp_ptr, dbiasp_ptr,
     dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
@@ -395,10 +497,10 @@ def _bwd_main(
         Bp = B_ptr + bg + trow
         Cp = C_ptr + bg + trow
         Crp = Crev_ptr + (b * (sB_b // length) + g.to(tl.int64) * (sB_g // length)) * lpad + trow
-        Ap = A2_ptr + d.to(tl.int64) * N
+        Ap = A_ptr + d.to(tl.int64) * N
         hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
         gp = gst_ptr + (b * (ntiles + 1) + tile + 1) * N * dim + d
-        a2 = tl.load(Ap, mask=d_mask, other=0.0)
+        a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
         Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
         Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
         Cn_r = tl.load(Crp, mask=d_mask[:, None], other=0.0).to(tl.float32)
@@ -419,7 +521,7 @@ def _bwd_main(
         first = (tl.arange(0, T) == 0)[None, :]
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             nx = (n + 1) % N
-            a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0)
+            a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
             Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
             Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
             Cn_rx = tl.load(Crp + nx * lpad, mask=d_mask[:, None], other=0.0).to(tl.float32)
@@ -502,6 +604,13 @@ CONFIG: dict[str, int] = {
     "MIN_PROGRAMS": 8192,  # backward programs to keep in flight (sets the channel split)
     "UNROLL": 1,           # unroll factor of the loops over states
     "BC_F32": False,       # convert B, C to fp32 once on the host (saves per-element converts)
+    # Short sequences: one `_fwd_seq` launch instead of three when the sequence has at most
+    # SEQ_MAX_TILES tiles of T_SEQ steps (0: never). The backward then tiles by T_SEQ too, with
+    # BD_FWD / BD_BWD divided by T_SEQ / T so its [BD x T] register tiles keep their size.
+    "SEQ_MAX_TILES": 64,
+    "T_SEQ": 64,
+    "BD_SEQ": 4,
+    "WARPS_SEQ": 1,
 }
 
 
@@ -513,17 +622,31 @@ def _pow2_divisor(n: int, cap: int) -> int:
     return p
 
 
+def _tile_steps(T: int, length: int) -> int:
+    return max(16, min(T, triton.next_power_of_2(max(length, 1))))
+
+
 def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict | None = None) -> dict:
+    """The tile shapes for one call; cfg["SEQ"] says whether the forward is `_fwd_seq`, and
+    cfg["T"] is the tiling of hst / dtsum that the backward uses."""
     cfg = dict(CONFIG)
+    if _INTERPRET:  # small tiles keep the NumPy interpreter fast (explicit overrides still apply)
+        cfg.update(T=min(cfg["T"], 16), BD_FWD=min(cfg["BD_FWD"], 4), BD_BWD=min(cfg["BD_BWD"], 4),
+                   K_CARRY=min(cfg["K_CARRY"], 4), BLK_CARRY=min(cfg["BLK_CARRY"], 32),
+                   T_SEQ=min(cfg["T_SEQ"], 32), BD_SEQ=min(cfg["BD_SEQ"], 4))
     if overrides:
         cfg.update(overrides)
-    if _INTERPRET:  # small tiles keep the NumPy interpreter fast
-        cfg.update(T=min(cfg["T"], 16), BD_FWD=min(cfg["BD_FWD"], 4), BD_BWD=min(cfg["BD_BWD"], 4),
-                   K_CARRY=min(cfg["K_CARRY"], 4), BLK_CARRY=min(cfg["BLK_CARRY"], 32))
-    T = cfg["T"]
-    T = max(16, min(T, triton.next_power_of_2(max(length, 1))))
-    cfg["T"] = T
+    T = _tile_steps(cfg["T"], length)
+    T_seq = _tile_steps(cfg["T_SEQ"], length)
     dpg = dim // groups
+    cfg["SEQ"] = triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"]
+    if cfg["SEQ"]:
+        shrink = max(1, T_seq // T)
+        cfg["BD_FWD"] = max(1, cfg["BD_FWD"] // shrink)
+        cfg["BD_BWD"] = max(1, cfg["BD_BWD"] // shrink)
+        cfg["BD_SEQ"] = _pow2_divisor(dpg, cfg["BD_SEQ"])
+        T = T_seq
+    cfg["T"] = T
     cfg["BD_FWD"] = _pow2_divisor(dpg, cfg["BD_FWD"])
     cfg["BD_BWD"] = _pow2_divisor(dpg, cfg["BD_BWD"])
     return cfg
@@ -533,40 +656,63 @@ def _as_grouped(BC: Tensor) -> Tensor:
     return (BC.unsqueeze(1) if BC.dim() == 3 else BC).contiguous()
 
 
-def _fwd(u, delta, A2, Bg, Cg, D, z, delta_bias, softplus, h0, cfg):
+def _bc_geometry(BC: Tensor) -> tuple[int, int, int, int]:
+    """(groups, N, batch stride, group stride) of a contiguous (b, N, L) or (b, G, N, L) B / C."""
+    if BC.dim() == 3:
+        return 1, BC.shape[1], BC.stride(0), 0
+    return BC.shape[1], BC.shape[2], BC.stride(0), BC.stride(1)
+
+
+def _fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, want_last, cfg):
+    """Runs the forward chosen by cfg. Returns out, the last state (batch, dim, N) fp32 when
+    want_last (else None), and hst / dtsum for the backward."""
     batch, dim, length = u.shape
-    groups, N = Bg.shape[1], Bg.shape[2]
+    groups, N, sB_b, sB_g = _bc_geometry(B)
     dpg = dim // groups
-    T, BD = cfg["T"], cfg["BD_FWD"]
+    T = cfg["T"]
     ntiles = triton.cdiv(length, T)
     dev = u.device
-    hloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
-    dtsum = torch.empty((batch, ntiles, dim), device=dev, dtype=torch.float32)
     out = torch.empty_like(u)
-    dummy = A2
-    sB_b, sB_g = Bg.stride(0), Bg.stride(1)
+    hst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
+    dtsum = torch.empty((batch, ntiles, dim), device=dev, dtype=torch.float32)
+    dummy = A
+    bias = delta_bias if delta_bias is not None else dummy
+    if cfg["SEQ"]:
+        BD = cfg["BD_SEQ"]
+        last = torch.empty((batch, dim, N), device=dev, dtype=torch.float32) if want_last else None
+        _fwd_seq[(triton.cdiv(dim, BD), batch)](
+            u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy, bias,
+            h0 if h0 is not None else dummy, hst, dtsum, last if want_last else dummy,
+            dim, length, ntiles, dpg, sB_b, sB_g,
+            N=N, BD=BD, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=softplus, HAS_H0=h0 is not None, HAS_LAST=want_last, UNROLL=cfg["UNROLL"],
+            num_warps=cfg["WARPS_SEQ"],
+        )
+        return out, last, hst, dtsum
+    BD = cfg["BD_FWD"]
+    hloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
     grid = (ntiles * triton.cdiv(dim, BD), batch)
     _fwd_tile_state[grid](
-        u, delta, A2, Bg, delta_bias if delta_bias is not None else dummy, hloc, dtsum,
+        u, delta, A, B, bias, hloc, dtsum,
         dim, length, ntiles, dpg, sB_b, sB_g,
         N=N, BD=BD, T=T, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"],
         num_warps=cfg["WARPS_STATE"],
     )
-    hst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
     blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
     _carry_fwd[(triton.cdiv(N * dim, blk), batch)](
-        hloc, dtsum, A2, h0 if h0 is not None else dummy, hst, dim, ntiles,
+        hloc, dtsum, A, h0 if h0 is not None else dummy, hst, dim, ntiles,
         N=N, BLK=blk, K=K, HAS_H0=h0 is not None, num_warps=cfg["WARPS_CARRY"],
     )
     del hloc
     _fwd_out[grid](
-        u, delta, z if z is not None else u, out, A2, Bg, Cg,
-        D if D is not None else dummy, delta_bias if delta_bias is not None else dummy, hst,
+        u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy, bias, hst,
         dim, length, ntiles, dpg, sB_b, sB_g,
         N=N, BD=BD, T=T, HAS_D=D is not None, HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_FWD"],
     )
-    return out, hst, dtsum
+    # last state (b, dim, N) = the entry after the last tile
+    last = hst[:, ntiles].transpose(1, 2).contiguous() if want_last else None
+    return out, last, hst, dtsum
 
 
 def _split_plan(batch: int, ntiles: int, length: int, N: int, groups: int, nblk_per_group: int,
@@ -586,7 +732,7 @@ def _split_plan(batch: int, ntiles: int, length: int, N: int, groups: int, nblk_
     return nblk_per_group
 
 
-def _bwd(dout, dlast, u, delta, A, A2, Bg, Cg, D, z, delta_bias, softplus, hst, dtsum, cfg,
+def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsum, cfg,
          collapse_groups=False):
     batch, dim, length = u.shape
     groups, N = Bg.shape[1], Bg.shape[2]
@@ -594,13 +740,13 @@ def _bwd(dout, dlast, u, delta, A, A2, Bg, Cg, D, z, delta_bias, softplus, hst, 
     T, BD = cfg["T"], cfg["BD_BWD"]
     ntiles = triton.cdiv(length, T)
     dev = u.device
-    dummy = A2
+    dummy = A
     sB_b, sB_g = Bg.stride(0), Bg.stride(1)
     has_bias = delta_bias is not None
     qloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
     grid = (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch)
     _bwd_tile_state[grid](
-        dout, z if z is not None else u, delta, A2, Cg, delta_bias if has_bias else dummy, qloc,
+        dout, z if z is not None else u, delta, A, Cg, delta_bias if has_bias else dummy, qloc,
         dim, length, ntiles, dpg, sB_b, sB_g,
         N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=softplus,
         UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_STATE"],
@@ -608,7 +754,7 @@ def _bwd(dout, dlast, u, delta, A, A2, Bg, Cg, D, z, delta_bias, softplus, hst, 
     gst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
     blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
     _carry_bwd[(triton.cdiv(N * dim, blk), batch)](
-        qloc, dtsum, A2, dlast if dlast is not None else dummy, gst, dim, ntiles,
+        qloc, dtsum, A, dlast if dlast is not None else dummy, gst, dim, ntiles,
         N=N, BLK=blk, K=K, HAS_DLAST=dlast is not None, num_warps=cfg["WARPS_CARRY"],
     )
     del qloc
@@ -630,7 +776,7 @@ def _bwd(dout, dlast, u, delta, A, A2, Bg, Cg, D, z, delta_bias, softplus, hst, 
     Crev = torch.nn.functional.pad(Cg, (0, lpad - length)).view(batch, groups, N, ntiles, T).flip(-1)
     Crev = Crev.reshape(batch, groups, N, lpad)
     _bwd_main[(ntiles * nsplit, batch)](
-        u, delta, z if z is not None else u, dout, A2, Bg, Cg, Crev,
+        u, delta, z if z is not None else u, dout, A, Bg, Cg, Crev,
         D if D is not None else dummy, delta_bias if has_bias else dummy, hst, gst,
         du, ddelta, dz if dz is not None else du, dBp, dCp,
         dDp if dDp is not None else dummy, dbp if dbp is not None else dummy,
@@ -648,27 +794,31 @@ def _bwd(dout, dlast, u, delta, A, A2, Bg, Cg, D, z, delta_bias, softplus, hst, 
     return du, ddelta, dA, dBC, dD, dz, dbias, dh0
 
 
+def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides):
+    """Operands in the kernels' layouts and dtypes (each conversion is a no-op when they already
+    are), then the forward. Returns out, last (or None), the tensors the backward needs, cfg."""
+    batch, dim, length = u.shape
+    u = u.contiguous()
+    delta = delta.contiguous()
+    z = z.contiguous() if z is not None else None
+    B, C = B.contiguous(), C.contiguous()
+    cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides)
+    if cfg["BC_F32"]:
+        B, C = B.float(), C.float()
+    A32 = A.float().contiguous()
+    Df = D.float().contiguous() if D is not None else None
+    bias = delta_bias.float().contiguous() if delta_bias is not None else None
+    h0 = initial_state.float().contiguous() if initial_state is not None else None
+    out, last, hst, dtsum = _fwd(u, delta, A32, B, C, Df, z, bias, softplus, h0, want_last, cfg)
+    return out, last, (u, delta, A32, B, C, Df, z, bias, hst, dtsum), cfg
+
+
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, want_last, overrides):
-        batch, dim, length = u.shape
-        u = u.contiguous()
-        delta = delta.contiguous()
-        z = z.contiguous() if z is not None else None
-        Bg, Cg = _as_grouped(B), _as_grouped(C)
-        cfg = scan_config(batch, dim, length, Bg.shape[1], overrides)
-        if cfg["BC_F32"]:
-            Bg, Cg = Bg.float(), Cg.float()
-        A32 = A.float().contiguous()
-        A2 = (A32 * LOG2E).contiguous()
-        Df = D.float().contiguous() if D is not None else None
-        bias = delta_bias.float().contiguous() if delta_bias is not None else None
-        h0 = initial_state.float().contiguous() if initial_state is not None else None
-        out, hst, dtsum = _fwd(u, delta, A2, Bg, Cg, Df, z, bias, delta_softplus, h0, cfg)
-        ntiles = hst.shape[1] - 1
-        # last state (b, dim, N) = the entry after the last tile; copied only when returned
-        last = hst[:, ntiles].transpose(1, 2).contiguous() if want_last else hst.new_empty(0)
-        ctx.save_for_backward(u, delta, A32, A2, Bg, Cg, Df, z, bias, hst, dtsum)
+        out, last, saved, cfg = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                         delta_softplus, want_last, overrides)
+        ctx.save_for_backward(*saved)
         ctx.cfg = cfg
         ctx.softplus = delta_softplus
         ctx.meta = (B.dim(), B.dtype, C.dtype, A.dtype,
@@ -676,17 +826,17 @@ class _SelectiveScanFn(torch.autograd.Function):
                     delta_bias.dtype if delta_bias is not None else None,
                     initial_state.dtype if initial_state is not None else None)
         ctx.set_materialize_grads(False)
-        return out, last
+        return out, (last if last is not None else out.new_empty(0))
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, delta, A32, A2, Bg, Cg, Df, z, bias, hst, dtsum = ctx.saved_tensors
+        u, delta, A32, B, C, Df, z, bias, hst, dtsum = ctx.saved_tensors
         bdim, Bdt, Cdt, Adt, Ddt, biasdt, h0dt = ctx.meta
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
         dlast = dlast.float().contiguous() if (dlast is not None and dlast.numel()) else None
         du, ddelta, dA, dBC, dD, dz, dbias, dh0 = _bwd(
-            dout, dlast, u, delta, A32, A2, Bg, Cg, Df, z, bias, ctx.softplus, hst, dtsum, ctx.cfg,
-            collapse_groups=bdim == 3,
+            dout, dlast, u, delta, A32, _as_grouped(B), _as_grouped(C), Df, z, bias, ctx.softplus, hst,
+            dtsum, ctx.cfg, collapse_groups=bdim == 3,
         )
         if Bdt == Cdt:
             dB, dC = dBC.to(Bdt).unbind(0)
@@ -726,7 +876,10 @@ def selective_scan_triton(
         )
     if u.shape[-1] == 0:
         raise ValueError("selective_scan_triton needs length >= 1")
-    out, last = _SelectiveScanFn.apply(
-        u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), bool(return_last_state), _config
-    )
+    args = (u, delta, A, B, C, D, z, delta_bias, initial_state,
+            bool(delta_softplus), bool(return_last_state), _config)
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args[:9]):
+        out, last = _SelectiveScanFn.apply(*args)
+    else:  # nothing to differentiate: no autograd node, nothing saved
+        out, last, _saved, _cfg = _forward(*args)
     return (out, last) if return_last_state else out

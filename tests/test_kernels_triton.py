@@ -60,8 +60,13 @@ def _run(fn, x, use, softplus, **kw):
     return out, last, leaves
 
 
-def _check(x, use, softplus, dtype):
-    out, last, leaves = _run(selective_scan, x, use, softplus, backend="triton")
+def _check(x, use, softplus, dtype, config=None):
+    if config is None:  # through the public entry point
+        out, last, leaves = _run(selective_scan, x, use, softplus, backend="triton")
+    else:
+        from kernels.triton_scan import selective_scan_triton
+
+        out, last, leaves = _run(selective_scan_triton, x, use, softplus, _config=config)
     xr = {k: v.double() for k, v in x.items()}
     rout, rlast, rleaves = _run(selective_scan_ref, xr, use, softplus)
     g = torch.Generator().manual_seed(7)
@@ -88,6 +93,9 @@ def _check(x, use, softplus, dtype):
 
 
 ALL = ("D", "z", "bias", "h0")
+# both forwards: the default picks the single-launch `_fwd_seq` at these lengths (checked by
+# test_forward_path_dispatch); SEQ_MAX_TILES = 0 forces the three-kernel forward
+PATHS = [pytest.param(None, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles")]
 
 
 @needs_triton
@@ -102,18 +110,109 @@ ALL = ("D", "z", "bias", "h0")
         (1, 8, 70, 2, None, ("bias",), True),  # several tiles per carry step
     ],
 )
-def test_scan_fp32(batch, dim, length, n, groups, use, softplus):
+@pytest.mark.parametrize("config", PATHS)
+def test_scan_fp32(batch, dim, length, n, groups, use, softplus, config):
     x = _inputs(batch, dim, length, n, torch.float32, groups)
     if not softplus:
         x["delta"] = x["delta"].abs() * 0.1 + 0.01
-    _check(x, use, softplus, torch.float32)
+    _check(x, use, softplus, torch.float32, config)
 
 
 @needs_triton
 @pytest.mark.parametrize("groups,use", [(None, ALL), (2, ("z", "bias"))])
-def test_scan_bf16(groups, use):
+@pytest.mark.parametrize("config", PATHS)
+def test_scan_bf16(groups, use, config):
     x = _inputs(2, 4, 29, 8, torch.bfloat16, groups, seed=1)
-    _check(x, use, True, torch.bfloat16)
+    _check(x, use, True, torch.bfloat16, config)
+
+
+@needs_triton
+@pytest.mark.parametrize("config,length,groups,tiles", [
+    ({"T_SEQ": 256, "BD_SEQ": 1}, 260, 4, 2),  # long tiles, one channel per program, last tile 4 steps
+    ({"T_SEQ": 128, "BD_SEQ": 2}, 140, 2, 2),
+    ({"T_SEQ": 16, "BD_SEQ": 4}, 300, None, 19),  # many tiles
+])
+def test_seq_forward_tile_shapes(config, length, groups, tiles):
+    """The sequential forward at other tile shapes than the default; the backward must tile by
+    T_SEQ (hst / dtsum are per tile of the forward)."""
+    from kernels.triton_scan import scan_config
+
+    cfg = scan_config(1, 4, length, groups or 1, config)
+    assert cfg["SEQ"] and cfg["T"] == config["T_SEQ"] and -(-length // cfg["T"]) == tiles
+    assert cfg["BD_SEQ"] == config["BD_SEQ"]
+    x = _inputs(1, 4, length, 2, torch.float32, groups=groups, seed=4)
+    _check(x, ALL, True, torch.float32, config)
+
+
+class _LaunchSpy:
+    """Stands in for a @triton.jit kernel and counts its launches."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+
+@needs_triton
+def test_forward_path_dispatch(monkeypatch):
+    """Which forward runs: `_fwd_seq` alone up to SEQ_MAX_TILES tiles of T_SEQ, the three
+    kernels above or with SEQ_MAX_TILES = 0; with and without autograd, same results."""
+    from kernels import triton_scan
+
+    spies = {name: _LaunchSpy(getattr(triton_scan, name)) for name in ("_fwd_seq", "_fwd_tile_state", "_fwd_out")}
+    for name, spy in spies.items():
+        monkeypatch.setattr(triton_scan, name, spy)
+    x = {k: v.to(DEVICE) for k, v in _inputs(1, 4, 70, 2, torch.float32, seed=5).items()}
+
+    def run(config, grad):
+        spies_before = {k: v.launches for k, v in spies.items()}
+        with torch.set_grad_enabled(grad):
+            u = x["u"].clone().requires_grad_(grad)
+            out, last = triton_scan.selective_scan_triton(
+                u, x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                delta_softplus=True, return_last_state=True, initial_state=x["initial_state"], _config=config)
+        assert out.requires_grad == grad and last.requires_grad == grad
+        launched = {k for k, v in spies.items() if v.launches > spies_before[k]}
+        return out.detach(), last.detach(), launched
+
+    seq = {"T_SEQ": 16, "SEQ_MAX_TILES": 5}  # 70 steps = 5 tiles of 16
+    results = [
+        (run(None, True), {"_fwd_seq"}),
+        (run(seq, True), {"_fwd_seq"}),
+        (run(seq, False), {"_fwd_seq"}),
+        (run({"T_SEQ": 16, "SEQ_MAX_TILES": 4}, True), {"_fwd_tile_state", "_fwd_out"}),
+        (run({"SEQ_MAX_TILES": 0}, False), {"_fwd_tile_state", "_fwd_out"}),
+    ]
+    for (out, last, launched), want in results:
+        assert launched == want
+        torch.testing.assert_close(out, results[0][0][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(last, results[0][0][1], rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("use_h0", [True, False])
+def test_seq_forward_writes_the_same_tile_states(use_h0):
+    """At equal tiling, `_fwd_seq` writes the hst (tile start states, hst[:, 0] = initial state)
+    and dtsum (per-tile sums of dt) that the three-kernel forward writes: the backward reads them."""
+    from kernels.triton_scan import _forward
+
+    x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 45, 3, torch.float32, groups=2, seed=6).items()}
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
+            x["initial_state"] if use_h0 else None, True, True)
+    out_s, last_s, saved_s, cfg_s = _forward(*args, {"T": 16, "T_SEQ": 16, "SEQ_MAX_TILES": 64})
+    out_t, last_t, saved_t, cfg_t = _forward(*args, {"T": 16, "SEQ_MAX_TILES": 0})
+    assert cfg_s["SEQ"] and not cfg_t["SEQ"] and cfg_s["T"] == cfg_t["T"] == 16
+    hst_s, dtsum_s = saved_s[-2:]
+    hst_t, dtsum_t = saved_t[-2:]
+    assert hst_s.shape == hst_t.shape == (2, 4, 3, 4) and dtsum_s.shape == dtsum_t.shape == (2, 3, 4)
+    h0 = x["initial_state"].transpose(1, 2) if use_h0 else torch.zeros_like(hst_s[:, 0])
+    torch.testing.assert_close(hst_s[:, 0], h0, rtol=0, atol=0)
+    torch.testing.assert_close(hst_s, hst_t, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dtsum_s, dtsum_t, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(last_s, hst_s[:, -1].transpose(1, 2), rtol=0, atol=0)
+    torch.testing.assert_close(out_s, out_t, rtol=1e-5, atol=1e-5)
 
 
 @needs_triton
