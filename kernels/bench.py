@@ -177,8 +177,8 @@ def run_kernel_bench(out_csv: pathlib.Path | None, shapes="table", flash: bool =
         ))
         print(f"# {batch}x{dim}x{length}: fwd {t_fwd:.3f} ms, fwd+bwd {t_fb:.3f} ms, flash {fl:.3f} ms "
               f"({time.time() - t0:.1f} s)", flush=True)
-    if out_csv is not None:
-        write_rows(pathlib.Path(out_csv), rows)
+        if out_csv is not None:  # after every shape: a run cut short keeps what it measured
+            write_rows(pathlib.Path(out_csv), rows)
     print_table(rows)
     return rows
 
@@ -348,12 +348,14 @@ def run_host_bench(variants: dict[str, dict | None], shapes: list[tuple[int, int
 
 # --host: the default (single-launch forward at these lengths) against the three-kernel forward;
 # with --variants also the sequential forward's tile shapes
-HOST_VARIANTS: dict[str, dict | None] = {"default": None, "three_kernel": {"SEQ_MAX_TILES": 0}}
+HOST_VARIANTS: dict[str, dict | None] = {"default": None, "three_kernel": {"SEQ_MAX_TILES": 0}, "seq_grad": {"SEQ_GRAD": True}}
 SEQ_VARIANTS: dict[str, dict] = {
+    "seq_T64_BD1": {"T_SEQ": 64, "BD_SEQ": 1},
     "seq_T64_BD2": {"T_SEQ": 64, "BD_SEQ": 2},
     "seq_T128_BD2": {"T_SEQ": 128, "BD_SEQ": 2},
     "seq_T256_BD1": {"T_SEQ": 256, "BD_SEQ": 1},
     "seq_T64_BD4_w2": {"T_SEQ": 64, "BD_SEQ": 4, "WARPS_SEQ": 2},
+    "seq_to_8k": {"SEQ_MAX_TILES": 128},
 }
 
 DEFAULT_VARIANTS = {

@@ -9,7 +9,8 @@ tile of u / delta / z / dout (loaded coalesced and vectorised along the sequence
 the N states. Per-(d, t) work -- bias, softplus, dt*u, D skip, z gate -- is done once per tile
 element; per-(d, n, t) work is one exp2 plus the scan's FMAs.
 
-Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps; 4096 steps by default):
+Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 2048 steps by default, and
+  only when no backward follows unless SEQ_GRAD is set; NOTES.md, variant 7, has the measurements):
   one launch of `_fwd_seq` on a grid of (channel blocks, batch). Each program walks its row's tiles
   in order with the body of `_fwd_out` below; a tile's end state (h at its last column: dt is 0
   past the end) is stored to the saved tile-start states and loaded back, after a barrier, as the
@@ -605,12 +606,15 @@ CONFIG: dict[str, int] = {
     "UNROLL": 1,           # unroll factor of the loops over states
     "BC_F32": False,       # convert B, C to fp32 once on the host (saves per-element converts)
     # Short sequences: one `_fwd_seq` launch instead of three when the sequence has at most
-    # SEQ_MAX_TILES tiles of T_SEQ steps (0: never). The backward then tiles by T_SEQ too, with
-    # BD_FWD / BD_BWD divided by T_SEQ / T so its [BD x T] register tiles keep their size.
-    "SEQ_MAX_TILES": 64,
-    "T_SEQ": 64,
-    "BD_SEQ": 4,
+    # SEQ_MAX_TILES tiles of T_SEQ steps (0: never); measured best at length 2048 (NOTES.md,
+    # variant 7). Only for a forward without gradients unless SEQ_GRAD: the backward tiles like
+    # the forward's saved states, and it was tuned at T = 64 (with SEQ_GRAD it tiles by T_SEQ, with
+    # BD_FWD / BD_BWD divided by T_SEQ / T so its [BD x T] register tiles keep their size).
+    "SEQ_MAX_TILES": 8,
+    "T_SEQ": 256,
+    "BD_SEQ": 1,
     "WARPS_SEQ": 1,
+    "SEQ_GRAD": False,
 }
 
 
@@ -626,9 +630,10 @@ def _tile_steps(T: int, length: int) -> int:
     return max(16, min(T, triton.next_power_of_2(max(length, 1))))
 
 
-def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict | None = None) -> dict:
+def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict | None = None,
+                needs_grad: bool = False) -> dict:
     """The tile shapes for one call; cfg["SEQ"] says whether the forward is `_fwd_seq`, and
-    cfg["T"] is the tiling of hst / dtsum that the backward uses."""
+    cfg["T"] is the tiling of hst / dtsum that the backward uses (`needs_grad`: one will run)."""
     cfg = dict(CONFIG)
     if _INTERPRET:  # small tiles keep the NumPy interpreter fast (explicit overrides still apply)
         cfg.update(T=min(cfg["T"], 16), BD_FWD=min(cfg["BD_FWD"], 4), BD_BWD=min(cfg["BD_BWD"], 4),
@@ -639,7 +644,7 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     T = _tile_steps(cfg["T"], length)
     T_seq = _tile_steps(cfg["T_SEQ"], length)
     dpg = dim // groups
-    cfg["SEQ"] = triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"]
+    cfg["SEQ"] = triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"] and (cfg["SEQ_GRAD"] or not needs_grad)
     if cfg["SEQ"]:
         shrink = max(1, T_seq // T)
         cfg["BD_FWD"] = max(1, cfg["BD_FWD"] // shrink)
@@ -794,7 +799,8 @@ def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsu
     return du, ddelta, dA, dBC, dD, dz, dbias, dh0
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides):
+def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides,
+             needs_grad: bool = False):
     """Operands in the kernels' layouts and dtypes (each conversion is a no-op when they already
     are), then the forward. Returns out, last (or None), the tensors the backward needs, cfg."""
     batch, dim, length = u.shape
@@ -802,7 +808,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_
     delta = delta.contiguous()
     z = z.contiguous() if z is not None else None
     B, C = B.contiguous(), C.contiguous()
-    cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides)
+    cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides, needs_grad)
     if cfg["BC_F32"]:
         B, C = B.float(), C.float()
     A32 = A.float().contiguous()
@@ -817,7 +823,7 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, want_last, overrides):
         out, last, saved, cfg = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                         delta_softplus, want_last, overrides)
+                                         delta_softplus, want_last, overrides, needs_grad=True)
         ctx.save_for_backward(*saved)
         ctx.cfg = cfg
         ctx.softplus = delta_softplus

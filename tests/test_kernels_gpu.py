@@ -101,11 +101,11 @@ def test_scan_fwd_bwd_vs_reference(batch, dim, length, n, dtype, groups):
 
 @pytest.mark.parametrize("config", [
     {"SEQ_MAX_TILES": 0},                            # three-kernel forward
-    {"T_SEQ": 64, "BD_SEQ": 4},                      # the default single-launch forward
-    {"T_SEQ": 128, "BD_SEQ": 2},
-    {"T_SEQ": 256, "BD_SEQ": 1},
-    {"T_SEQ": 64, "BD_SEQ": 4, "WARPS_SEQ": 2},      # tile across warps: the barrier matters
-    {"T_SEQ": 32, "BD_SEQ": 8, "WARPS_SEQ": 4, "UNROLL": 2},
+    {"SEQ_GRAD": True},                              # the default single-launch forward, with its backward
+    {"T_SEQ": 64, "BD_SEQ": 4, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},
+    {"T_SEQ": 128, "BD_SEQ": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},
+    {"T_SEQ": 64, "BD_SEQ": 4, "WARPS_SEQ": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},  # across warps: the barrier matters
+    {"T_SEQ": 32, "BD_SEQ": 8, "WARPS_SEQ": 4, "UNROLL": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},
 ])
 def test_scan_forward_paths_gpu(config):
     """Both forwards and the sequential forward's tile shapes (the backward then tiles by T_SEQ)."""

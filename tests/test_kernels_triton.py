@@ -93,9 +93,10 @@ def _check(x, use, softplus, dtype, config=None):
 
 
 ALL = ("D", "z", "bias", "h0")
-# both forwards: the default picks the single-launch `_fwd_seq` at these lengths (checked by
-# test_forward_path_dispatch); SEQ_MAX_TILES = 0 forces the three-kernel forward
-PATHS = [pytest.param(None, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles")]
+# both forwards, each with its backward: SEQ_GRAD makes the single-launch `_fwd_seq` run under
+# autograd too (by default only a forward without gradients uses it; see test_forward_path_dispatch),
+# SEQ_MAX_TILES = 0 forces the three-kernel forward
+PATHS = [pytest.param({"SEQ_GRAD": True}, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles")]
 
 
 @needs_triton
@@ -128,16 +129,16 @@ def test_scan_bf16(groups, use, config):
 
 @needs_triton
 @pytest.mark.parametrize("config,length,groups,tiles", [
-    ({"T_SEQ": 256, "BD_SEQ": 1}, 260, 4, 2),  # long tiles, one channel per program, last tile 4 steps
-    ({"T_SEQ": 128, "BD_SEQ": 2}, 140, 2, 2),
-    ({"T_SEQ": 16, "BD_SEQ": 4}, 300, None, 19),  # many tiles
+    ({"T_SEQ": 256, "BD_SEQ": 1, "SEQ_GRAD": True}, 260, 4, 2),  # one channel per program, last tile 4 steps
+    ({"T_SEQ": 128, "BD_SEQ": 2, "SEQ_GRAD": True}, 140, 2, 2),
+    ({"T_SEQ": 16, "BD_SEQ": 4, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64}, 300, None, 19),  # many tiles
 ])
 def test_seq_forward_tile_shapes(config, length, groups, tiles):
     """The sequential forward at other tile shapes than the default; the backward must tile by
     T_SEQ (hst / dtsum are per tile of the forward)."""
     from kernels.triton_scan import scan_config
 
-    cfg = scan_config(1, 4, length, groups or 1, config)
+    cfg = scan_config(1, 4, length, groups or 1, config, needs_grad=True)
     assert cfg["SEQ"] and cfg["T"] == config["T_SEQ"] and -(-length // cfg["T"]) == tiles
     assert cfg["BD_SEQ"] == config["BD_SEQ"]
     x = _inputs(1, 4, length, 2, torch.float32, groups=groups, seed=4)
@@ -157,8 +158,9 @@ class _LaunchSpy:
 
 @needs_triton
 def test_forward_path_dispatch(monkeypatch):
-    """Which forward runs: `_fwd_seq` alone up to SEQ_MAX_TILES tiles of T_SEQ, the three
-    kernels above or with SEQ_MAX_TILES = 0; with and without autograd, same results."""
+    """Which forward runs: `_fwd_seq` alone up to SEQ_MAX_TILES tiles of T_SEQ when no gradient
+    is wanted (or with SEQ_GRAD), else the three kernels, also above SEQ_MAX_TILES or with it 0;
+    all give the same results."""
     from kernels import triton_scan
 
     spies = {name: _LaunchSpy(getattr(triton_scan, name)) for name in ("_fwd_seq", "_fwd_tile_state", "_fwd_out")}
@@ -178,12 +180,14 @@ def test_forward_path_dispatch(monkeypatch):
         return out.detach(), last.detach(), launched
 
     seq = {"T_SEQ": 16, "SEQ_MAX_TILES": 5}  # 70 steps = 5 tiles of 16
+    tiles = {"_fwd_tile_state", "_fwd_out"}
     results = [
-        (run(None, True), {"_fwd_seq"}),
-        (run(seq, True), {"_fwd_seq"}),
+        (run(None, False), {"_fwd_seq"}),
+        (run(None, True), tiles),
+        (run({**seq, "SEQ_GRAD": True}, True), {"_fwd_seq"}),
         (run(seq, False), {"_fwd_seq"}),
-        (run({"T_SEQ": 16, "SEQ_MAX_TILES": 4}, True), {"_fwd_tile_state", "_fwd_out"}),
-        (run({"SEQ_MAX_TILES": 0}, False), {"_fwd_tile_state", "_fwd_out"}),
+        (run({"T_SEQ": 16, "SEQ_MAX_TILES": 4, "SEQ_GRAD": True}, True), tiles),
+        (run({"SEQ_MAX_TILES": 0}, False), tiles),
     ]
     for (out, last, launched), want in results:
         assert launched == want
