@@ -427,11 +427,24 @@ def bench_generation(
     new_tokens: int = typer.Option(128, help="Tokens generated after the prompt."),
     batch_sizes: str = typer.Option("1,8,32,128", help="Comma-separated batch sizes."),
     cuda_graph: bool = typer.Option(True, help="Replay the decode step as a CUDA graph where the family allows it."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png)."),
+    replot: bool = typer.Option(False, help="Measure nothing: redraw the plot of the existing --out CSV."),
 ) -> None:
     """Generation throughput (batch × new tokens / time) per model size and batch size."""
     import torch
 
+    if replot:
+        from models.bench import plot_generation, read_generation_csv
+
+        if out_file is None or not out_file.is_file():
+            raise SeqbenchError(f"--replot needs --out naming an existing generation CSV, got {out_file}")
+        try:
+            rows = read_generation_csv(out_file)
+        except ValueError as error:
+            raise SeqbenchError(str(error)) from None
+        plot_generation(rows, out_file.with_suffix(".png"))
+        typer.echo(f"wrote {out_file.with_suffix('.png')}")
+        return
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
     from models.bench import run_generation_bench

@@ -147,6 +147,70 @@ GENERATION_FIELDS = ["model", "size", "n_parameters", "batch", "prompt_len", "ne
                      "gen_ms", "gen_tokens_per_s"]
 
 
+def read_generation_csv(path: Path) -> list[dict]:
+    """Rows of a generation CSV written by `run_generation_bench`, numbers parsed."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [name for name in ("model", "size", "n_parameters", "batch", "status", "gen_tokens_per_s")
+               if rows and name not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path} is not a generation CSV (missing: {', '.join(missing) or 'every row'})")
+    for row in rows:
+        row["batch"], row["n_parameters"] = int(row["batch"]), int(row["n_parameters"])
+        row["gen_tokens_per_s"] = float(row["gen_tokens_per_s"]) if row["gen_tokens_per_s"] else None
+    return rows
+
+
+def generation_ratios(rows: list[dict]) -> dict[str, dict[int, float]]:
+    """Mamba over the Transformer of the nearest parameter count, per batch both finished:
+    {"mamba:1.4b / transformer:1.3b": {batch: ratio}} (the paper's comparison in Figure 8, right)."""
+    done = [r for r in rows if r["status"] == "ok" and r.get("gen_tokens_per_s")]
+    by_model: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in done:
+        by_model.setdefault((r["model"], r["size"]), {})[r["batch"]] = r
+    transformers = [key for key in by_model if key[0] == "transformer"]
+    ratios = {}
+    for key, per_batch in by_model.items():
+        if key[0] != "mamba" or not transformers:
+            continue
+        params = next(iter(per_batch.values()))["n_parameters"]
+        other = min(transformers, key=lambda t: abs(next(iter(by_model[t].values()))["n_parameters"] - params))
+        shared = sorted(set(per_batch) & set(by_model[other]))
+        ratios[f"mamba:{key[1]} / transformer:{other[1]}"] = {
+            b: per_batch[b]["gen_tokens_per_s"] / by_model[other][b]["gen_tokens_per_s"] for b in shared}
+    return ratios
+
+
+def plot_generation(rows: list[dict], path: Path) -> None:
+    """Two panels: tokens/s vs batch per model (log-log), and Mamba / Transformer at similar size."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    speed, ratio = figure.subplots(1, 2)
+    for model, size in dict.fromkeys((r["model"], r["size"]) for r in rows):
+        points = [(r["batch"], r["gen_tokens_per_s"]) for r in rows
+                  if (r["model"], r["size"]) == (model, size) and r["status"] == "ok" and r.get("gen_tokens_per_s")]
+        if points:
+            speed.plot(*zip(*points), marker="o", markersize=4, label=f"{model}:{size}",
+                       linestyle="-" if model == "mamba" else "--")
+    first = rows[0] if rows else {}
+    speed.set(xscale="log", yscale="log", xlabel="batch", ylabel="generated tokens / s",
+              title=f"prompt {first.get('prompt_len', '?')}, {first.get('new_tokens', '?')} new tokens")
+    for label, per_batch in generation_ratios(rows).items():
+        if per_batch:
+            ratio.plot(list(per_batch), list(per_batch.values()), marker="o", markersize=4, label=label)
+    ratio.axhline(1.0, color="grey", linewidth=0.8)
+    ratio.set(xscale="log", xlabel="batch", ylabel="throughput ratio", title="Mamba / Transformer of similar size")
+    for axis in (speed, ratio):
+        axis.set_xscale("log", base=2)
+        axis.grid(True, which="both", alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    tmp = path.with_name(path.name + ".tmp.png")
+    figure.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
 def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_tokens: int, batches: list[int],
                          out_csv: Path | None, cuda_graph: bool = True) -> list[dict]:
     """Generation throughput of every (model, size) at every batch (paper Figure 8, right): batch ×
@@ -172,6 +236,7 @@ def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_to
                   f"{row.get('gen_tokens_per_s', float('nan')):,.0f} tokens/s", flush=True)
             if out_csv is not None:  # after every row: a cut-short run keeps what it measured
                 write_csv(rows, out_csv, GENERATION_FIELDS)
+                plot_generation(rows, out_csv.with_suffix(".png"))
             torch.cuda.empty_cache()
             if row["status"] == "oom":
                 break

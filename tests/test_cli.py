@@ -64,3 +64,29 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown task 'nope'")
     assert "Traceback" not in proc.stderr
+
+
+def test_generation_replot_draws_the_plot_of_a_csv(tmp_path):
+    """`bench generation --replot --out CSV` redraws the figure from a measured CSV (no GPU):
+    throughput per model and the Mamba / Transformer ratio at the nearest parameter count."""
+    from models.bench import GENERATION_FIELDS, generation_ratios, read_generation_csv, write_csv
+
+    rows = [dict(model=m, size=s, n_parameters=p, batch=b, prompt_len=2048, new_tokens=128, cuda_graph=1,
+                 status=status, gen_ms=1.0, gen_tokens_per_s=speed)
+            for m, s, p, b, status, speed in [
+                ("mamba", "130m", 129_000_000, 1, "ok", 400.0), ("mamba", "130m", 129_000_000, 8, "ok", 3000.0),
+                ("transformer", "125m", 125_000_000, 1, "ok", 200.0), ("transformer", "125m", 125_000_000, 8, "oom", ""),
+                ("transformer", "1.3b", 1_300_000_000, 1, "ok", 100.0)]]
+    csv_path = tmp_path / "generation.csv"
+    write_csv(rows, csv_path, GENERATION_FIELDS)
+    assert generation_ratios(read_generation_csv(csv_path)) == {"mamba:130m / transformer:125m": {1: 2.0}}
+
+    result = invoke("bench", "generation", "--replot", "--out", str(csv_path))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "generation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    for path, message in ((tmp_path / "missing.csv", "needs --out naming an existing generation CSV"),
+                          (tmp_path / "other.csv", "is not a generation CSV")):
+        result = invoke("bench", "generation", "--replot", "--out", str(path))
+        assert result.exit_code == 2 and message in result.output
