@@ -180,6 +180,8 @@ def sweep(
     data: Optional[str] = DATA,
     steps: Optional[int] = STEPS,
     batch_size: Optional[int] = BATCH_SIZE,
+    batch_tokens: Optional[str] = typer.Option(
+        None, help="Tokens per training batch at every length (batch = tokens // length, at least 1), e.g. 64k."),
     lr: Optional[float] = LR,
     seed: int = SEED,
     device: str = DEVICE,
@@ -213,13 +215,21 @@ def sweep(
     slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
                          time_minutes=time_limit)
     result = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
-                   console=err, progress=progress, launcher=launcher, slurm=slurm).run()
+                   console=err, progress=progress, launcher=launcher, slurm=slurm,
+                   batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None).run()
     _print_sweep(result)
     # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
     _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",
             base.tracking_uri, sweep_run_id=result.parent_run_id, show=report_dir is not None)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _token_count(text: str) -> int:
+    try:
+        return parse_length(text)
+    except SeqbenchError:
+        raise SeqbenchError(f"--batch-tokens takes a token count such as 65536, 64k or 1m, got {text!r}") from None
 
 
 def _print_sweep(result) -> None:

@@ -92,17 +92,25 @@ class Child:
     stopped_as: tuple[str, str] | None = None  # (status, message) the sweep stopped it with, if it did
 
 
-def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str) -> list[Child]:
+def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str,
+         batch_tokens: int | None = None) -> list[Child]:
     """Every (model, length) child, shortest length first, each config resolved and checked.
 
-    Children evaluate at their own training length unless `base.eval_lengths` says otherwise."""
+    Children evaluate at their own training length unless `base.eval_lengths` says otherwise.
+    With `batch_tokens`, every child's batch holds that many tokens (batch = tokens // length, at
+    least one sequence), so every length trains on the same number of tokens per step."""
     from tasks import get_task
 
+    if batch_tokens is not None and base.batch_size is not None:
+        raise SeqbenchError("--batch-tokens and --batch-size both set the batch; give one")
+    if batch_tokens is not None and batch_tokens < 1:
+        raise SeqbenchError(f"--batch-tokens must be >= 1, got {batch_tokens}")
     task = get_task(base.task, modality=base.modality, data=base.data, seed=base.seed, **base.task_kwargs)
     children = []
     for seq_len in sorted(lengths):
+        batch_size = max(1, batch_tokens // seq_len) if batch_tokens is not None else base.batch_size
         for family, size in models:
-            config = replace(base, model=family, size=size, seq_len=seq_len,
+            config = replace(base, model=family, size=size, seq_len=seq_len, batch_size=batch_size,
                              eval_lengths=base.eval_lengths or [seq_len], resume=False)
             resolved = config.resolve(task, device_type)
             label = model_label(family, size)
@@ -286,7 +294,7 @@ class Sweep:
     def __init__(self, base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int],
                  time_budget: float | None = None, jobs: int = 1, resume: bool = False,
                  console: Console | None = None, progress: bool = True, launcher: str = "local",
-                 slurm: "SlurmOptions | None" = None) -> None:
+                 slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
         _check_launcher(launcher, jobs, slurm)
@@ -299,7 +307,8 @@ class Sweep:
         self.time_budget, self.jobs, self.resume = time_budget, jobs, resume
         self.console = console or Console(stderr=True)
         self.progress = progress
-        self.children = plan(self.base, models, self.lengths, self.device_type)
+        self.children = plan(self.base, models, self.lengths, self.device_type, batch_tokens)
+        self.batch_tokens = batch_tokens
         self.launcher_name, self.slurm = launcher, slurm
         self.stopped: dict[str, tuple[str, int]] = {}  # family label -> (status, length) that stopped it
 
@@ -326,6 +335,9 @@ class Sweep:
         params.update({"models": tags["models"], "lengths": tags["lengths"], "jobs": str(self.jobs),
                        "launcher": self.launcher_name,
                        "time_budget_s": str(self.time_budget)})
+        if self.batch_tokens is not None:  # the batch differs per length: the children hold theirs
+            params.pop("batch_size", None)
+            params["batch_tokens"] = str(self.batch_tokens)
         parent.log_params(params)
         return parent
 

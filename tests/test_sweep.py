@@ -47,6 +47,16 @@ def test_plan_expands_the_grid_shortest_length_first(tmp_path):
     assert sweep_hash("induction-heads", children) == sweep_hash("induction-heads", again)
 
 
+def test_batch_tokens_keep_the_tokens_per_step_constant(tmp_path):
+    """--batch-tokens: batch = tokens // length at every length (at least one sequence), resolved
+    into each child's config (so into its hash and its logged params)."""
+    children = plan(tiny_base(tmp_path, batch_size=None), [("mamba", None)], [64, 256, 4096], "cpu", batch_tokens=1024)
+    assert [(c.seq_len, c.config.batch_size, c.params["batch_size"]) for c in children] == [
+        (64, 16, "16"), (256, 4, "4"), (4096, 1, "1")]
+    with pytest.raises(SeqbenchError, match="give one"):
+        plan(tiny_base(tmp_path), [("mamba", None)], [64], "cpu", batch_tokens=1024)
+
+
 def test_parallel_sweep_from_the_cli_records_every_child_and_resumes(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = [sys.executable, "-m", "harness.cli", "sweep", "induction-heads", "--model", "mamba,transformer",
