@@ -190,6 +190,8 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
 
     tracker = _tracker(config, ctx, model, device, parent_run_id, run_id)
+    if start_step == 0 and run_id is not None and ctx.is_main:
+        _mark_restart(tracker, ckpt, console)
     result = RunResult(status="ok", run_id=tracker.run_id, config=config, steps_done=start_step)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -215,6 +217,19 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
     _close(tracker, model, optimizer, ckpt, result, ctx)
     return result
+
+
+def _mark_restart(tracker: RunTracker, ckpt: Path, console: Console) -> None:
+    """A reopened run that already trained but has no checkpoint here (e.g. a sweep resumed on
+    another machine) starts again at step 0 and logs a second curve into the same metric history;
+    say so in the run (tag `restarts`) and on the console, so the two curves are not read as one."""
+    if not tracker.client.get_metric_history(tracker.run_id, "train_loss"):
+        return  # a run created ahead of time (a sweep's child) that has not trained yet
+    previous = tracker.client.get_run(tracker.run_id).data.tags.get("restarts", "0")
+    restarts = int(previous) + 1 if previous.isdigit() else 1
+    tracker.set_tags({"restarts": str(restarts)})
+    console.print(f"no checkpoint of this run at {ckpt}: training starts again at step 0 "
+                  f"(restart {restarts}; the run's metric history keeps the earlier curve too)")
 
 
 def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.device,

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.config import RunConfig
 from harness.runner import run
-from harness.tracking import setup_experiment
+from harness.tracking import RunTracker, setup_experiment
 
 TINY = {"d_model": 16, "n_layers": 1}
 
@@ -85,6 +85,24 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert again.run_id == first.run_id and again.steps_done == 4
     history = loss_history(f"sqlite:///{tmp_path}/mlflow.db", first.run_id)
     assert len(history) == 4  # nothing was trained twice
+
+
+def test_a_reopened_run_without_its_checkpoint_is_marked_restarted(tmp_path):
+    """Reopening a run that already trained, with its checkpoint gone (a sweep resumed on another
+    machine), trains from step 0 into the same run and tags it `restarts`; a run created ahead of
+    time that never trained is not a restart."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    fresh = RunTracker(uri, setup_experiment(uri, "induction-heads"), run_name="created-ahead")
+    first = run(tiny_config(tmp_path, steps=2), progress=False, run_id=fresh.run_id)
+    client = MlflowClient(uri)
+    assert first.run_id == fresh.run_id and "restarts" not in client.get_run(first.run_id).data.tags
+    for expected in ("1", "2"):
+        for checkpoint in (tmp_path / "ckpt").iterdir():
+            checkpoint.unlink()
+        again = run(tiny_config(tmp_path, steps=2, resume=True), progress=False, run_id=first.run_id)
+        assert again.status == "ok" and again.run_id == first.run_id
+        assert client.get_run(first.run_id).data.tags["restarts"] == expected
+    assert len(client.get_metric_history(first.run_id, "train_loss")) == 6  # three curves of 2 steps
 
 
 def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path):
