@@ -11,12 +11,13 @@ element; per-(d, n, t) work is one exp2 plus the scan's FMAs.
 
 Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 2048 steps by default, and
   only when no backward follows unless SEQ_GRAD is set; NOTES.md, variant 7, has the measurements):
-  one launch of `_fwd_seq` on a grid of (channel blocks, batch). Each program walks its row's tiles
-  in order with the body of `_fwd_out` below; a tile's end state (h at its last column: dt is 0
-  past the end) is stored to the saved tile-start states and loaded back, after a barrier, as the
-  next tile's start. It writes the same saved buffers as the three-kernel forward, so the backward
-  is shared (tiling by T_SEQ). The host work per call is then one Triton launch and a few
-  allocations: on these lengths the three-kernel forward is bound by host time, not the GPU.
+  one launch of `_fwd_seq` on a grid of (channel blocks, batch). Each program walks its row's
+  tiles in order with `_tile_forward`, the per-tile body it shares with `_fwd_out`; a tile's end
+  state (h at its last column: dt is 0 past the end) is stored to the saved tile-start states
+  and loaded back, after a barrier, as the next tile's start. It writes the same saved buffers
+  as the three-kernel forward, so the backward is shared (tiling by T_SEQ). The host work per
+  call is then one Triton launch and a few allocations: on these lengths the three-kernel
+  forward is bound by host time, not the GPU.
 
 Forward, longer sequences (three launches):
   1. `_fwd_tile_state`: every tile's end state starting from zero, in closed form
@@ -110,6 +111,24 @@ def _load_dt(delta_ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS: tl.constexpr, SOFT
     return x, dt
 
 
+@triton.jit
+def _tile_coords(dim, length, BD: tl.constexpr, T: tl.constexpr):
+    """Where a program of the per-tile grids works: (channel block, tile, batch row, channels d,
+    steps t, d_mask, [BD, T] mask, [BD, T] int64 element offsets). Channel blocks vary fastest,
+    so programs running together share the tile's B / C rows in L2."""
+    pid = tl.program_id(0)
+    ndb = tl.cdiv(dim, BD)
+    dblk = pid % ndb
+    tile = pid // ndb
+    b = tl.program_id(1).to(tl.int64)
+    d = dblk * BD + tl.arange(0, BD)
+    t = tile * T + tl.arange(0, T)
+    d_mask = d < dim
+    mask = d_mask[:, None] & (t < length)[None, :]
+    ptrs = ((b * dim + d.to(tl.int64)) * length)[:, None] + t[None, :]
+    return dblk, tile, b, d, t, d_mask, mask, ptrs
+
+
 # ---------------------------------------------------------------------------------------------
 # forward kernels
 # ---------------------------------------------------------------------------------------------
@@ -122,19 +141,7 @@ def _fwd_tile_state(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
 ):
-    # channel blocks vary fastest: programs running together share the tile's B / C rows in L2
-    pid = tl.program_id(0)
-    ndb = tl.cdiv(dim, BD)
-    dblk = pid % ndb
-    tile = pid // ndb
-    b = tl.program_id(1).to(tl.int64)
-    d = dblk * BD + tl.arange(0, BD)
-    t = tile * T + tl.arange(0, T)
-    d_mask = d < dim
-    t_mask = t < length
-    mask = d_mask[:, None] & t_mask[None, :]
-    row = (b * dim + d.to(tl.int64)) * length  # [BD] int64
-    ptrs = row[:, None] + t[None, :]
+    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
     uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
     dtu = dt * uf
@@ -199,55 +206,49 @@ def _carry_fwd(
 
 
 @triton.jit
-def _fwd_out(
-    u_ptr, delta_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hst_ptr,
-    dim, length, ntiles, dpg, sB_b, sB_g,
+def _tile_forward(
+    u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he, last_p, last_mask,
+    d, d_mask, mask, ptrs, dim, length,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    UNROLL: tl.constexpr,
+    STORE_END: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr,
 ):
-    # channel blocks vary fastest: programs running together share the tile's B / C rows in L2
-    pid = tl.program_id(0)
-    ndb = tl.cdiv(dim, BD)
-    dblk = pid % ndb
-    tile = pid // ndb
-    b = tl.program_id(1).to(tl.int64)
-    d = dblk * BD + tl.arange(0, BD)
-    t = tile * T + tl.arange(0, T)
-    d_mask = d < dim
-    t_mask = t < length
-    mask = d_mask[:, None] & t_mask[None, :]
-    row = (b * dim + d.to(tl.int64)) * length
-    ptrs = row[:, None] + t[None, :]
-    g = (dblk * BD) // dpg
-    boff = b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
-    Bp = B_ptr + boff
-    Cp = C_ptr + boff
-    Ap = A_ptr + d.to(tl.int64) * N
-    hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
+    """One [BD x T] tile of the forward, starting from the states at hs (state n at hs + n * dim):
+    per state, tl.associative_scan over (decay, input) pairs with the start state folded into the
+    first input, y += h * C; then the D skip and the z gate, and out is stored. With STORE_END the
+    tile's end states (h at its last column: dt is 0 past the end, so decay 1 and input 0 there)
+    go to he, and with HAS_LAST also to last_p + n where last_mask holds (the caller's last
+    tile). Returns the tile's sum of dt per channel."""
+    tt = tl.arange(0, T)
+    first = (tt == 0)[None, :]  # the tile's first step takes the start state
+    lastcol = (tt == T - 1)[None, :]
     # first state's operands are issued before the tile loads so their latency overlaps
     a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
     Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
-    h0 = tl.load(hp, mask=d_mask, other=0.0)
+    h0 = tl.load(hs, mask=d_mask, other=0.0)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
     uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
     dtu = dt * uf
     y = tl.zeros([BD, T], dtype=tl.float32)
-    first = (tl.arange(0, T) == 0)[None, :]  # the tile's first step takes the start state
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         # prefetch the next state's operands (wrapped to state 0 on the last step; unused)
         nx = (n + 1) % N
         a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
         Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
         Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
-        h0_x = tl.load(hp + nx * dim, mask=d_mask, other=0.0)
+        h0_x = tl.load(hs + nx * dim, mask=d_mask, other=0.0)
         a = tl.exp2(dt * a2[:, None])
         # h_0 = a_0 * h_start + b_0: folding the start state into the first input leaves the scan's
         # b component equal to h (its cumulative-decay output is then dead code)
         bb = dtu * Bn + tl.where(first, a * h0[:, None], 0.0)
         _ac, h = tl.associative_scan((a, bb), 1, _pair_combine)
         y += h * Cn
+        if STORE_END:
+            hend = tl.sum(tl.where(lastcol, h, 0.0), axis=1)
+            tl.store(he + n * dim, hend, mask=d_mask)
+            if HAS_LAST:
+                tl.store(last_p + n, hend, mask=last_mask)
         a2 = a2_x
         Bn = Bn_x
         Cn = Cn_x
@@ -258,6 +259,24 @@ def _fwd_out(
         zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
         y = y * zf * tl.sigmoid(zf)
     tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
+    return tl.sum(dt, axis=1)
+
+
+@triton.jit
+def _fwd_out(
+    u_ptr, delta_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hst_ptr,
+    dim, length, ntiles, dpg, sB_b, sB_g,
+    N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    UNROLL: tl.constexpr,
+):
+    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
+    g = (dblk * BD) // dpg
+    boff = b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
+    hs = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
+    _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, A_ptr + d.to(tl.int64) * N,
+                  B_ptr + boff, C_ptr + boff, hs, hs, hs, d_mask, d, d_mask, mask, ptrs, dim, length,
+                  N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, False, UNROLL)
 
 
 @triton.jit
@@ -269,11 +288,10 @@ def _fwd_seq(
     HAS_H0: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr,
 ):
     """The whole forward in one launch, for short sequences: a program owns BD channels of one
-    batch row and walks its tiles in order, each with `_fwd_out`'s body. The start state of tile
-    k + 1 is the end state of tile k; since dt = 0 past the end (decay 1, input 0), that is h at
-    the tile's last column. Writes the same hst (tile start states, hst[:, 0] = initial state)
-    and dtsum (per-tile sums of dt) as the three-kernel path, so the backward is shared; with
-    HAS_LAST the final state also goes to last (batch, dim, N)."""
+    batch row and walks its tiles in order (`_tile_forward`, as `_fwd_out` does for one tile).
+    The start state of tile k + 1 is the end state of tile k. Writes the same hst (tile start
+    states, hst[:, 0] = initial state) and dtsum (per-tile sums of dt) as the three-kernel path,
+    so the backward is shared; with HAS_LAST the final state also goes to last (batch, dim, N)."""
     dblk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     d = dblk * BD + tl.arange(0, BD)
@@ -289,6 +307,7 @@ def _fwd_seq(
     ND = N * dim
     hs = hst_ptr + b * (ntiles + 1) * ND + d  # start states of the current tile, state n at + n * dim
     dsp = dtsum_ptr + b * ntiles * dim + d
+    last_p = last_ptr + (b * dim + d64) * N
     # hst[:, 0] = the initial state
     for n in range(N):
         if HAS_H0:
@@ -296,52 +315,17 @@ def _fwd_seq(
         else:
             hin = tl.zeros([BD], dtype=tl.float32)
         tl.store(hs + n * dim, hin, mask=d_mask)
-    first = (tt == 0)[None, :]  # the tile's first step takes the start state
-    lastcol = (tt == T - 1)[None, :]
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0)
     for tile in range(0, ntiles):
         t = tile * T + tt
         mask = d_mask[:, None] & (t < length)[None, :]
-        ptrs = row[:, None] + t[None, :]
         # the start states were stored (by the previous tile, or above) from other lanes than
         # the ones that load them here
         tl.debug_barrier()
-        a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
-        Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
-        Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
-        h0 = tl.load(hs, mask=d_mask, other=0.0)
-        _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
-        uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
-        dtu = dt * uf
-        y = tl.zeros([BD, T], dtype=tl.float32)
         he = hs + ND  # end states of this tile = start states of the next
-        is_last = tile == ntiles - 1
-        for n in tl.range(0, N, loop_unroll_factor=UNROLL):
-            nx = (n + 1) % N
-            a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
-            Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
-            Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
-            h0_x = tl.load(hs + nx * dim, mask=d_mask, other=0.0)
-            a = tl.exp2(dt * a2[:, None])
-            bb = dtu * Bn + tl.where(first, a * h0[:, None], 0.0)
-            _ac, h = tl.associative_scan((a, bb), 1, _pair_combine)
-            y += h * Cn
-            hend = tl.sum(tl.where(lastcol, h, 0.0), axis=1)
-            tl.store(he + n * dim, hend, mask=d_mask)
-            if HAS_LAST:
-                tl.store(last_ptr + (b * dim + d64) * N + n, hend, mask=d_mask & is_last)
-            a2 = a2_x
-            Bn = Bn_x
-            Cn = Cn_x
-            h0 = h0_x
-        tl.store(dsp, tl.sum(dt, axis=1), mask=d_mask)
-        if HAS_D:
-            y += Dv[:, None] * uf
-        if HAS_Z:
-            zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
-            y = y * zf * tl.sigmoid(zf)
-        tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
+        dtsum = _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he,
+                              last_p, d_mask & (tile == ntiles - 1), d, d_mask, mask, row[:, None] + t[None, :],
+                              dim, length, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST, UNROLL)
+        tl.store(dsp, dtsum, mask=d_mask)
         hs = he
         dsp += dim
         Bp += T
@@ -377,19 +361,7 @@ def _bwd_tile_state(
 ):
     """Gradient flowing into each tile's start state from inside the tile, with a zero gradient
     at the tile's end: q = sum_t exp(A * S_t) * C_t * dy_t (S_t inclusive cumulative dt)."""
-    # channel blocks vary fastest: programs running together share the tile's B / C rows in L2
-    pid = tl.program_id(0)
-    ndb = tl.cdiv(dim, BD)
-    dblk = pid % ndb
-    tile = pid // ndb
-    b = tl.program_id(1).to(tl.int64)
-    d = dblk * BD + tl.arange(0, BD)
-    t = tile * T + tl.arange(0, T)
-    d_mask = d < dim
-    t_mask = t < length
-    mask = d_mask[:, None] & t_mask[None, :]
-    row = (b * dim + d.to(tl.int64)) * length
-    ptrs = row[:, None] + t[None, :]
+    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
     _do, _zf, _sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
     S = tl.cumsum(dt, axis=1)
