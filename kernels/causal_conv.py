@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.launch import launch
 from kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref
 from kernels.selective_scan import resolve_backend
 
@@ -132,8 +133,8 @@ class _CausalConvFn(torch.autograd.Function):
         BD, BT = _blocks(dim, length)
         out = torch.empty_like(x)
         grid = (triton.cdiv(length, BT), triton.cdiv(dim, BD), batch)
-        _conv_fwd_kernel[grid](x, w, bias if bias is not None else w, out, dim, length,
-                               W=W, BD=BD, BT=BT, HAS_BIAS=bias is not None, SILU=silu, num_warps=4)
+        launch(_conv_fwd_kernel, grid, x, w, bias if bias is not None else w, out, dim, length,
+               W=W, BD=BD, BT=BT, HAS_BIAS=bias is not None, SILU=silu, num_warps=4)
         ctx.save_for_backward(x, w, bias)
         ctx.silu = silu
         return out
@@ -150,9 +151,9 @@ class _CausalConvFn(torch.autograd.Function):
         dwp = torch.empty((batch, ntb, dim, W), device=x.device, dtype=torch.float32)
         dbp = torch.empty((batch, ntb, dim), device=x.device, dtype=torch.float32) if bias is not None else None
         grid = (ntb, triton.cdiv(dim, BD), batch)
-        _conv_bwd_kernel[grid](x, w, bias if bias is not None else w, dout, dx, dwp,
-                               dbp if dbp is not None else dwp, dim, length, ntb,
-                               W=W, BD=BD, BT=BT, HAS_BIAS=bias is not None, SILU=ctx.silu, num_warps=4)
+        launch(_conv_bwd_kernel, grid, x, w, bias if bias is not None else w, dout, dx, dwp,
+               dbp if dbp is not None else dwp, dim, length, ntb,
+               W=W, BD=BD, BT=BT, HAS_BIAS=bias is not None, SILU=ctx.silu, num_warps=4)
         dw = dwp.sum(dim=(0, 1)).to(w.dtype)
         db = dbp.sum(dim=(0, 1)).to(bias.dtype) if bias is not None else None
         return dx, dw, db, None
@@ -225,7 +226,8 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Te
     w = weight.contiguous()
     out = torch.empty_like(x)
     BD = min(128, triton.next_power_of_2(dim))
-    _conv_update_kernel[(batch, triton.cdiv(dim, BD))](
+    launch(
+        _conv_update_kernel, (batch, triton.cdiv(dim, BD)),
         x, conv_state, w, bias if bias is not None else w, out, dim,
         conv_state.stride(0), conv_state.stride(1), x.stride(0), out.stride(0),
         W=W, WP=triton.next_power_of_2(W), BD=BD, HAS_BIAS=bias is not None, SILU=silu, num_warps=4,

@@ -9,13 +9,13 @@ tensors under TRITON_INTERPRET=1); otherwise the PyTorch reference runs.
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.launch import launch
 from kernels.reference import selective_state_update_ref
 from kernels.selective_scan import resolve_backend
 
@@ -118,7 +118,8 @@ def selective_state_update(
     BD = max(1, min(triton.next_power_of_2(dim), max(1, 2048 // NP), 64))
     grid = (batch, triton.cdiv(dim, BD))
     dummy = A
-    _state_update_kernel[grid](
+    launch(
+        _state_update_kernel, grid,
         state, x, dt, A, Bg, Cg, D if D is not None else dummy, z if z is not None else x,
         dt_bias if dt_bias is not None else dummy, y,
         dim, n, dim // Bg.shape[1], state.stride(0), state.stride(1), x.stride(0), dt.stride(0),

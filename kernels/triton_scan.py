@@ -9,15 +9,16 @@ tile of u / delta / z / dout (loaded coalesced and vectorised along the sequence
 the N states. Per-(d, t) work -- bias, softplus, dt*u, D skip, z gate -- is done once per tile
 element; per-(d, n, t) work is one exp2 plus the scan's FMAs.
 
-Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 2048 steps by default, and
-  only when no backward follows unless SEQ_GRAD is set; NOTES.md, variant 7, has the measurements):
+Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 8192 steps by default, and
+  only when no backward follows unless SEQ_GRAD is set; NOTES.md, variants 7 and 10, has the
+  measurements):
   one launch of `_fwd_seq` on a grid of (channel blocks, batch). Each program walks its row's
   tiles in order with `_tile_forward`, the per-tile body it shares with `_fwd_out`; a tile's end
   state (h at its last column: dt is 0 past the end) is stored to the saved tile-start states
   and loaded back, after a barrier, as the next tile's start. It writes the same saved buffers
   as the three-kernel forward, so the backward is shared (tiling by T_SEQ). The host work per
-  call is then one Triton launch and a few allocations: on these lengths the three-kernel
-  forward is bound by host time, not the GPU.
+  call is then one Triton launch and a few allocations, and each element's recurrence is
+  computed once instead of twice (tile end states, then the output pass).
 
 Forward, longer sequences (three launches):
   1. `_fwd_tile_state`: every tile's end state starting from zero, in closed form
@@ -46,12 +47,15 @@ TRITON_INTERPRET=1 on CPU tensors (the CI tests), with smaller tiles.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from kernels.launch import launch
 
 __all__ = ["selective_scan_triton", "scan_config"]
 
@@ -382,6 +386,18 @@ def _bwd_tile_state(
 
 
 @triton.jit
+def _reverse_tiles(C_ptr, Crev_ptr, length, lpad, nblk, T: tl.constexpr, BLK: tl.constexpr):
+    """Crev[row, k T + j] = C[row, k T + T-1-j], zero past the end: every tile of T steps
+    reversed in time, for `_bwd_main`'s reversed scan. Rows are (batch, group, state)."""
+    pid = tl.program_id(0)
+    row = (pid // nblk).to(tl.int64)
+    col = (pid % nblk) * BLK + tl.arange(0, BLK)
+    src = (col // T) * T + (T - 1 - col % T)
+    v = tl.load(C_ptr + row * length + src, mask=src < length, other=0.0)
+    tl.store(Crev_ptr + row * lpad + col, v, mask=col < lpad)
+
+
+@triton.jit
 def _carry_bwd(
     qloc_ptr, dtsum_ptr, A_ptr, dlast_ptr, gst_ptr, dim, ntiles,
     N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_DLAST: tl.constexpr,
@@ -442,8 +458,8 @@ def _bwd_main(
     """Per tile: h by a forward scan from the tile's start state, and g = dL/dh by a forward
     scan over the tile in reversed order (position i holds step T-1-i), then g is flipped back.
     This avoids Triton's reverse scan, which costs ~10x the shuffles of a forward one.
-    dt and dy are flipped once per channel block; C comes pre-reversed per tile (Crev, built on
-    the host: (batch, groups, N, ntiles*T)).
+    dt and dy are flipped once per channel block; C comes pre-reversed per tile (Crev, written
+    by `_reverse_tiles`: (batch, groups, N, ntiles*T)).
     dB / dC rows of the program's channels go to partial buffers (batch, nsplit, N, length):
     plain stores with one channel block per program (ACCUM=False), read-add-write otherwise."""
     pid = tl.program_id(0)  # splits vary fastest (B / C rows shared in L2)
@@ -578,12 +594,12 @@ CONFIG: dict[str, int] = {
     "UNROLL": 1,           # unroll factor of the loops over states
     "BC_F32": False,       # convert B, C to fp32 once on the host (saves per-element converts)
     # Short sequences: one `_fwd_seq` launch instead of three when the sequence has at most
-    # SEQ_MAX_TILES tiles of T_SEQ steps (0: never); measured best at length 2048 (NOTES.md,
-    # variant 7). Only for a forward without gradients unless SEQ_GRAD: the backward tiles like
+    # SEQ_MAX_TILES tiles of T_SEQ steps (0: never); one channel per program and tiles of 512
+    # measured best up to 8192 steps (NOTES.md, variants 7 and 10). Only for a forward without gradients unless SEQ_GRAD: the backward tiles like
     # the forward's saved states, and it was tuned at T = 64 (with SEQ_GRAD it tiles by T_SEQ, with
     # BD_FWD / BD_BWD divided by T_SEQ / T so its [BD x T] register tiles keep their size).
-    "SEQ_MAX_TILES": 8,
-    "T_SEQ": 256,
+    "SEQ_MAX_TILES": 16,
+    "T_SEQ": 512,
     "BD_SEQ": 1,
     "WARPS_SEQ": 1,
     "SEQ_GRAD": False,
@@ -657,7 +673,8 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, want_last, cfg):
     if cfg["SEQ"]:
         BD = cfg["BD_SEQ"]
         last = torch.empty((batch, dim, N), device=dev, dtype=torch.float32) if want_last else None
-        _fwd_seq[(triton.cdiv(dim, BD), batch)](
+        launch(
+            _fwd_seq, (triton.cdiv(dim, BD), batch),
             u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy, bias,
             h0 if h0 is not None else dummy, hst, dtsum, last if want_last else dummy,
             dim, length, ntiles, dpg, sB_b, sB_g,
@@ -669,19 +686,22 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, want_last, cfg):
     BD = cfg["BD_FWD"]
     hloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
     grid = (ntiles * triton.cdiv(dim, BD), batch)
-    _fwd_tile_state[grid](
+    launch(
+        _fwd_tile_state, grid,
         u, delta, A, B, bias, hloc, dtsum,
         dim, length, ntiles, dpg, sB_b, sB_g,
         N=N, BD=BD, T=T, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"],
         num_warps=cfg["WARPS_STATE"],
     )
     blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
-    _carry_fwd[(triton.cdiv(N * dim, blk), batch)](
+    launch(
+        _carry_fwd, (triton.cdiv(N * dim, blk), batch),
         hloc, dtsum, A, h0 if h0 is not None else dummy, hst, dim, ntiles,
         N=N, BLK=blk, K=K, HAS_H0=h0 is not None, num_warps=cfg["WARPS_CARRY"],
     )
     del hloc
-    _fwd_out[grid](
+    launch(
+        _fwd_out, grid,
         u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy, bias, hst,
         dim, length, ntiles, dpg, sB_b, sB_g,
         N=N, BD=BD, T=T, HAS_D=D is not None, HAS_Z=z is not None,
@@ -692,6 +712,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, want_last, cfg):
     return out, last, hst, dtsum
 
 
+@functools.lru_cache(maxsize=256)
 def _split_plan(batch: int, ntiles: int, length: int, N: int, groups: int, nblk_per_group: int,
                 max_bytes: int, min_programs: int) -> int:
     """Channel blocks per backward program (n_dsub, a divisor of nblk_per_group). Each program
@@ -722,7 +743,8 @@ def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsu
     has_bias = delta_bias is not None
     qloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
     grid = (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch)
-    _bwd_tile_state[grid](
+    launch(
+        _bwd_tile_state, grid,
         dout, z if z is not None else u, delta, A, Cg, delta_bias if has_bias else dummy, qloc,
         dim, length, ntiles, dpg, sB_b, sB_g,
         N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=softplus,
@@ -730,7 +752,8 @@ def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsu
     )
     gst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
     blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
-    _carry_bwd[(triton.cdiv(N * dim, blk), batch)](
+    launch(
+        _carry_bwd, (triton.cdiv(N * dim, blk), batch),
         qloc, dtsum, A, dlast if dlast is not None else dummy, gst, dim, ntiles,
         N=N, BLK=blk, K=K, HAS_DLAST=dlast is not None, num_warps=cfg["WARPS_CARRY"],
     )
@@ -748,11 +771,13 @@ def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsu
     dDbp = torch.empty((2, batch, ntiles, dim), device=dev, dtype=torch.float32) if (D is not None or has_bias) else None
     dDp = dDbp[0] if D is not None else None
     dbp = dDbp[1] if has_bias else None
-    # C reversed inside every tile (small: batch * groups * N * length), for the reversed scan
+    # C reversed inside every tile (batch * groups * N * lpad), for the reversed scan
     lpad = ntiles * T
-    Crev = torch.nn.functional.pad(Cg, (0, lpad - length)).view(batch, groups, N, ntiles, T).flip(-1)
-    Crev = Crev.reshape(batch, groups, N, lpad)
-    _bwd_main[(ntiles * nsplit, batch)](
+    Crev = torch.empty((batch, groups, N, lpad), device=dev, dtype=Cg.dtype)
+    nblk = triton.cdiv(lpad, 1024)
+    launch(_reverse_tiles, (batch * groups * N * nblk,), Cg, Crev, length, lpad, nblk, T=T, BLK=1024, num_warps=4)
+    launch(
+        _bwd_main, (ntiles * nsplit, batch),
         u, delta, z if z is not None else u, dout, A, Bg, Cg, Crev,
         D if D is not None else dummy, delta_bias if has_bias else dummy, hst, gst,
         du, ddelta, dz if dz is not None else du, dBp, dCp,

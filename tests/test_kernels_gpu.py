@@ -231,3 +231,28 @@ def test_causal_conv_gpu(width, dtype):
     y2 = causal_conv1d_update_ref(xs, st2, w.detach(), b.detach(), "silu")
     torch.testing.assert_close(st, st2)
     torch.testing.assert_close(y1.float(), y2.float(), rtol=rtol, atol=atol)
+
+
+def test_launch_cache_respects_specialisation():
+    """kernels.launch reuses a compiled kernel only for arguments Triton would compile the same:
+    after aligned calls, views that are not 16-byte aligned and lengths of 1, 16 or 17 must still
+    give exact results (a wrong cache hit would run vectorised loads on them)."""
+    import triton
+    import triton.language as tl
+
+    from kernels.launch import _compiled, launch
+
+    @triton.jit
+    def _axpy(x_ptr, y_ptr, out_ptr, n, a, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < n
+        tl.store(out_ptr + offs, a * tl.load(x_ptr + offs, mask=m) + tl.load(y_ptr + offs, mask=m), mask=m)
+
+    base = torch.randn(4096 + 3, device="cuda")
+    for offset, n in ((0, 4096), (0, 4096), (1, 4095), (0, 17), (3, 16), (0, 1), (2, 1), (0, 4096)):
+        x, y = base[offset:offset + n], base.flip(0)[offset:offset + n].contiguous()
+        out = torch.empty(n, device="cuda")
+        launch(_axpy, (triton.cdiv(n, 256),), x, y, out, n, 0.5, BLOCK=256, num_warps=4)
+        torch.testing.assert_close(out, 0.5 * x + y, rtol=0, atol=0)
+    keys = [k for k in _compiled if k[0] is _axpy]
+    assert len(keys) >= 4  # aligned, unaligned, n == 1, n not divisible by 16 each compile apart
