@@ -35,10 +35,12 @@ Backward mirrors it: `_bwd_tile_state` (closed-form gradient flowing into each t
 from inside the tile), `_carry_bwd` (reverse walk over tiles: gradient w.r.t. every tile's end
 state, and dh0), `_bwd_main` (per tile: h by a forward scan; g = dL/dh by a forward scan over
 the tile in reversed order, flipped back -- Triton's reverse scan costs ~10x the shuffles; then
-du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias that PyTorch reduces).
+du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias that PyTorch reduces;
+C reversed inside every tile comes from `_reverse_tiles`).
 
 The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
-launch). Without anything to differentiate the forward runs outside autograd.
+launch). Without anything to differentiate the forward runs outside autograd. Every launch goes
+through `kernels.launch.launch`, which skips Triton's per-call binding (NOTES.md, variant 8).
 
 Index math that can pass 2^31 is int64 (program ids and row offsets are widened before they are
 multiplied); pointer advances inside loops are pointer increments. The kernels also run under
