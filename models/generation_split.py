@@ -1,0 +1,93 @@
+"""Where one `generate` call's time goes, per model and batch (CUDA only).
+
+`seqbench bench generation` times whole calls: decode-state allocation, the capture of the decode
+step as a CUDA graph (two eager warm-up steps, then the capture), the prompt's prefill and the
+decode replays. This script times those parts apart, so that the per-token decode speed -- what
+the paper's Figure 8 (right) compares between Mamba and Transformers -- can be read on its own.
+
+    python -m models.generation_split --out results/h200/generation-split.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from harness.devices import autocast
+from models import build_model
+from models.backbone import sample
+from models.decoding import GraphedStep
+from models.presets import LM_VOCAB, preset
+from tasks.base import HeadSpec
+
+MODELS = (("mamba", "130m"), ("transformer", "125m"), ("mamba", "1.4b"), ("transformer", "1.3b"))
+BATCHES = (1, 8, 32, 128)
+PROMPT, NEW_TOKENS = 2048, 128
+
+
+def _now() -> float:
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def split_one(model, batch: int, device: torch.device) -> dict:
+    """Milliseconds of each part of one greedy generate call (the second of two: the first compiles)."""
+    prompt = torch.randint(0, LM_VOCAB, (batch, PROMPT), device=device)
+    for _ in range(2):
+        with torch.no_grad(), autocast(device):
+            t0 = _now()
+            state = model.init_state(batch, max_len=PROMPT + NEW_TOKENS, device=device, dtype=torch.bfloat16)
+            t1 = _now()
+            step = GraphedStep(model, state, batch, device)
+            t2 = _now()
+            logits = model.prefill(prompt, state)
+            step.after_prefill()
+            t3 = _now()
+            for i in range(NEW_TOKENS):
+                token = sample(logits, 0)
+                if i + 1 < NEW_TOKENS:
+                    logits = step(token)
+            t4 = _now()
+    del state, step, logits
+    torch.cuda.empty_cache()
+    return {"init_ms": (t1 - t0) * 1e3, "capture_ms": (t2 - t1) * 1e3, "prefill_ms": (t3 - t2) * 1e3,
+            "decode_ms": (t4 - t3) * 1e3, "decode_ms_per_token": (t4 - t3) * 1e3 / (NEW_TOKENS - 1),
+            "decode_tokens_per_s": batch * (NEW_TOKENS - 1) / (t4 - t3), "total_ms": (t4 - t0) * 1e3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="CSV to write (temporary name, then renamed)")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: the generation split needs a CUDA device", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    rows = []
+    for family, size in MODELS:
+        model = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB),
+                            **preset(family, size)).to(device).eval()
+        for batch in BATCHES:
+            row = {"model": family, "size": size, "batch": batch, **split_one(model, batch, device)}
+            rows.append(row)
+            print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+        del model
+        torch.cuda.empty_cache()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
