@@ -157,19 +157,23 @@ class SequenceModel(nn.Module):
     def generate(self, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None, cuda_graph: bool = False) -> Tensor:
         """Sample `max_new_tokens` after `prompt` (b, p); temperature 0 is greedy. Returns (b, p + new).
-        `cuda_graph` replays a captured decode step (models.decoding) where the family allows it.
+        `cuda_graph` replays a captured decode step (models.decoding) where the family allows it;
+        the step and its state stay with the model for the next call of the same shape
+        (`models.decoding.release_held_step` frees them).
         The decoding state takes autocast's dtype when autocast is on (half the KV cache)."""
         if self.head_spec.kind != "token":
             raise ValueError("generate needs a next-token head")
         device = prompt.device
         dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-        state = self.init_state(prompt.shape[0], max_len=prompt.shape[1] + max_new_tokens, device=device, dtype=dtype)
+        max_len = prompt.shape[1] + max_new_tokens
         graphed = None
         if cuda_graph and device.type == "cuda" and max_new_tokens > 1:
-            from models.decoding import GraphedStep, graph_decodable
+            from models.decoding import graph_decodable, held_step
 
             if graph_decodable(self):  # else eager: absolute position tables, Hyena's growing history
-                graphed = GraphedStep(self, state, prompt.shape[0], device)
+                graphed = held_step(self, prompt.shape[0], max_len, device, dtype)
+        state = graphed.state if graphed is not None else self.init_state(prompt.shape[0], max_len=max_len,
+                                                                          device=device, dtype=dtype)
         logits = self.prefill(prompt, state)
         if graphed is not None:
             graphed.after_prefill()

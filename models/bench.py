@@ -74,8 +74,9 @@ def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.dev
 def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batch: int, device: torch.device,
                        repeats: int = 3, cuda_graph: bool = True) -> dict:
     """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps
-    (the decode step replayed as a CUDA graph where the family allows it and `cuda_graph`)."""
-    from models.decoding import graph_decodable
+    (the decode step replayed as a CUDA graph where the family allows it and `cuda_graph`; it is
+    captured in the warm-up call and kept for the timed ones, as a serving loop would keep it)."""
+    from models.decoding import graph_decodable, release_held_step
 
     prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
 
@@ -83,7 +84,10 @@ def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batc
         with autocast(device):
             model.generate(prompt, new_tokens, temperature=0, cuda_graph=cuda_graph)
 
-    ms = time_ms(generate, device, repeats, warmup=1)
+    try:
+        ms = time_ms(generate, device, repeats, warmup=1)
+    finally:  # the held step's decoding state (a KV cache) is not kept past the measurement
+        release_held_step(model)
     graphed = cuda_graph and device.type == "cuda" and graph_decodable(model)
     return {"gen_ms": ms, "gen_tokens_per_s": batch * new_tokens / (ms / 1000), "cuda_graph": float(graphed)}
 

@@ -67,3 +67,24 @@ def test_cuda_graph_decoding_equals_eager_decoding(family):
         torch.testing.assert_close(graphed(token), expected, rtol=1e-4, atol=1e-4)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert torch.equal(model.generate(prompt, 6, temperature=0, cuda_graph=True)[:, :40], prompt)
+
+
+@pytest.mark.parametrize("family", ["mamba", "transformer"])
+def test_held_decode_step_is_reused_and_reset_between_calls(family):
+    """generate(cuda_graph=True) keeps its captured step: calls of the same shape replay it from a
+    reset state (same tokens as eager decoding for each new prompt), another batch recaptures."""
+    from models.decoding import _held, release_held_step
+
+    torch.manual_seed(0)
+    model = build_model(family, 16, HeadSpec("token", 16), d_model=64, n_layers=2).cuda()
+    prompts = [torch.randint(0, 16, (3, 40), device="cuda") for _ in range(2)]
+    steps = []
+    for prompt in (prompts[0], prompts[1], prompts[0]):
+        graphed = model.generate(prompt, 8, temperature=0, cuda_graph=True)
+        assert torch.equal(graphed, model.generate(prompt, 8, temperature=0))
+        steps.append(_held[model])
+    assert steps[0] is steps[1] is steps[2]
+    model.generate(prompts[0][:2], 8, temperature=0, cuda_graph=True)
+    assert _held[model] is not steps[0]
+    release_held_step(model)
+    assert model not in _held
