@@ -105,7 +105,7 @@ def held_step(model, batch_size: int, max_len: int, device: torch.device, dtype:
     captured anew on a fresh state (the previous one is freed first). Its `state` is the decoding
     state to prefill into."""
     autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-    key = (batch_size, max_len, device, dtype, autocast, _weights_key(model))
+    key = (batch_size, max_len, device, dtype, autocast, model.training, _weights_key(model))
     step = _held.get(model)
     if step is not None and step.key == key:
         step.reset()
@@ -121,4 +121,3 @@ def held_step(model, batch_size: int, max_len: int, device: torch.device, dtype:
 def release_held_step(model) -> None:
     """Free the decode step (and its decoding state: a KV cache can be large) kept for `model`."""
     _held.pop(model, None)
-
