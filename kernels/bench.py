@@ -343,7 +343,7 @@ def run_host_bench(variants: dict[str, dict | None], shapes: list[tuple[int, int
         raise RuntimeError("the kernel benchmark needs a CUDA device")
     rows = []
     for batch, dim, length in shapes or [s for s in REFERENCE_MS if s[2] <= 8192]:
-        ref = REFERENCE_MS[(batch, dim, length)] if (batch, dim, length) in REFERENCE_MS else (float("nan"),) * 3
+        ref = REFERENCE_MS.get((batch, dim, length), (float("nan"),) * 3)
         for name, cfg in variants.items():
             r = dict(variant=name, batch=batch, dim=dim, length=length, **host_times(batch, dim, length, cfg),
                      cuda_ref_fwd_ms=ref[0], cuda_ref_fwdbwd_ms=ref[1])

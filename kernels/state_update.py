@@ -9,7 +9,6 @@ tensors under TRITON_INTERPRET=1); otherwise the PyTorch reference runs.
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl

@@ -61,10 +61,9 @@ from kernels.launch import launch
 
 __all__ = ["selective_scan_triton", "scan_config"]
 
-LOG2E = 1.4426950408889634
-# The kernels take A (natural log base, fp32) and scale it to base 2 as they load it: no
-# host-side A * LOG2E launch.
-_LOG2E: tl.constexpr = tl.constexpr(LOG2E)
+# log2(e): the kernels take A (natural log base, fp32) and scale it to base 2 as they load it,
+# so no host-side A * log2(e) launch.
+_LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
 # ---------------------------------------------------------------------------------------------

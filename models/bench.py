@@ -71,6 +71,11 @@ def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.dev
     return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "train_tokens_per_s": batch * seq_len / (fwd_bwd / 1000)}
 
 
+def language_model(family: str, size: str) -> torch.nn.Module:
+    """A named preset of `family` as a byte-level language model on the current CUDA device."""
+    return build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
+
+
 def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batch: int, device: torch.device,
                        repeats: int = 3, cuda_graph: bool = True) -> dict:
     """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps
@@ -101,7 +106,7 @@ def bench_one(family: str, size: str, seq_len: int, batch: int, repeats: int = 1
     model = None
     try:
         torch.manual_seed(0)
-        model = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
+        model = language_model(family, size)
         row["n_parameters"] = model.num_parameters()
         row.update(measure_model(model, LM_VOCAB, seq_len, batch, device, repeats, warmup))
         row["status"] = "ok"
@@ -198,13 +203,13 @@ def plot_generation(rows: list[dict], path: Path) -> None:
             speed.plot(*zip(*points), marker="o", markersize=4, label=f"{model}:{size}",
                        linestyle="-" if model == "mamba" else "--")
     first = rows[0] if rows else {}
-    speed.set(xscale="log", yscale="log", xlabel="batch", ylabel="generated tokens / s",
+    speed.set(yscale="log", xlabel="batch", ylabel="generated tokens / s",
               title=f"prompt {first.get('prompt_len', '?')}, {first.get('new_tokens', '?')} new tokens")
     for label, per_batch in generation_ratios(rows).items():
         if per_batch:
             ratio.plot(list(per_batch), list(per_batch.values()), marker="o", markersize=4, label=label)
     ratio.axhline(1.0, color="grey", linewidth=0.8)
-    ratio.set(xscale="log", xlabel="batch", ylabel="throughput ratio", title="Mamba / Transformer of similar size")
+    ratio.set(xlabel="batch", ylabel="throughput ratio", title="Mamba / Transformer of similar size")
     for axis in (speed, ratio):
         axis.set_xscale("log", base=2)
         axis.grid(True, which="both", alpha=0.3)
@@ -226,7 +231,7 @@ def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_to
     rows = []
     for family, size in configs:
         torch.manual_seed(0)
-        model = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
+        model = language_model(family, size)
         for batch in batches:
             row = {"model": family, "size": size, "n_parameters": model.num_parameters(), "batch": batch,
                    "prompt_len": prompt_len, "new_tokens": new_tokens, "status": "ok"}

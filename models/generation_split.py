@@ -11,8 +11,6 @@ the paper's Figure 8 (right) compares between Mamba and Transformers -- can be r
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,11 +18,10 @@ from pathlib import Path
 import torch
 
 from harness.devices import autocast
-from models import build_model
 from models.backbone import sample
+from models.bench import language_model, write_csv
 from models.decoding import GraphedStep
-from models.presets import LM_VOCAB, preset
-from tasks.base import HeadSpec
+from models.presets import LM_VOCAB
 
 MODELS = (("mamba", "130m"), ("transformer", "125m"), ("mamba", "1.4b"), ("transformer", "1.3b"))
 BATCHES = (1, 8, 32, 128)
@@ -71,21 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda")
     rows = []
     for family, size in MODELS:
-        model = build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB),
-                            **preset(family, size)).to(device).eval()
+        model = language_model(family, size).eval()
         for batch in BATCHES:
             row = {"model": family, "size": size, "batch": batch, **split_one(model, batch, device)}
             rows.append(row)
             print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
         del model
         torch.cuda.empty_cache()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
-    os.replace(tmp, args.out)
+    write_csv(rows, args.out, fields=list(rows[0]))
     return 0
 
 
