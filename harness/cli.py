@@ -191,6 +191,9 @@ def sweep(
     task_set: list[str] = TASK_SETTINGS,
     time_budget: Optional[float] = typer.Option(None, help="Seconds one child may run; past it the child is stopped (timeout)."),
     jobs: int = typer.Option(1, help="Children run at once: one per GPU where there are several, else CPU processes."),
+    longest_first: bool = typer.Option(
+        False, help="Start the longest lengths first: with --jobs K the slowest children do not start last, "
+                    "but a failure no longer skips a family's longer lengths (they ran first)."),
     resume: bool = typer.Option(False, help="Continue the same sweep: skip children that finished, retry the rest."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Also write the report (table, plots) here."),
     tracking_uri: Optional[str] = TRACKING_URI,
@@ -216,7 +219,8 @@ def sweep(
                          time_minutes=time_limit)
     result = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
                    console=err, progress=progress, launcher=launcher, slurm=slurm,
-                   batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None).run()
+                   batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
+                   longest_first=longest_first).run()
     _print_sweep(result)
     # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
     _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",

@@ -20,6 +20,8 @@ from typing import Callable, Sequence
 
 from harness.config import format_length
 from harness.errors import SeqbenchError
+from harness import schedule
+from harness.schedule import Schedule
 from harness.tracking import resolve_tracking_uri, sqlite_path
 
 SWEEP_TAG = "seqbench.sweep"
@@ -71,6 +73,7 @@ class Report:
     lengths: list[int] = field(default_factory=list)  # the sweep's lengths, ascending, run or not
     paths: list[Path] = field(default_factory=list)
     source: str = ""  # one line: which runs these are
+    schedule: Schedule | None = None  # when and on which slot each child ran (sweeps that tag it)
 
     @property
     def models(self) -> list[str]:
@@ -388,6 +391,8 @@ def render_markdown(report: Report, started_ms: int | None = None) -> str:
     lines += ["", "## Plots", "", f"![{main} vs length](metric_vs_length.png)", "",
               "![time per token vs length](time_per_token_vs_length.png)", "",
               "![peak memory vs length](memory_vs_length.png)", ""]
+    if report.schedule is not None:
+        lines += schedule.render_markdown(report.schedule)
     return "\n".join(lines)
 
 
@@ -410,13 +415,17 @@ def render_csv(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
-                     "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}"])
+                     "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}",
+                     "slot", "launched_s", "seconds"])
+    spans = {(s.model, s.seq_len): s for s in report.schedule.spans} if report.schedule else {}
     for r in report.rows:
+        span = spans.get((r.model, r.seq_len))
         us = r.seconds_per_token * 1e6 if r.seconds_per_token else None
         last_step, last_value = r.last_validation or (None, None)
         writer.writerow([r.model, r.seq_len, r.status] + ["" if v is None else repr(v) for v in
                         (r.main_value, r.tokens_per_s, us, r.peak_memory_mb)] + [r.error, r.run_id] +
-                        ["" if v is None else repr(v) for v in (last_step, last_value)])
+                        ["" if v is None else repr(v) for v in (last_step, last_value)] +
+                        ([span.slot, round(span.start_s, 3), round(span.seconds, 3)] if span else ["", "", ""]))
     return buffer.getvalue()
 
 
@@ -508,7 +517,11 @@ def _write_files(report: Report, out_dir: Path, started_ms: int | None) -> list[
     unit, scale = _memory_unit(report.rows)
     _plot(memory_png, report, lambda r: r.peak_memory_mb / scale if r.peak_memory_mb is not None else None,
           f"peak memory ({unit})", log_y=True)
-    return [md, table, metric_png, time_png, memory_png]
+    paths = [md, table, metric_png, time_png, memory_png]
+    if report.schedule is not None:
+        paths.append(out_dir / schedule.PLOT)
+        schedule.plot(paths[-1], report.schedule, report.models, report.task)
+    return paths
 
 
 # --- MLflow ----------------------------------------------------------------------------------------------
@@ -563,7 +576,9 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
     planned = parent.data.tags.get("lengths", "") if parent else ""
     lengths = sorted({r.seq_len for r in rows} | {int(n) for n in planned.split(",") if n.strip().isdigit()})
     report = Report(parent_run_id=parent.info.run_id if parent else None, task=task, main_metric=main,
-                    rows=rows, exponents=_fits(rows), lengths=lengths, source=source)
+                    rows=rows, exponents=_fits(rows), lengths=lengths, source=source,
+                    schedule=schedule.schedule_of(parent, runs, lambda r: model_label(r.data.tags, r.data.params))
+                    if parent is not None else None)
     report.paths = _write_files(report, Path(out_dir), started)
     if parent is not None and log_to_parent:
         _log_to_parent(client, parent.info.run_id, report)

@@ -3,8 +3,10 @@
 Each child trains and evaluates in its own process (`harness.sweep_child`), so an out-of-memory,
 a crash or a run past its time budget ends that child only: it becomes the child's status (`oom`,
 `failed`, `timeout`) and the sweep goes on. A family that ran out of memory or time at length L is
-not tried at longer lengths (`skipped`, "oom at 4k"). Children run shortest length first, K at a
-time (`jobs`): one per GPU where there are several, CPU processes sharing the cores otherwise.
+not tried at longer lengths (`skipped`, "oom at 4k"). Children run shortest length first (longest
+first on request, so that under K slots the slowest do not start last), K at a time (`jobs`): one
+per GPU where there are several, CPU processes sharing the cores otherwise. Each child is tagged
+with its slot and launch time; the report draws the schedule (`harness.schedule`).
 
 The store and the experiment are set up, and every child's config resolved and checked, before
 any child starts: bad input fails at once and SQLite never sees two processes creating its schema.
@@ -36,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.config import RunConfig, format_length
 from harness.errors import SeqbenchError
+from harness.schedule import LAUNCHED_TAG, SLOT_TAG
 from harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 
 if TYPE_CHECKING:
@@ -294,7 +297,8 @@ class Sweep:
     def __init__(self, base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int],
                  time_budget: float | None = None, jobs: int = 1, resume: bool = False,
                  console: Console | None = None, progress: bool = True, launcher: str = "local",
-                 slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None) -> None:
+                 slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None,
+                 longest_first: bool = False) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
         _check_launcher(launcher, jobs, slurm)
@@ -309,6 +313,7 @@ class Sweep:
         self.progress = progress
         self.children = plan(self.base, models, self.lengths, self.device_type, batch_tokens)
         self.batch_tokens = batch_tokens
+        self.longest_first = longest_first
         self.launcher_name, self.slurm = launcher, slurm
         self.stopped: dict[str, tuple[str, int]] = {}  # family label -> (status, length) that stopped it
 
@@ -334,6 +339,7 @@ class Sweep:
                   and not k.startswith("model.")}
         params.update({"models": tags["models"], "lengths": tags["lengths"], "jobs": str(self.jobs),
                        "launcher": self.launcher_name,
+                       "order": "longest-first" if self.longest_first else "shortest-first",
                        "time_budget_s": str(self.time_budget)})
         if self.batch_tokens is not None:  # the batch differs per length: the children hold theirs
             params.pop("batch_size", None)
@@ -401,6 +407,14 @@ class Sweep:
             return f"{stop[0]} at {format_length(stop[1])}"
         return None
 
+    def _launch_order(self) -> list[Child]:
+        """Shortest lengths first, so a family that fails at a length skips its longer ones; with
+        `longest_first` the longest first, so under --jobs K the slowest children do not start last
+        (a failure then skips nothing: the longer lengths have run)."""
+        if not self.longest_first:
+            return list(self.children)
+        return sorted(self.children, key=lambda c: -c.seq_len)  # stable: the models keep their order
+
     def _spec(self, child: Child, parent_id: str, retry: bool) -> dict:
         """What the child process runs: its config (resuming its checkpoint when run before) and run."""
         return {"config": asdict(replace(child.config, resume=retry)), "run_id": child.run_id, "parent_run_id": parent_id}
@@ -424,7 +438,7 @@ class Sweep:
         launcher = self._launcher(workdir)
         free = list(range(launcher.slots))
         running: dict[int, LaunchedChild] = {}
-        pending = [c for c in self.children if c.status not in FINAL]
+        pending = [c for c in self._launch_order() if c.status not in FINAL]
         for child in self.children:
             if child.status in FINAL:
                 self.console.print(f"{child.label} {format_length(child.seq_len)}: {child.status} (finished before; skipped)")
@@ -445,8 +459,9 @@ class Sweep:
                             elif free:
                                 pending.remove(child)
                                 retry = child.run_id is not None
-                                self._child_tracker(child, experiment_id, parent.run_id)
                                 slot = free.pop(0)
+                                tracker = self._child_tracker(child, experiment_id, parent.run_id)
+                                tracker.set_tags({SLOT_TAG: str(slot), LAUNCHED_TAG: str(int(time.time() * 1000))})
                                 running[slot] = launcher.start(child, self._spec(child, parent.run_id, retry),
                                                                workdir, slot)
                                 child.status, child.stopped_as = "running", None

@@ -5,14 +5,17 @@ out-of-memory comes from a real allocation the machine cannot make, a time-out f
 """
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.config import RunConfig
 from harness.errors import SeqbenchError
+from harness.schedule import LAUNCHED_TAG, SLOT_TAG
 from harness.sweep import Sweep, parse_models, plan, sweep_hash
 
 TINY = {"d_model": 16, "n_layers": 1}
@@ -82,6 +85,13 @@ def test_parallel_sweep_from_the_cli_records_every_child_and_resumes(tmp_path):
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 10, 11]
         assert [a.path for a in client.list_artifacts(run.info.run_id, "logs")]
 
+    # Each child knows its slot; the report's schedule shows two slots busy at once.
+    assert {run.data.tags[SLOT_TAG] for run in runs.values()} == {"0", "1"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/schedule.png"}
+    markdown = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))).read_text()
+    assert "4 children on 2 slots (`--jobs 2`)" in markdown
+    assert re.search(r"^\| 0 \| [1-3] \|", markdown, re.M) and re.search(r"^\| 1 \| [1-3] \|", markdown, re.M)
+
     again = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("finished before") == 4
@@ -99,6 +109,16 @@ def test_out_of_memory_child_is_recorded_and_longer_lengths_are_skipped(tmp_path
     assert runs["induction-heads-mamba-64"].data.tags["status"] == "oom"
     assert runs["induction-heads-mamba-128"].data.tags["error"] == "oom at 64"
     assert runs["sweep-induction-heads"].data.tags["status"] == "ok"  # the sweep itself went on
+
+
+def test_longest_first_starts_the_longest_and_a_failure_skips_nothing_shorter(tmp_path):
+    base = tiny_base(tmp_path, batch_size=1 << 31)  # out of memory at every length
+    result = Sweep(base, [("mamba", None)], [64, 128], progress=False, longest_first=True).run()
+    assert {c.seq_len: c.status for c in result.children} == {64: "oom", 128: "oom"}  # 64 still ran
+    runs = runs_by_name(base.tracking_uri)
+    launched = {n: int(runs[f"induction-heads-mamba-{n}"].data.tags[LAUNCHED_TAG]) for n in (64, 128)}
+    assert launched[128] < launched[64]
+    assert runs["sweep-induction-heads"].data.params["order"] == "longest-first"
 
 
 def test_child_past_its_time_budget_is_a_timeout(tmp_path):

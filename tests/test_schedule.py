@@ -1,0 +1,32 @@
+"""`harness.schedule`: a sweep's children on its slots, the wall-time bound, the section and the plot.
+(That a real sweep tags its children and its report draws them is in tests/test_sweep.py.)"""
+
+import pytest
+
+from harness.schedule import ChildSpan, Schedule, plot, render_markdown
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_bound_is_the_longest_child_or_the_total_over_the_slots(tmp_path):
+    straggler = Schedule(slots=2, wall_seconds=110.0, spans=(
+        ChildSpan("mamba", 64, "ok", slot=0, start_s=0.0, seconds=10.0),
+        ChildSpan("transformer", 1 << 20, "ok", slot=1, start_s=0.5, seconds=100.0),
+        ChildSpan("mamba", 128, "timeout", slot=0, start_s=10.0, seconds=30.0)))
+    assert straggler.total_seconds == 140.0 and straggler.longest.seq_len == 1 << 20
+    assert straggler.bound_seconds == 100.0  # no order beats the longest child
+    assert straggler.busy_slots == pytest.approx(140 / 110)
+    assert straggler.busy_seconds(0) == 40.0 and straggler.busy_seconds(1) == 100.0
+
+    even = Schedule(slots=2, wall_seconds=150.0, spans=tuple(
+        ChildSpan("mamba", 64 << i, "ok", slot=0, start_s=50.0 * i, seconds=50.0) for i in range(3)))
+    assert even.bound_seconds == 75.0  # three 50 s children on two slots: 150 / 2
+
+    text = "\n".join(render_markdown(straggler))
+    assert "wall time **110 s**" in text and "the longest 100 s (transformer at 1m)" in text
+    assert "| 0 | 2 | 40 | 70 |" in text and "| 1 | 1 | 100 | 10 |" in text
+    assert "![schedule](schedule.png)" in text
+
+    path = tmp_path / "schedule.png"
+    plot(path, straggler, ["mamba", "transformer"], "induction-heads")
+    assert path.read_bytes().startswith(PNG_MAGIC) and not list(tmp_path.glob(".*.tmp"))
