@@ -9,7 +9,10 @@ Under torchrun the same loop trains with DistributedDataParallel (harness.distri
 takes its shard of each global batch, gradients are averaged, the logged loss is the mean over
 ranks and tokens/s counts every rank. Rank 0 alone creates the MLflow run, evaluates (the others
 wait at a barrier during training and simply finish after it) and writes checkpoints; on resume
-every rank loads rank 0's checkpoint.
+every rank loads rank 0's checkpoint. One exception: a rank that alone runs out of memory or
+crashes records the run's ending itself (tag `failed_rank`), since rank 0 is then waiting for it in
+a collective; its non-zero exit makes torchrun stop the others, and rank 0 keeps that record.
+SIGTERM (a scheduler's limit, torchrun stopping its ranks) ends a run like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -155,10 +161,40 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     a run created beforehand (a sweep creates its children's runs) instead of creating one.
     Started by torchrun, it trains data-parallel over the ranks (see the module docstring)."""
     ctx = distributed.setup(config.device)
+    result = None
+    with _sigterm_as_interrupt():
+        try:
+            result = _run(config, ctx, console or Console(stderr=True), progress and ctx.is_main, parent_run_id,
+                          run_id)
+            return result
+        finally:
+            # A rank that failed alone leaves its peers inside a collective: leaving the group would
+            # wait for them, so it just exits (torchrun then stops them).
+            if result is not None and result.status not in RANK_FAILURES:
+                distributed.teardown(ctx)
+
+
+# Endings one rank can reach alone; that rank records them (see the module docstring).
+RANK_FAILURES = ("oom", "failed")
+FAILED_RANK_TAG = "failed_rank"
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt while a run is under way, so it ends as `interrupted`
+    with a checkpoint instead of leaving the MLflow run `running` forever."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return _run(config, ctx, console or Console(stderr=True), progress and ctx.is_main, parent_run_id, run_id)
+        yield
     finally:
-        distributed.teardown(ctx)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress: bool,
@@ -212,8 +248,9 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     except Exception as exc:
         if not is_out_of_memory(exc):  # recorded, then re-raised: a bug must stay visible
             result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
-            _close(tracker, model, optimizer, ckpt, result, ctx)
-            raise
+            if not _close(tracker, model, optimizer, ckpt, result, ctx):
+                raise
+            return result  # a peer's failure broke this rank's collective: the peer's record stands
         result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
     _close(tracker, model, optimizer, ckpt, result, ctx)
     return result
@@ -275,10 +312,21 @@ def _device_name(device: torch.device) -> str:
 
 
 def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, result: RunResult,
-           ctx: distributed.Context) -> None:
-    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status (rank 0)."""
+           ctx: distributed.Context) -> bool:
+    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status (rank 0).
+
+    Under torchrun, a rank other than 0 that failed alone records the ending instead; rank 0 then
+    keeps that record and takes its status and message into `result`. True when the ending is
+    another rank's."""
     if not ctx.is_main:
-        return
+        if ctx.distributed and result.status in RANK_FAILURES:
+            _record_rank_failure(tracker.run_id, ctx, result)
+        return False
+    if ctx.distributed and result.status != "ok":
+        tags = tracker.client.get_run(tracker.run_id).data.tags
+        if FAILED_RANK_TAG in tags:
+            result.status, result.message = tags.get("status", result.status), tags.get("error", "")
+            return True
     device = ctx.device
     try:
         if result.steps_done > 0 and result.status in ("ok", "interrupted"):
@@ -289,6 +337,16 @@ def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, re
             tracker.set_tags({"error": result.message[:5000]})
     finally:
         tracker.finish(result.status)
+    return False
+
+
+def _record_rank_failure(run_id: str, ctx: distributed.Context, result: RunResult) -> None:
+    """This rank's out-of-memory or crash ends the run: rank 0 is waiting for it in a collective
+    (and torchrun stops it once this rank exits non-zero), so the ending is recorded from here."""
+    result.message = f"rank {ctx.rank}: {result.message}"
+    tracker = RunTracker(resolve_tracking_uri(result.config.tracking_uri), "", run_id=run_id)
+    tracker.set_tags({FAILED_RANK_TAG: str(ctx.rank), "error": result.message[:5000]})
+    tracker.finish(result.status)
 
 
 def _train(config, task, model, optimizer, tracker, ctx, console, progress, result, start_step) -> None:

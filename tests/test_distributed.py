@@ -5,6 +5,7 @@ doubled batch, and only rank 0 talks to MLflow. The ranks are real processes sta
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,6 +66,32 @@ def test_two_gloo_ranks_match_one_process_with_the_doubled_batch(tmp_path):
     assert ddp.stdout.count("MLflow run") == 1  # one result table, from rank 0
     checkpoints = list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))
     assert len(checkpoints) == 2  # one per run: rank 0 alone wrote the DDP run's
+
+
+@pytest.mark.parametrize("capped_rank", [1, 0])
+def test_one_rank_out_of_memory_ends_the_run_as_oom_at_once(tmp_path, capped_rank):
+    """One rank alone runs out of memory for real (its address space capped, the other's not):
+    the run is recorded `oom` with that rank's message and every rank exits, instead of the others
+    waiting in a collective until the process group times out (30 min) with the run `running`."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(Path(__file__).with_name("memory_capped_rank.py")), "run", "induction-heads", "--seq-len", "512",
+               "--batch-size", "256", "--steps", "2", "--eval-samples", "4", "--eval-lengths", "64",
+               "--set", "d_model=32", "--set", "n_layers=1", "--device", "cpu", "--no-progress",
+               "--tracking-uri", uri]
+    env = {**clean_env(), "CAPPED_RANK": str(capped_rank), "CAPPED_MARGIN_MB": "200"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+
+    _, logged = only_run(uri)
+    tags = logged.data.tags
+    assert tags["status"] == "oom" and logged.info.status == "FAILED", tags
+    assert "can't allocate memory" in tags["error"]
+    if capped_rank == 0:
+        assert tags["error"].startswith("out of memory") and "failed_rank" not in tags
+    else:  # rank 1 recorded it; rank 0, stopped in its collective, kept that record
+        assert tags["error"].startswith("rank 1: out of memory") and tags["failed_rank"] == "1"
+    assert done.stdout.count("status oom") == 1  # rank 0's result table
 
 
 def test_shards_are_the_rows_of_the_global_batch():

@@ -105,9 +105,10 @@ def test_a_reopened_run_without_its_checkpoint_is_marked_restarted(tmp_path):
     assert len(client.get_metric_history(first.run_id, "train_loss")) == 6  # three curves of 2 steps
 
 
-def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path):
-    """A real SIGINT to `seqbench run`: status interrupted, metrics kept, checkpoint written;
-    --resume then finishes the same MLflow run."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path, stop):
+    """A real SIGINT (Ctrl-C) or SIGTERM (a scheduler's limit) to `seqbench run`: status
+    interrupted, metrics kept, checkpoint written; --resume then finishes the same MLflow run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [sys.executable, "-m", "harness.cli", "run", "induction-heads", "--steps", "150", "--batch-size", "4",
             "--set", "d_model=16", "--set", "n_layers=1", "--eval-lengths", "64", "--eval-samples", "8",
@@ -127,7 +128,7 @@ def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path):
                 run_id = runs[0].info.run_id
                 break
         assert run_id, "training never started"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
