@@ -5,6 +5,7 @@ doubled batch, and only rank 0 talks to MLflow. The ranks are real processes sta
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import distributed
+from harness.tracking import setup_experiment
+from processes import stop_group
 from harness.config import RunConfig
 from tasks.base import Batch
 
@@ -92,6 +95,46 @@ def test_one_rank_out_of_memory_ends_the_run_as_oom_at_once(tmp_path, capped_ran
     else:  # rank 1 recorded it; rank 0, stopped in its collective, kept that record
         assert tags["error"].startswith("rank 1: out of memory") and tags["failed_rank"] == "1"
     assert done.stdout.count("status oom") == 1  # rank 0's result table
+
+
+def test_ctrl_c_of_two_ranks_checkpoints_and_resume_finishes_the_same_run(tmp_path):
+    """Ctrl-C to the whole `seqbench run --nproc 2` (its process group, as a terminal sends it):
+    the run is `interrupted` with rank 0's checkpoint; `--resume --nproc 2` loads it on both ranks
+    and finishes the same MLflow run, its loss history continuing from where it stopped."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [sys.executable, "-m", "harness.cli", "run", "induction-heads", "--steps", "400", "--batch-size", "2",
+               "--eval-samples", "4", "--eval-lengths", "64", "--set", "d_model=16", "--set", "n_layers=1",
+               "--device", "cpu", "--no-progress", "--tracking-uri", uri, "--nproc", "2"]
+    setup_experiment(uri, "induction-heads")
+    proc = subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        client, run_id, deadline = MlflowClient(uri), None, time.time() + 240
+        while time.time() < deadline and proc.poll() is None and run_id is None:
+            time.sleep(1)
+            runs = client.search_runs([client.get_experiment_by_name("induction-heads").experiment_id])
+            if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+                run_id = runs[0].info.run_id
+        assert run_id, "training never started: " + (proc.stderr.read()[-3000:] if proc.poll() is not None else "")
+        stop_group(proc, grace_s=120)
+    finally:
+        stop_group(proc, grace_s=0)
+    assert proc.returncode != 0
+    logged = client.get_run(run_id)
+    assert logged.data.tags["status"] == "interrupted", logged.data.tags
+    checkpoints = list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 1
+    stopped_at = torch.load(checkpoints[0], weights_only=True)["step"]
+    assert 0 < stopped_at < 400
+
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("resuming from") == 1  # rank 0 says so; both ranks load it
+    _, finished = only_run(uri)
+    assert finished.info.run_id == run_id and finished.data.tags["status"] == "ok"
+    steps = [step for step, _ in loss_curve(client, finished)]
+    assert steps[-1] == 399 and steps == sorted(set(steps))  # one curve, continued, not restarted at 0
 
 
 def test_shards_are_the_rows_of_the_global_batch():
