@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+from harness import schedule
 from harness.config import format_length
 from harness.errors import SeqbenchError
-from harness import schedule
 from harness.schedule import Schedule
 from harness.tracking import resolve_tracking_uri, sqlite_path
 

@@ -17,7 +17,8 @@ from harness.config import format_length
 
 PLOT = "schedule.png"
 # Tags the sweep sets on each child as it launches it: the worker slot (a GPU under --jobs on a
-# multi-GPU machine) and the launch time in ms since the epoch (a retried child's run is older).
+# multi-GPU machine) and the launch time in ms since the epoch (a retried child's run is older;
+# a Slurm job's launch is its submission, so its time in the queue counts).
 SLOT_TAG, LAUNCHED_TAG = "sweep_slot", "sweep_launched_ms"
 
 
@@ -66,7 +67,8 @@ class Schedule:
 def schedule_of(parent, runs: list, label_of: Callable[[object], str]) -> Schedule | None:
     """The schedule of `parent`'s child `runs` (MLflow runs; `label_of(run)` names the model), or
     None when no child carries a slot tag (sweeps recorded before the tag existed, single runs).
-    A child's time runs from its launch to its run's end (now, for one still running)."""
+    A child's time runs from its launch to its run's end (now, for one still running); a resumed
+    sweep's wall time spans its attempts and the pause between them."""
     now_ms = int(time.time() * 1000)
     start_ms = parent.info.start_time
     spans = []
@@ -95,14 +97,16 @@ def render_markdown(schedule: Schedule) -> list[str]:
     """The report's schedule section: wall time against the bound, and each slot's busy time."""
     longest = schedule.longest
     lines = ["", "## Schedule", "",
-             f"{len(schedule.spans)} children on {schedule.slots} slot{'s' * (schedule.slots > 1)} "
-             f"(`--jobs {schedule.slots}`): wall time **{schedule.wall_seconds:,.0f} s**; the children took "
+             f"{len(schedule.spans)} children on {schedule.slots} slot{'s' * (schedule.slots > 1)}: "
+             f"wall time **{schedule.wall_seconds:,.0f} s**; the children took "
              f"{schedule.total_seconds:,.0f} s in all, the longest {longest.seconds:,.0f} s "
              f"({longest.model} at {format_length(longest.seq_len)}). No order of these children on "
              f"{schedule.slots} slot{'s' * (schedule.slots > 1)} finishes before "
              f"max(longest, total ÷ slots) = {schedule.bound_seconds:,.0f} s; this one kept "
-             f"{schedule.busy_slots:.2f} slots busy on average. A child's time runs from its launch "
-             f"(process start, imports and kernel compilation included) to the end of its run.", ""]
+             f"{schedule.busy_slots:.2f} slots busy on average. A slot is one of the `--jobs` workers "
+             f"(a GPU each where there are several; a Slurm array gives each child its own). A child's "
+             f"time runs from its launch (process start, imports and kernel compilation included) to "
+             f"the end of its run.", ""]
     rows = []
     for slot in range(schedule.slots):
         busy = schedule.busy_seconds(slot)
