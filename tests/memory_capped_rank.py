@@ -1,7 +1,8 @@
-"""`harness.cli` as a torchrun rank whose address space is capped when it is rank $CAPPED_RANK.
+"""`harness.cli` as a torchrun rank whose memory is capped when it is rank $CAPPED_RANK.
 
-The cap is the rank's size once everything it will import is loaded, plus $CAPPED_MARGIN_MB: that
-rank's first large allocation fails for real (the CPU allocator's out-of-memory error) while the
+On the CPU the cap is the rank's address space once everything it will import is loaded, plus
+$CAPPED_MARGIN_MB; on a GPU it is PyTorch's own cap on the rank's device memory, the same margin.
+That rank's first large allocation fails for real (the allocator's out-of-memory error) while the
 other ranks train on. tests/test_distributed.py starts it under torchrun to see what one rank's
 out-of-memory does to a data-parallel run.
 """
@@ -28,7 +29,13 @@ def _address_space_bytes() -> int:
 
 if __name__ == "__main__":
     if os.environ.get("RANK") == os.environ["CAPPED_RANK"]:
-        cap = _address_space_bytes() + int(os.environ["CAPPED_MARGIN_MB"]) * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        margin = int(os.environ["CAPPED_MARGIN_MB"]) * 2**20
+        if "--device" in sys.argv and sys.argv[sys.argv.index("--device") + 1] == "cuda":
+            device = int(os.environ["LOCAL_RANK"])
+            torch.cuda.set_per_process_memory_fraction(margin / torch.cuda.get_device_properties(device).total_memory,
+                                                       device)
+        else:
+            cap = _address_space_bytes() + margin
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     sys.argv[0] = "seqbench"
     harness.cli.app()

@@ -71,30 +71,46 @@ def test_two_gloo_ranks_match_one_process_with_the_doubled_batch(tmp_path):
     assert len(checkpoints) == 2  # one per run: rank 0 alone wrote the DDP run's
 
 
-@pytest.mark.parametrize("capped_rank", [1, 0])
-def test_one_rank_out_of_memory_ends_the_run_as_oom_at_once(tmp_path, capped_rank):
-    """One rank alone runs out of memory for real (its address space capped, the other's not):
-    the run is recorded `oom` with that rank's message and every rank exits, instead of the others
-    waiting in a collective until the process group times out (30 min) with the run `running`."""
+def one_rank_out_of_memory(tmp_path, capped_rank: int, device: str,
+                           margin_mb: int) -> tuple[subprocess.CompletedProcess, dict]:
+    """A two-rank run where rank `capped_rank` alone runs out of memory for real (its memory capped
+    by tests/memory_capped_rank.py, the other rank's not): the finished command and the run's tags."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(Path(__file__).with_name("memory_capped_rank.py")), "run", "induction-heads", "--seq-len", "512",
                "--batch-size", "256", "--steps", "2", "--eval-samples", "4", "--eval-lengths", "64",
-               "--set", "d_model=32", "--set", "n_layers=1", "--device", "cpu", "--no-progress",
+               "--set", "d_model=32", "--set", "n_layers=1", "--device", device, "--no-progress",
                "--tracking-uri", uri]
-    env = {**clean_env(), "CAPPED_RANK": str(capped_rank), "CAPPED_MARGIN_MB": "200"}
+    env = {**clean_env(), "CAPPED_RANK": str(capped_rank), "CAPPED_MARGIN_MB": str(margin_mb)}
+    env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
-
     _, logged = only_run(uri)
-    tags = logged.data.tags
-    assert tags["status"] == "oom" and logged.info.status == "FAILED", tags
+    assert logged.data.tags["status"] == "oom" and logged.info.status == "FAILED", logged.data.tags
+    return done, logged.data.tags
+
+
+@pytest.mark.parametrize("capped_rank", [1, 0])
+def test_one_rank_out_of_memory_ends_the_run_as_oom_at_once(tmp_path, capped_rank):
+    """The run is recorded `oom` with the failing rank's message and every rank exits, instead of
+    the others waiting in a collective until the process group times out (30 min) with the run
+    left `running`."""
+    done, tags = one_rank_out_of_memory(tmp_path, capped_rank, "cpu", margin_mb=200)
     assert "can't allocate memory" in tags["error"]
     if capped_rank == 0:
         assert tags["error"].startswith("out of memory") and "failed_rank" not in tags
     else:  # rank 1 recorded it; rank 0, stopped in its collective, kept that record
         assert tags["error"].startswith("rank 1: out of memory") and tags["failed_rank"] == "1"
     assert done.stdout.count("status oom") == 1  # rank 0's result table
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs (nvidia-h200-x2)")
+def test_one_gpu_out_of_memory_ends_an_nccl_run_as_oom(tmp_path):
+    """The same on two GPUs over NCCL, where rank 0 waits inside a CUDA collective: rank 1's
+    record stands and torchrun stops rank 0 (the command returns within the 300 s limit)."""
+    _, tags = one_rank_out_of_memory(tmp_path, 1, "cuda", margin_mb=16)  # the batch's activations need more
+    assert tags["error"].startswith("rank 1: out of memory") and tags["failed_rank"] == "1"
 
 
 def test_ctrl_c_of_two_ranks_checkpoints_and_resume_finishes_the_same_run(tmp_path):
