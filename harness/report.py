@@ -416,7 +416,7 @@ def render_csv(report: Report) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
                      "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}",
-                     "slot", "launched_s", "seconds"])
+                     "slot", "launched_s", "seconds", "train_seconds", "eval_seconds"])
     spans = {(s.model, s.seq_len): s for s in report.schedule.spans} if report.schedule else {}
     for r in report.rows:
         span = spans.get((r.model, r.seq_len))
@@ -425,7 +425,9 @@ def render_csv(report: Report) -> str:
         writer.writerow([r.model, r.seq_len, r.status] + ["" if v is None else repr(v) for v in
                         (r.main_value, r.tokens_per_s, us, r.peak_memory_mb)] + [r.error, r.run_id] +
                         ["" if v is None else repr(v) for v in (last_step, last_value)] +
-                        ([span.slot, round(span.start_s, 3), round(span.seconds, 3)] if span else ["", "", ""]))
+                        ([span.slot, round(span.start_s, 3), round(span.seconds, 3)]
+                         + ["" if v is None else round(v, 3) for v in (span.train_s, span.eval_s)]
+                         if span else [""] * 5))
     return buffer.getvalue()
 
 

@@ -332,7 +332,9 @@ def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, re
         if result.steps_done > 0 and result.status in ("ok", "interrupted"):
             save_checkpoint(ckpt, model, optimizer, result.steps_done, tracker.run_id)
             tracker.set_tags({"checkpoint": str(ckpt.resolve())})
-        tracker.log_metrics({"peak_memory_mb": peak_memory_mb(device)}, step=result.steps_done)
+        # Where the run's time went (this attempt): the rest of a process's life is its fixed cost.
+        times = {k: result.metrics[k] for k in ("train_seconds", "eval_seconds") if k in result.metrics}
+        tracker.log_metrics({"peak_memory_mb": peak_memory_mb(device), **times}, step=result.steps_done)
         if result.message:
             tracker.set_tags({"error": result.message[:5000]})
     finally:
@@ -385,8 +387,10 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
             info = f"loss {value:.3f}"
             if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
                 if ctx.is_main:
+                    t0 = time.perf_counter()
                     samples, eval_batch = eval_plan(config, config.seq_len)
                     metrics = evaluate(module, task, config.seq_len, samples, eval_batch, device)
+                    _add_seconds(result, "eval_seconds", t0)
                     tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
                     info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
                     result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
@@ -394,11 +398,24 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
             bar.update(job, advance=1, info=info)
     result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
     result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
+    result.metrics["train_seconds"] = train_seconds
     tracker.log_metrics({"train_tokens_per_s": result.metrics["train_tokens_per_s"]}, step=result.steps_done)
+
+
+def _add_seconds(result: RunResult, key: str, since: float) -> None:
+    result.metrics[key] = result.metrics.get(key, 0.0) + time.perf_counter() - since
 
 
 def _final_eval(config, task, model, tracker, device, console, progress, result) -> None:
     """Evaluate at every length; an OOM at one length is recorded and longer ones are skipped."""
+    start = time.perf_counter()
+    try:
+        _eval_lengths(config, task, model, tracker, device, console, progress, result)
+    finally:
+        _add_seconds(result, "eval_seconds", start)
+
+
+def _eval_lengths(config, task, model, tracker, device, console, progress, result) -> None:
     with _progress(console, progress) as bar:
         job = bar.add_task("evaluate", total=len(config.eval_lengths), info="")
         for n, seq_len in enumerate(config.eval_lengths):

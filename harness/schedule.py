@@ -24,7 +24,8 @@ SLOT_TAG, LAUNCHED_TAG = "sweep_slot", "sweep_launched_ms"
 
 @dataclass(frozen=True)
 class ChildSpan:
-    """One launched child: its slot, and its start and duration in seconds from the sweep's start."""
+    """One launched child: its slot, its start and duration in seconds from the sweep's start, and
+    of that duration its training and evaluation time (None where the run did not log them)."""
 
     model: str
     seq_len: int
@@ -32,6 +33,15 @@ class ChildSpan:
     slot: int
     start_s: float
     seconds: float
+    train_s: float | None = None
+    eval_s: float | None = None
+
+    @property
+    def fixed_s(self) -> float | None:
+        """The rest of the child's time: process start, imports, device set-up, MLflow records."""
+        if self.train_s is None:
+            return None
+        return max(0.0, self.seconds - self.train_s - (self.eval_s or 0.0))
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,13 @@ class Schedule:
     def busy_seconds(self, slot: int) -> float:
         return sum(s.seconds for s in self.spans if s.slot == slot)
 
+    def split_seconds(self) -> tuple[float, float, float] | None:
+        """(training, evaluation, fixed cost) summed over the children that logged their times."""
+        timed = [s for s in self.spans if s.train_s is not None]
+        if not timed:
+            return None
+        return (sum(s.train_s for s in timed), sum(s.eval_s or 0.0 for s in timed), sum(s.fixed_s for s in timed))
+
 
 def schedule_of(parent, runs: list, label_of: Callable[[object], str]) -> Schedule | None:
     """The schedule of `parent`'s child `runs` (MLflow runs; `label_of(run)` names the model), or
@@ -80,7 +97,9 @@ def schedule_of(parent, runs: list, label_of: Callable[[object], str]) -> Schedu
         ended = run.info.end_time or now_ms
         spans.append(ChildSpan(model=label_of(run), seq_len=int(tags.get("seq_len", 0)),
                                status=tags.get("status", "?"), slot=int(tags[SLOT_TAG]),
-                               start_s=(launched - start_ms) / 1000, seconds=max(0.0, (ended - launched) / 1000)))
+                               start_s=(launched - start_ms) / 1000, seconds=max(0.0, (ended - launched) / 1000),
+                               train_s=run.data.metrics.get("train_seconds"),
+                               eval_s=run.data.metrics.get("eval_seconds")))
     if not spans:
         return None
     end_ms = parent.info.end_time or max(now_ms if r.info.end_time is None else r.info.end_time for r in runs)
@@ -107,6 +126,14 @@ def render_markdown(schedule: Schedule) -> list[str]:
              f"(a GPU each where there are several; a Slurm array gives each child its own). A child's "
              f"time runs from its launch (process start, imports and kernel compilation included) to "
              f"the end of its run.", ""]
+    split = schedule.split_seconds()
+    if split is not None:
+        train, evaluation, fixed = split
+        whole = max(train + evaluation + fixed, 1e-9)
+        lines += [f"Of the children's time, training took {train:,.0f} s ({100 * train / whole:.0f}%), evaluation "
+                  f"{evaluation:,.0f} s ({100 * evaluation / whole:.0f}%), and {fixed:,.0f} s "
+                  f"({100 * fixed / whole:.0f}%) was each child's fixed cost: process start, imports, device "
+                  f"set-up, MLflow records (kernel compilation falls in the first training step).", ""]
     rows = []
     for slot in range(schedule.slots):
         busy = schedule.busy_seconds(slot)
@@ -119,7 +146,8 @@ def render_markdown(schedule: Schedule) -> list[str]:
 
 
 def plot(path: Path, schedule: Schedule, models: list[str], title: str) -> None:
-    """One row per slot, one bar per child (colour: model; label: length; hatched: not ok)."""
+    """One row per slot, one bar per child (colour: model; label: length; hatched: not ok); where
+    the runs logged their times, pale for the fixed cost, solid for training, dotted for evaluation."""
     from matplotlib import rcParams
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -130,8 +158,15 @@ def plot(path: Path, schedule: Schedule, models: list[str], title: str) -> None:
     ax = fig.subplots()
     width = max(schedule.wall_seconds, max(s.start_s + s.seconds for s in schedule.spans))
     for span in schedule.spans:
-        ax.barh(span.slot, span.seconds, left=span.start_s, height=0.7, color=color_of.get(span.model, "gray"),
-                edgecolor="black", linewidth=0.5, hatch=None if span.status == "ok" else "//")
+        color = color_of.get(span.model, "gray")
+        ax.barh(span.slot, span.seconds, left=span.start_s, height=0.7, color=color,
+                alpha=1.0 if span.fixed_s is None else 0.35, edgecolor="black", linewidth=0.5,
+                hatch=None if span.status == "ok" else "//")
+        if span.fixed_s is not None:  # solid: training, dotted: evaluation, after the fixed cost
+            work_start = span.start_s + span.fixed_s
+            ax.barh(span.slot, span.train_s, left=work_start, height=0.7, color=color, linewidth=0)
+            ax.barh(span.slot, span.eval_s or 0.0, left=work_start + span.train_s, height=0.7, color=color,
+                    hatch="..", edgecolor="white", linewidth=0)
         if span.seconds > 0.03 * width:
             ax.text(span.start_s + span.seconds / 2, span.slot, format_length(span.seq_len), ha="center",
                     va="center", fontsize=7)
@@ -144,6 +179,9 @@ def plot(path: Path, schedule: Schedule, models: list[str], title: str) -> None:
     ax.set_title(f"{title}: wall {schedule.wall_seconds:,.0f} s (dashed), "
                  f"bound {schedule.bound_seconds:,.0f} s (dotted)", fontsize=10)
     handles = [Patch(color=color_of[m], label=m) for m in models if any(s.model == m for s in schedule.spans)]
+    if schedule.split_seconds() is not None:
+        handles += [Patch(facecolor="gray", alpha=0.35, label="fixed cost"), Patch(facecolor="gray", label="training"),
+                    Patch(facecolor="gray", hatch="..", edgecolor="white", label="evaluation")]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=120)

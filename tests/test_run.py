@@ -51,6 +51,9 @@ def test_run_logs_params_metrics_and_tags(tmp_path):
                  "train_tokens_per_s", "val_accuracy"):
         assert name in metrics, name
     assert 0.0 <= metrics["accuracy/64"] <= 1.0
+    # Where the time went: training steps, and evaluation (one in training, two lengths at the end).
+    assert metrics["train_seconds"] > 0 and metrics["eval_seconds"] > 0
+    assert metrics["train_seconds"] == pytest.approx(6 * 4 * 256 / metrics["train_tokens_per_s"], rel=1e-6)
     assert len(loss_history(config.tracking_uri, result.run_id)) == 6
     experiment = client.get_experiment(logged.info.experiment_id)
     assert experiment.name == "induction-heads"

@@ -27,6 +27,22 @@ def test_the_bound_is_the_longest_child_or_the_total_over_the_slots(tmp_path):
     assert "| 0 | 2 | 40 | 70 |" in text and "| 1 | 1 | 100 | 10 |" in text
     assert "![schedule](schedule.png)" in text
 
+    assert straggler.split_seconds() is None and "fixed cost" not in text  # no run logged its times
+
     path = tmp_path / "schedule.png"
     plot(path, straggler, ["mamba", "transformer"], "induction-heads")
     assert path.read_bytes().startswith(PNG_MAGIC) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_child_time_splits_into_training_evaluation_and_fixed_cost(tmp_path):
+    timed = Schedule(slots=1, wall_seconds=43.0, spans=(
+        ChildSpan("mamba", 64, "ok", slot=0, start_s=0.0, seconds=20.0, train_s=4.0, eval_s=1.0),
+        ChildSpan("mamba", 128, "ok", slot=0, start_s=21.0, seconds=21.0, train_s=9.0, eval_s=None),
+        ChildSpan("mamba", 256, "failed", slot=0, start_s=42.0, seconds=1.0)))  # died before logging
+    assert [s.fixed_s for s in timed.spans] == [15.0, 12.0, None]
+    assert timed.split_seconds() == (13.0, 1.0, 27.0)  # over the two children that logged their times
+    text = "\n".join(render_markdown(timed))
+    assert "training took 13 s (32%), evaluation 1 s (2%), and 27 s (66%) was each child's fixed cost" in text
+    path = tmp_path / "schedule.png"
+    plot(path, timed, ["mamba"], "induction-heads")
+    assert path.read_bytes().startswith(PNG_MAGIC)

@@ -89,7 +89,7 @@ def test_parallel_sweep_from_the_cli_records_every_child_and_resumes(tmp_path):
     assert {run.data.tags[SLOT_TAG] for run in runs.values()} == {"0", "1"}
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/schedule.png"}
     markdown = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path))).read_text()
-    assert "4 children on 2 slots" in markdown
+    assert "4 children on 2 slots" in markdown and "was each child's fixed cost" in markdown
     assert re.search(r"^\| 0 \| [1-3] \|", markdown, re.M) and re.search(r"^\| 1 \| [1-3] \|", markdown, re.M)
 
     again = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
