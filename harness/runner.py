@@ -378,6 +378,7 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             train_seconds += time.perf_counter() - t0
+            result.metrics["train_seconds"] = train_seconds  # kept up to date: a stopped run logs it too
             tokens += global_batch.inputs.numel()  # every rank's tokens
             result.steps_done = step + 1
             if step % config.log_every == 0 or step + 1 == config.steps:
@@ -398,7 +399,6 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
             bar.update(job, advance=1, info=info)
     result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
     result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
-    result.metrics["train_seconds"] = train_seconds
     tracker.log_metrics({"train_tokens_per_s": result.metrics["train_tokens_per_s"]}, step=result.steps_done)
 
 
@@ -416,6 +416,7 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
 
 
 def _eval_lengths(config, task, model, tracker, device, console, progress, result) -> None:
+    """The final evaluation's loop over lengths (see `_final_eval`)."""
     with _progress(console, progress) as bar:
         job = bar.add_task("evaluate", total=len(config.eval_lengths), info="")
         for n, seq_len in enumerate(config.eval_lengths):

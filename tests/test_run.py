@@ -140,6 +140,7 @@ def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path, stop):
     logged = client.get_run(run_id)
     assert logged.data.tags["status"] == "interrupted"
     assert logged.info.status == "KILLED"
+    assert logged.data.metrics["train_seconds"] > 0  # the time it trained before the stop
     steps_before = len(loss_history(uri, run_id))
     assert steps_before >= 1
     checkpoints = list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))
