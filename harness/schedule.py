@@ -62,7 +62,7 @@ class Schedule:
 
     @property
     def bound_seconds(self) -> float:
-        """The least wall time any order of these children on `slots` slots could take."""
+        """A lower bound on the wall time of any order of these children on `slots` slots."""
         return max(self.longest.seconds, self.total_seconds / self.slots)
 
     @property
