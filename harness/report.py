@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness import schedule
 from harness.config import format_length
 from harness.errors import SeqbenchError
-from harness.schedule import Schedule
+from harness.schedule import Schedule, schedule_of
 from harness.tracking import resolve_tracking_uri, sqlite_path
 
 SWEEP_TAG = "seqbench.sweep"
@@ -29,6 +28,7 @@ PARENT_TAG = "mlflow.parentRunId"
 ARTIFACT_FOLDER = "report"
 THROUGHPUT = "train_tokens_per_s"  # per length from the speed task, else the training run's own
 FILES = ("report.md", "report.csv", "metric_vs_length.png", "time_per_token_vs_length.png", "memory_vs_length.png")
+SCHEDULE_PLOT = "schedule.png"  # written too for a sweep whose children carry their slots
 # MLflow run status -> our status tag, for runs that never set one.
 _STATUS_OF_MLFLOW = {"FINISHED": "ok", "KILLED": "interrupted", "RUNNING": "running", "FAILED": "failed"}
 
@@ -392,8 +392,38 @@ def render_markdown(report: Report, started_ms: int | None = None) -> str:
               "![time per token vs length](time_per_token_vs_length.png)", "",
               "![peak memory vs length](memory_vs_length.png)", ""]
     if report.schedule is not None:
-        lines += schedule.render_markdown(report.schedule)
+        lines += schedule_markdown(report.schedule)
     return "\n".join(lines)
+
+
+def schedule_markdown(schedule: Schedule) -> list[str]:
+    """The schedule section: wall time against its lower bound, where the children's time went,
+    and each slot's busy and idle time."""
+    longest, slots = schedule.longest, f"{schedule.slots} slot{'s' * (schedule.slots > 1)}"
+    lines = ["", "## Schedule", "",
+             f"{len(schedule.spans)} children on {slots}: wall time **{schedule.wall_seconds:,.0f} s**; the "
+             f"children took {schedule.total_seconds:,.0f} s in all, the longest {longest.seconds:,.0f} s "
+             f"({longest.model} at {format_length(longest.seq_len)}). No order of these children on {slots} "
+             f"finishes before max(longest, total ÷ slots) = {schedule.bound_seconds:,.0f} s; this one kept "
+             f"{schedule.busy_slots:.2f} slots busy on average. A slot is one of the `--jobs` workers "
+             f"(a GPU each where there are several; a Slurm array gives each child its own). A child's "
+             f"time runs from its launch (process start, imports and kernel compilation included) to "
+             f"the end of its run.", ""]
+    split = schedule.split_seconds()
+    if split is not None:
+        train, evaluation, fixed = split
+        whole = max(train + evaluation + fixed, 1e-9)
+        lines += [f"Of the children's time, training took {train:,.0f} s ({100 * train / whole:.0f}%), evaluation "
+                  f"{evaluation:,.0f} s ({100 * evaluation / whole:.0f}%), and {fixed:,.0f} s "
+                  f"({100 * fixed / whole:.0f}%) was each child's fixed cost: process start, imports, device "
+                  f"set-up, MLflow records (kernel compilation falls in the first training step).", ""]
+    body = []
+    for slot in range(schedule.slots):
+        busy = schedule.busy_seconds(slot)
+        body.append([str(slot), str(sum(1 for s in schedule.spans if s.slot == slot)), f"{busy:,.0f}",
+                     f"{max(0.0, schedule.wall_seconds - busy):,.0f}"])
+    return lines + _md_table(["slot", "children", "busy (s)", "idle (s)"], body) + [
+        "", f"![schedule]({SCHEDULE_PLOT})", ""]
 
 
 def _eval_length_table(report: Report) -> list[str]:
@@ -494,6 +524,52 @@ def _plot(path: Path, report: Report, value_of: Callable[[ReportRow], float | No
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no cell logged this measurement", transform=ax.transAxes, ha="center", color="gray")
+    _save_png(fig, path)
+
+
+def plot_schedule(path: Path, schedule: Schedule, models: list[str], title: str) -> None:
+    """One row per slot, one bar per child (colour: model; label: length; hatched: not ok); where
+    the runs logged their times, pale for the fixed cost, solid for training, dotted for evaluation."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    color_of = {m: colors[i % len(colors)] for i, m in enumerate(models)}
+    fig = Figure(figsize=(9, 1.4 + 0.6 * schedule.slots), layout="constrained")
+    ax = fig.subplots()
+    width = max(schedule.wall_seconds, max(s.start_s + s.seconds for s in schedule.spans))
+    for span in schedule.spans:
+        color = color_of.get(span.model, "gray")
+        ax.barh(span.slot, span.seconds, left=span.start_s, height=0.7, color=color,
+                alpha=1.0 if span.fixed_s is None else 0.35, edgecolor="black", linewidth=0.5,
+                hatch=None if span.status == "ok" else "//")
+        if span.fixed_s is not None:  # solid: training, dotted: evaluation, after the fixed cost
+            work_start = span.start_s + span.fixed_s
+            ax.barh(span.slot, span.train_s, left=work_start, height=0.7, color=color, linewidth=0)
+            ax.barh(span.slot, span.eval_s or 0.0, left=work_start + span.train_s, height=0.7, color=color,
+                    hatch="..", edgecolor="white", linewidth=0)
+        if span.seconds > 0.03 * width:
+            ax.text(span.start_s + span.seconds / 2, span.slot, format_length(span.seq_len), ha="center",
+                    va="center", fontsize=7)
+    ax.axvline(schedule.wall_seconds, color="black", linestyle="--", linewidth=1)
+    ax.axvline(schedule.bound_seconds, color="gray", linestyle=":", linewidth=1)
+    ax.set_yticks(range(schedule.slots), [f"slot {i}" for i in range(schedule.slots)])
+    ax.invert_yaxis()
+    ax.set_xlim(0, width * 1.02)
+    ax.set_xlabel("seconds since the sweep started")
+    ax.set_title(f"{title}: wall {schedule.wall_seconds:,.0f} s (dashed), "
+                 f"bound {schedule.bound_seconds:,.0f} s (dotted)", fontsize=10)
+    handles = [Patch(color=color_of[m], label=m) for m in models if any(s.model == m for s in schedule.spans)]
+    if schedule.split_seconds() is not None:
+        handles += [Patch(facecolor="gray", alpha=0.35, label="fixed cost"), Patch(facecolor="gray", label="training"),
+                    Patch(facecolor="gray", hatch="..", edgecolor="white", label="evaluation")]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: Path) -> None:
+    """Write the figure under a temporary name, then rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=120)
     os.replace(tmp, path)
@@ -521,8 +597,8 @@ def _write_files(report: Report, out_dir: Path, started_ms: int | None) -> list[
           f"peak memory ({unit})", log_y=True)
     paths = [md, table, metric_png, time_png, memory_png]
     if report.schedule is not None:
-        paths.append(out_dir / schedule.PLOT)
-        schedule.plot(paths[-1], report.schedule, report.models, report.task)
+        paths.append(out_dir / SCHEDULE_PLOT)
+        plot_schedule(paths[-1], report.schedule, report.models, report.task)
     return paths
 
 
@@ -579,7 +655,7 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
     lengths = sorted({r.seq_len for r in rows} | {int(n) for n in planned.split(",") if n.strip().isdigit()})
     report = Report(parent_run_id=parent.info.run_id if parent else None, task=task, main_metric=main,
                     rows=rows, exponents=_fits(rows), lengths=lengths, source=source,
-                    schedule=schedule.schedule_of(parent, runs, lambda r: model_label(r.data.tags, r.data.params))
+                    schedule=schedule_of(parent, runs, lambda r: model_label(r.data.tags, r.data.params))
                     if parent is not None else None)
     report.paths = _write_files(report, Path(out_dir), started)
     if parent is not None and log_to_parent:

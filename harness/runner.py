@@ -20,10 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +32,7 @@ from harness import distributed
 from harness.config import RunConfig, format_length
 from harness.devices import autocast, is_out_of_memory, peak_memory_mb
 from harness.errors import SeqbenchError
+from harness.interrupts import sigterm_as_interrupt
 from harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
 from models import build_model
 from models.backbone import cross_entropy, parameter_groups
@@ -154,6 +152,11 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
+# Endings one rank can reach alone; that rank records them (see the module docstring).
+RANK_FAILURES = ("oom", "failed")
+FAILED_RANK_TAG = "failed_rank"
+
+
 def run(config: RunConfig, console: Console | None = None, progress: bool = True,
         parent_run_id: str | None = None, run_id: str | None = None) -> RunResult:
     """Resolve, train, evaluate and track one run. Bad input raises SeqbenchError before any
@@ -162,7 +165,7 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     Started by torchrun, it trains data-parallel over the ranks (see the module docstring)."""
     ctx = distributed.setup(config.device)
     result = None
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             result = _run(config, ctx, console or Console(stderr=True), progress and ctx.is_main, parent_run_id,
                           run_id)
@@ -172,29 +175,6 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
             # wait for them, so it just exits (torchrun then stops them).
             if result is not None and result.status not in RANK_FAILURES:
                 distributed.teardown(ctx)
-
-
-# Endings one rank can reach alone; that rank records them (see the module docstring).
-RANK_FAILURES = ("oom", "failed")
-FAILED_RANK_TAG = "failed_rank"
-
-
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt while a run is under way, so it ends as `interrupted`
-    with a checkpoint instead of leaving the MLflow run `running` forever."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress: bool,
@@ -242,7 +222,11 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         else:
             _train(config, task, trained, optimizer, tracker, ctx, console, progress, result, start_step)
             if result.status == "ok" and ctx.is_main:  # no collective follows: other ranks just finish
-                _final_eval(config, task, model, tracker, device, console, progress, result)
+                start = time.perf_counter()
+                try:
+                    _final_eval(config, task, model, tracker, device, console, progress, result)
+                finally:
+                    _add_seconds(result, "eval_seconds", start)
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C)"
     except Exception as exc:
@@ -403,20 +387,12 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
 
 
 def _add_seconds(result: RunResult, key: str, since: float) -> None:
+    """Add the seconds since `since` to result.metrics[key] (where the run's time went)."""
     result.metrics[key] = result.metrics.get(key, 0.0) + time.perf_counter() - since
 
 
 def _final_eval(config, task, model, tracker, device, console, progress, result) -> None:
     """Evaluate at every length; an OOM at one length is recorded and longer ones are skipped."""
-    start = time.perf_counter()
-    try:
-        _eval_lengths(config, task, model, tracker, device, console, progress, result)
-    finally:
-        _add_seconds(result, "eval_seconds", start)
-
-
-def _eval_lengths(config, task, model, tracker, device, console, progress, result) -> None:
-    """The final evaluation's loop over lengths (see `_final_eval`)."""
     with _progress(console, progress) as bar:
         job = bar.add_task("evaluate", total=len(config.eval_lengths), info="")
         for n, seq_len in enumerate(config.eval_lengths):

@@ -1,21 +1,17 @@
 """When and where each child of a sweep ran: the wall-time side of `seqbench sweep --jobs K`.
 
 A parallel sweep finishes no sooner than its longest child, nor sooner than the children's total
-time over K slots. The report compares the wall time with that bound and draws the children as bars
-per slot, so a long child that started last (the sweep starts the shortest lengths first) shows.
+time over K slots. `harness.report` compares the wall time with that bound and draws the children
+as bars per slot, so a long child that started last (the sweep starts the shortest lengths first)
+shows.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
-from harness.config import format_length
-
-PLOT = "schedule.png"
 # Tags the sweep sets on each child as it launches it: the worker slot (a GPU under --jobs on a
 # multi-GPU machine) and the launch time in ms since the epoch (a retried child's run is older;
 # a Slurm job's launch is its submission, so its time in the queue counts).
@@ -110,79 +106,3 @@ def schedule_of(parent, runs: list, label_of: Callable[[object], str]) -> Schedu
     slots = max(jobs, 1 + max(s.slot for s in spans))
     spans.sort(key=lambda s: (s.start_s, s.slot))
     return Schedule(slots=slots, wall_seconds=(end_ms - start_ms) / 1000, spans=tuple(spans))
-
-
-def render_markdown(schedule: Schedule) -> list[str]:
-    """The report's schedule section: wall time against the bound, and each slot's busy time."""
-    longest = schedule.longest
-    lines = ["", "## Schedule", "",
-             f"{len(schedule.spans)} children on {schedule.slots} slot{'s' * (schedule.slots > 1)}: "
-             f"wall time **{schedule.wall_seconds:,.0f} s**; the children took "
-             f"{schedule.total_seconds:,.0f} s in all, the longest {longest.seconds:,.0f} s "
-             f"({longest.model} at {format_length(longest.seq_len)}). No order of these children on "
-             f"{schedule.slots} slot{'s' * (schedule.slots > 1)} finishes before "
-             f"max(longest, total ÷ slots) = {schedule.bound_seconds:,.0f} s; this one kept "
-             f"{schedule.busy_slots:.2f} slots busy on average. A slot is one of the `--jobs` workers "
-             f"(a GPU each where there are several; a Slurm array gives each child its own). A child's "
-             f"time runs from its launch (process start, imports and kernel compilation included) to "
-             f"the end of its run.", ""]
-    split = schedule.split_seconds()
-    if split is not None:
-        train, evaluation, fixed = split
-        whole = max(train + evaluation + fixed, 1e-9)
-        lines += [f"Of the children's time, training took {train:,.0f} s ({100 * train / whole:.0f}%), evaluation "
-                  f"{evaluation:,.0f} s ({100 * evaluation / whole:.0f}%), and {fixed:,.0f} s "
-                  f"({100 * fixed / whole:.0f}%) was each child's fixed cost: process start, imports, device "
-                  f"set-up, MLflow records (kernel compilation falls in the first training step).", ""]
-    rows = []
-    for slot in range(schedule.slots):
-        busy = schedule.busy_seconds(slot)
-        count = sum(1 for s in schedule.spans if s.slot == slot)
-        rows.append([str(slot), str(count), f"{busy:,.0f}", f"{max(0.0, schedule.wall_seconds - busy):,.0f}"])
-    lines += ["| slot | children | busy (s) | idle (s) |", "|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"![schedule]({PLOT})", ""]
-    return lines
-
-
-def plot(path: Path, schedule: Schedule, models: list[str], title: str) -> None:
-    """One row per slot, one bar per child (colour: model; label: length; hatched: not ok); where
-    the runs logged their times, pale for the fixed cost, solid for training, dotted for evaluation."""
-    from matplotlib import rcParams
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
-    color_of = {m: colors[i % len(colors)] for i, m in enumerate(models)}
-    fig = Figure(figsize=(9, 1.4 + 0.6 * schedule.slots), layout="constrained")
-    ax = fig.subplots()
-    width = max(schedule.wall_seconds, max(s.start_s + s.seconds for s in schedule.spans))
-    for span in schedule.spans:
-        color = color_of.get(span.model, "gray")
-        ax.barh(span.slot, span.seconds, left=span.start_s, height=0.7, color=color,
-                alpha=1.0 if span.fixed_s is None else 0.35, edgecolor="black", linewidth=0.5,
-                hatch=None if span.status == "ok" else "//")
-        if span.fixed_s is not None:  # solid: training, dotted: evaluation, after the fixed cost
-            work_start = span.start_s + span.fixed_s
-            ax.barh(span.slot, span.train_s, left=work_start, height=0.7, color=color, linewidth=0)
-            ax.barh(span.slot, span.eval_s or 0.0, left=work_start + span.train_s, height=0.7, color=color,
-                    hatch="..", edgecolor="white", linewidth=0)
-        if span.seconds > 0.03 * width:
-            ax.text(span.start_s + span.seconds / 2, span.slot, format_length(span.seq_len), ha="center",
-                    va="center", fontsize=7)
-    ax.axvline(schedule.wall_seconds, color="black", linestyle="--", linewidth=1)
-    ax.axvline(schedule.bound_seconds, color="gray", linestyle=":", linewidth=1)
-    ax.set_yticks(range(schedule.slots), [f"slot {i}" for i in range(schedule.slots)])
-    ax.invert_yaxis()
-    ax.set_xlim(0, width * 1.02)
-    ax.set_xlabel("seconds since the sweep started")
-    ax.set_title(f"{title}: wall {schedule.wall_seconds:,.0f} s (dashed), "
-                 f"bound {schedule.bound_seconds:,.0f} s (dotted)", fontsize=10)
-    handles = [Patch(color=color_of[m], label=m) for m in models if any(s.model == m for s in schedule.spans)]
-    if schedule.split_seconds() is not None:
-        handles += [Patch(facecolor="gray", alpha=0.35, label="fixed cost"), Patch(facecolor="gray", label="training"),
-                    Patch(facecolor="gray", hatch="..", edgecolor="white", label="evaluation")]
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)

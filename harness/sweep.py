@@ -38,6 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.config import RunConfig, format_length
 from harness.errors import SeqbenchError
+from harness.interrupts import sigterm_as_interrupt
 from harness.schedule import LAUNCHED_TAG, SLOT_TAG
 from harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 
@@ -287,10 +288,6 @@ def _stop(proc: LaunchedChild, status: str, message: str) -> None:
     proc.stop()
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 class Sweep:
     """Runs the children of one sweep against one store and records every outcome."""
 
@@ -422,11 +419,8 @@ class Sweep:
     def run(self) -> SweepResult:
         """Run every child; Ctrl-C (or SIGTERM, e.g. a scheduler's time limit) stops the running
         children politely and records the sweep as interrupted."""
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
+        with sigterm_as_interrupt():
             return self._run()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
     def _run(self) -> SweepResult:
         experiment_id = setup_experiment(self.uri, self.base.experiment)

@@ -1,9 +1,11 @@
-"""`harness.schedule`: a sweep's children on its slots, the wall-time bound, the section and the plot.
+"""`harness.schedule`: a sweep's children on its slots and the wall-time bound; the report's schedule
+section and plot (`harness.report`).
 (That a real sweep tags its children and its report draws them is in tests/test_sweep.py.)"""
 
 import pytest
 
-from harness.schedule import ChildSpan, Schedule, plot, render_markdown
+from harness.report import plot_schedule, schedule_markdown
+from harness.schedule import ChildSpan, Schedule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +24,7 @@ def test_the_bound_is_the_longest_child_or_the_total_over_the_slots(tmp_path):
         ChildSpan("mamba", 64 << i, "ok", slot=0, start_s=50.0 * i, seconds=50.0) for i in range(3)))
     assert even.bound_seconds == 75.0  # three 50 s children on two slots: 150 / 2
 
-    text = "\n".join(render_markdown(straggler))
+    text = "\n".join(schedule_markdown(straggler))
     assert "wall time **110 s**" in text and "the longest 100 s (transformer at 1m)" in text
     assert "| 0 | 2 | 40 | 70 |" in text and "| 1 | 1 | 100 | 10 |" in text
     assert "![schedule](schedule.png)" in text
@@ -30,7 +32,7 @@ def test_the_bound_is_the_longest_child_or_the_total_over_the_slots(tmp_path):
     assert straggler.split_seconds() is None and "fixed cost" not in text  # no run logged its times
 
     path = tmp_path / "schedule.png"
-    plot(path, straggler, ["mamba", "transformer"], "induction-heads")
+    plot_schedule(path, straggler, ["mamba", "transformer"], "induction-heads")
     assert path.read_bytes().startswith(PNG_MAGIC) and not list(tmp_path.glob(".*.tmp"))
 
 
@@ -41,8 +43,8 @@ def test_a_child_time_splits_into_training_evaluation_and_fixed_cost(tmp_path):
         ChildSpan("mamba", 256, "failed", slot=0, start_s=42.0, seconds=1.0)))  # died before logging
     assert [s.fixed_s for s in timed.spans] == [15.0, 12.0, None]
     assert timed.split_seconds() == (13.0, 1.0, 27.0)  # over the two children that logged their times
-    text = "\n".join(render_markdown(timed))
+    text = "\n".join(schedule_markdown(timed))
     assert "training took 13 s (32%), evaluation 1 s (2%), and 27 s (66%) was each child's fixed cost" in text
     path = tmp_path / "schedule.png"
-    plot(path, timed, ["mamba"], "induction-heads")
+    plot_schedule(path, timed, ["mamba"], "induction-heads")
     assert path.read_bytes().startswith(PNG_MAGIC)
