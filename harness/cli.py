@@ -26,8 +26,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.config import RunConfig, format_length, parse_length, parse_lengths
-from harness.errors import SeqbenchError
+from seqbench.harness.config import RunConfig, format_length, parse_length, parse_lengths
+from seqbench.harness.errors import SeqbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA.")
@@ -89,7 +89,7 @@ PROGRESS = typer.Option(True, help="Show progress bars.")
 
 def _base_config(task: str, model: str, **options) -> RunConfig:
     """A RunConfig from the shared options (names checked before anything heavy is imported)."""
-    from harness.registry import registry
+    from seqbench.harness.registry import registry
 
     registry("tasks").target(task)
     eval_lengths = options.pop("eval_lengths")
@@ -127,7 +127,7 @@ def run(
     nproc: int = typer.Option(1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process."),
 ) -> None:
     """Train and evaluate one model on one task at one length, tracked in MLflow."""
-    from harness.registry import registry
+    from seqbench.harness.registry import registry
 
     registry("models").target(model)  # unknown names fail before anything heavy is imported
     config = _base_config(
@@ -140,7 +140,7 @@ def run(
     )
     if nproc != 1:  # after the cheap checks: bad input fails here once, not in every rank
         _exec_torchrun(nproc)
-    from harness.runner import run as run_one
+    from seqbench.harness.runner import run as run_one
 
     result = run_one(config, console=err, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
@@ -150,7 +150,7 @@ def run(
 
 
 def _exec_torchrun(nproc: int) -> None:
-    """Replace this process by `torchrun --standalone --nproc-per-node N -m harness.cli <this command
+    """Replace this process by `torchrun --standalone --nproc-per-node N -m seqbench.harness.cli <this command
     line without --nproc>` (standalone: a free local rendezvous port, so runs on one host never clash)."""
     if nproc < 1:
         raise SeqbenchError(f"--nproc must be >= 1, got {nproc}")
@@ -165,7 +165,7 @@ def _exec_torchrun(nproc: int) -> None:
         elif not arg.startswith("--nproc="):
             args.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               "-m", "harness.cli", *args]
+               "-m", "seqbench.harness.cli", *args]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
@@ -207,8 +207,8 @@ def sweep(
     time_limit: Optional[int] = typer.Option(None, "--time", help="Slurm time limit per job in minutes (sbatch --time); default 60."),
 ) -> None:
     """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run."""
-    from harness.slurm import SlurmOptions
-    from harness.sweep import Sweep, parse_models
+    from seqbench.harness.slurm import SlurmOptions
+    from seqbench.harness.sweep import Sweep, parse_models
 
     models = parse_models(model)
     base = _base_config(
@@ -261,7 +261,7 @@ def _print_sweep(result) -> None:
 
 def _report(out_dir: Path, tracking_uri: str | None, sweep_run_id: str | None = None,
             experiment: str | None = None, show: bool = True) -> None:
-    from harness.report import render_console_table, write_report
+    from seqbench.harness.report import render_console_table, write_report
 
     report = write_report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment)
     if show:
@@ -319,7 +319,7 @@ def _print_result(result) -> None:
 @user_errors
 def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -> None:
     """List the tasks, models or modalities that are available (built-ins and plugins)."""
-    from harness.registry import registry
+    from seqbench.harness.registry import registry
 
     names = registry(kind).names()
     if kind == "tasks":
@@ -335,7 +335,7 @@ def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -
         for name in names:
             out.print(name)
         return
-    from models.presets import SIZES, count_parameters
+    from seqbench.models.presets import SIZES, count_parameters
 
     table = Table(title="models (parameters counted at vocab 16 for synthetic, 50,280 for LM sizes)")
     table.add_column("model")
@@ -360,7 +360,7 @@ def ui(
     port: int = typer.Option(5000, help="Port on 127.0.0.1."),
 ) -> None:
     """Start the MLflow UI on the store the runs use (loopback only) and print its URL."""
-    from harness.tracking import resolve_tracking_uri, sqlite_path
+    from seqbench.harness.tracking import resolve_tracking_uri, sqlite_path
 
     uri = resolve_tracking_uri(tracking_uri)
     db = sqlite_path(uri)
@@ -383,7 +383,7 @@ def bench_kernels(out_file: Optional[Path] = typer.Option(None, "--out", help="C
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench kernels` times the Triton kernels and needs a CUDA device")
-    from kernels.bench import run_kernel_bench
+    from seqbench.kernels.bench import run_kernel_bench
 
     run_kernel_bench(out_file)
 
@@ -399,7 +399,7 @@ def bench_operators(
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench operators` times GPU kernels and needs a CUDA device")
-    from kernels.operator_bench import run_operator_bench
+    from seqbench.kernels.operator_bench import run_operator_bench
 
     run_operator_bench(out_file, parse_lengths(seq_len))
 
@@ -417,7 +417,7 @@ def bench_models(
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench models` times models on a CUDA device; none is available")
-    from models.bench import run_model_bench
+    from seqbench.models.bench import run_model_bench
 
     run_model_bench(_family_sizes(model), parse_lengths(seq_len), batch_size, out_file)
 
@@ -425,7 +425,7 @@ def bench_models(
 def _family_sizes(text: str) -> list[tuple[str, str]]:
     """'mamba:130m,transformer:125m' -> [('mamba', '130m'), ('transformer', '125m')]: like a
     sweep's --model, but every family needs its size."""
-    from harness.sweep import parse_models
+    from seqbench.harness.sweep import parse_models
 
     models = parse_models(text)
     for family, size in models:
@@ -449,7 +449,7 @@ def bench_generation(
     import torch
 
     if replot:
-        from models.bench import plot_generation, read_generation_csv
+        from seqbench.models.bench import plot_generation, read_generation_csv
 
         if out_file is None or not out_file.is_file():
             raise SeqbenchError(f"--replot needs --out naming an existing generation CSV, got {out_file}")
@@ -462,7 +462,7 @@ def bench_generation(
         return
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
-    from models.bench import run_generation_bench
+    from seqbench.models.bench import run_generation_bench
 
     run_generation_bench(_family_sizes(model), prompt_len, new_tokens, parse_lengths(batch_sizes), out_file,
                          cuda_graph=cuda_graph)

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from harness.errors import SeqbenchError
+from seqbench.harness.errors import SeqbenchError
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
@@ -91,7 +91,7 @@ class RunConfig:
         d = task.defaults
         model_kwargs = d.model_defaults(self.model)
         if self.size:
-            from models.presets import preset
+            from seqbench.models.presets import preset
 
             model_kwargs = preset(self.model, self.size)
         model_kwargs.update(self.model_kwargs)

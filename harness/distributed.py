@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from harness.devices import pick_device
-from harness.errors import SeqbenchError
-from tasks.base import Batch
+from seqbench.harness.devices import pick_device
+from seqbench.harness.errors import SeqbenchError
+from seqbench.tasks.base import Batch
 
 
 @dataclass(frozen=True)

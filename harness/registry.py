@@ -16,32 +16,32 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from harness.errors import SeqbenchError
+from seqbench.harness.errors import SeqbenchError
 
 KINDS = ("tasks", "models", "modalities")
 
 BUILTINS: dict[str, dict[str, str]] = {
     "tasks": {
-        "induction-heads": "tasks.synthetic:InductionHeads",
-        "selective-copying": "tasks.synthetic:SelectiveCopying",
-        "mqar": "tasks.synthetic:MQAR",
-        "lm": "tasks.language_modeling:LanguageModeling",
-        "species": "tasks.classification:Species",
-        "spoken-digits": "tasks.classification:SpokenDigits",
-        "speed": "tasks.speed:Speed",
+        "induction-heads": "seqbench.tasks.synthetic:InductionHeads",
+        "selective-copying": "seqbench.tasks.synthetic:SelectiveCopying",
+        "mqar": "seqbench.tasks.synthetic:MQAR",
+        "lm": "seqbench.tasks.language_modeling:LanguageModeling",
+        "species": "seqbench.tasks.classification:Species",
+        "spoken-digits": "seqbench.tasks.classification:SpokenDigits",
+        "speed": "seqbench.tasks.speed:Speed",
     },
     "models": {
-        "mamba": "models.mamba:build_mamba",
-        "transformer": "models.transformer:build_transformer",
-        "transformer-abs": "models.transformer:build_transformer_abs",
-        "transformer++": "models.transformer:build_transformer_pp",
-        "hyena": "models.hyena:build_hyena",
+        "mamba": "seqbench.models.mamba:build_mamba",
+        "transformer": "seqbench.models.transformer:build_transformer",
+        "transformer-abs": "seqbench.models.transformer:build_transformer_abs",
+        "transformer++": "seqbench.models.transformer:build_transformer_pp",
+        "hyena": "seqbench.models.hyena:build_hyena",
     },
     "modalities": {
-        "tokens": "modalities.tokens:TokenModality",
-        "text": "modalities.text:TextModality",
-        "audio": "modalities.audio:AudioModality",
-        "dna": "modalities.dna:DNAModality",
+        "tokens": "seqbench.modalities.tokens:TokenModality",
+        "text": "seqbench.modalities.text:TextModality",
+        "audio": "seqbench.modalities.audio:AudioModality",
+        "dna": "seqbench.modalities.dna:DNAModality",
     },
 }
 

@@ -18,10 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from harness.config import format_length
-from harness.errors import SeqbenchError
-from harness.schedule import Schedule, schedule_of
-from harness.tracking import resolve_tracking_uri, sqlite_path
+from seqbench.harness.config import format_length
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.schedule import Schedule, schedule_of
+from seqbench.harness.tracking import resolve_tracking_uri, sqlite_path
 
 SWEEP_TAG = "seqbench.sweep"
 PARENT_TAG = "mlflow.parentRunId"
@@ -207,14 +207,14 @@ def select_runs(client, sweep_run_id: str | None = None, experiment: str | None 
 
 def main_metric_of(task: str) -> str:
     """The task's headline metric (accuracy, loss, train_tokens_per_s, ...)."""
-    from harness.registry import registry
+    from seqbench.harness.registry import registry
 
     return registry("tasks").load(task).main_metric
 
 
 def model_label(tags: dict[str, str], params: dict[str, str] | None = None) -> str:
     """'mamba:130m' when the run has a size, else the family 'mamba'."""
-    from harness.sweep import model_label as label
+    from seqbench.harness.sweep import model_label as label
 
     size = tags.get("size") or (params or {}).get("size")
     return label(tags.get("model", "?"), size if size != "None" else None)

@@ -28,16 +28,16 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import distributed
-from harness.config import RunConfig, format_length
-from harness.devices import autocast, is_out_of_memory, peak_memory_mb
-from harness.errors import SeqbenchError
-from harness.interrupts import sigterm_as_interrupt
-from harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
-from models import build_model
-from models.backbone import cross_entropy, parameter_groups
-from tasks import get_task
-from tasks.base import IGNORE_INDEX, Task
+from seqbench.harness import distributed
+from seqbench.harness.config import RunConfig, format_length
+from seqbench.harness.devices import autocast, is_out_of_memory, peak_memory_mb
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.interrupts import sigterm_as_interrupt
+from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
+from seqbench.models import build_model
+from seqbench.models.backbone import cross_entropy, parameter_groups
+from seqbench.tasks import get_task
+from seqbench.tasks.base import IGNORE_INDEX, Task
 
 
 @dataclass

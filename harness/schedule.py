@@ -1,7 +1,7 @@
 """When and where each child of a sweep ran: the wall-time side of `seqbench sweep --jobs K`.
 
 A parallel sweep finishes no sooner than its longest child, nor sooner than the children's total
-time over K slots. `harness.report` compares the wall time with that bound and draws the children
+time over K slots. `seqbench.harness.report` compares the wall time with that bound and draws the children
 as bars per slot, so a long child that started last (the sweep starts the shortest lengths first)
 shows.
 """

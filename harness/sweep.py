@@ -1,12 +1,12 @@
 """Sequence-length sweeps: one parent MLflow run, one child run per (model, length).
 
-Each child trains and evaluates in its own process (`harness.sweep_child`), so an out-of-memory,
+Each child trains and evaluates in its own process (`seqbench.harness.sweep_child`), so an out-of-memory,
 a crash or a run past its time budget ends that child only: it becomes the child's status (`oom`,
 `failed`, `timeout`) and the sweep goes on. A family that ran out of memory or time at length L is
 not tried at longer lengths (`skipped`, "oom at 4k"). Children run shortest length first (longest
 first on request, so that under K slots the slowest do not start last), K at a time (`jobs`): one
 per GPU where there are several, CPU processes sharing the cores otherwise. Each child is tagged
-with its slot and launch time; the report draws the schedule (`harness.schedule`).
+with its slot and launch time; the report draws the schedule (`seqbench.harness.schedule`).
 
 The store and the experiment are set up, and every child's config resolved and checked, before
 any child starts: bad input fails at once and SQLite never sees two processes creating its schema.
@@ -14,7 +14,7 @@ any child starts: bad input fails at once and SQLite never sees two processes cr
 children that finished there (ok, oom, diverged); the others run again, from their checkpoints.
 
 Where a child runs is the launcher's business: `LocalLauncher` starts processes on this machine,
-`harness.slurm.SubmititLauncher` submits Slurm jobs. The scheduler only starts, polls, stops and
+`seqbench.harness.slurm.SubmititLauncher` submits Slurm jobs. The scheduler only starts, polls, stops and
 reads the log of "a launched child", so every rule above holds for both.
 """
 
@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.config import RunConfig, format_length
-from harness.errors import SeqbenchError
-from harness.interrupts import sigterm_as_interrupt
-from harness.schedule import LAUNCHED_TAG, SLOT_TAG
-from harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
+from seqbench.harness.config import RunConfig, format_length
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.interrupts import sigterm_as_interrupt
+from seqbench.harness.schedule import LAUNCHED_TAG, SLOT_TAG
+from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 
 if TYPE_CHECKING:
-    from harness.slurm import SlurmOptions
+    from seqbench.harness.slurm import SlurmOptions
 
 # Statuses a resumed sweep keeps: running them again would give the same answer.
 FINAL = ("ok", "oom", "diverged")
@@ -57,7 +57,7 @@ LAUNCHERS = ("local", "slurm", "local-submitit")
 
 def parse_models(text: str) -> list[tuple[str, str | None]]:
     """'mamba,transformer:125m' -> [('mamba', None), ('transformer', '125m')], names checked."""
-    from harness.registry import registry
+    from seqbench.harness.registry import registry
 
     models = []
     for item in text.split(","):
@@ -66,7 +66,7 @@ def parse_models(text: str) -> list[tuple[str, str | None]]:
             raise SeqbenchError(f"--model takes comma-separated families (optionally family:size), got {text!r}")
         registry("models").target(family)
         if size:
-            from models.presets import preset
+            from seqbench.models.presets import preset
 
             preset(family, size)
         models.append((family, size or None))
@@ -103,7 +103,7 @@ def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[in
     Children evaluate at their own training length unless `base.eval_lengths` says otherwise.
     With `batch_tokens`, every child's batch holds that many tokens (batch = tokens // length, at
     least one sequence), so every length trains on the same number of tokens per step."""
-    from tasks import get_task
+    from seqbench.tasks import get_task
 
     if batch_tokens is not None and base.batch_size is not None:
         raise SeqbenchError("--batch-tokens and --batch-size both set the batch; give one")
@@ -193,7 +193,7 @@ class ChildProcess:
         self.started = time.monotonic()
         self._stopped_at: float | None = None
         with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "harness.sweep_child", str(self.spec_path)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "seqbench.harness.sweep_child", str(self.spec_path)],
                                          stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def elapsed(self) -> float:
@@ -265,7 +265,7 @@ def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> N
         return
     if jobs != 1:
         raise SeqbenchError("--jobs is for --launcher local; with slurm, --max-parallel caps the jobs running at once")
-    from harness.slurm import SlurmOptions, require_submitit
+    from seqbench.harness.slurm import SlurmOptions, require_submitit
 
     require_submitit("slurm" if launcher == "slurm" else "local")
     (slurm or SlurmOptions()).executor_parameters()
@@ -274,7 +274,7 @@ def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> N
 def _children_device_type(device: str, launcher: str, slurm: "SlurmOptions | None") -> str:
     """The device type the children will resolve their configs on (their hashes depend on it): this
     machine's, except for Slurm jobs given GPUs, which run on GPU nodes whatever the login node has."""
-    from harness.devices import pick_device
+    from seqbench.harness.devices import pick_device
 
     if launcher == "slurm" and slurm is not None and slurm.gpus_per_job and device != "cpu":
         return "cuda"
@@ -384,7 +384,7 @@ class Sweep:
 
     @functools.cached_property
     def main_metric(self) -> str:
-        from harness.registry import registry
+        from seqbench.harness.registry import registry
 
         return registry("tasks").load(self.base.task).main_metric
 
@@ -502,7 +502,7 @@ class Sweep:
     def _launcher(self, workdir: Path) -> Launcher:
         if self.launcher_name == "local":
             return LocalLauncher(self.jobs, self.device_type)
-        from harness.slurm import SlurmOptions, SubmititLauncher
+        from seqbench.harness.slurm import SlurmOptions, SubmititLauncher
 
         cluster = "slurm" if self.launcher_name == "slurm" else "local"
         return SubmititLauncher(self.slurm or SlurmOptions(), workdir / "slurm", len(self.children), self.device_type,

@@ -1,4 +1,4 @@
-"""The process one sweep child runs in: `python -m harness.sweep_child SPEC.json`.
+"""The process one sweep child runs in: `python -m seqbench.harness.sweep_child SPEC.json`.
 
 The spec names the child's config, the MLflow run the sweep created for it and the parent run.
 Whatever happens is recorded on that run: the runner records its own endings; what fails before
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from harness.config import RunConfig
-from harness.devices import is_out_of_memory
-from harness.errors import SeqbenchError
-from harness.runner import run
-from harness.tracking import RunTracker
+from seqbench.harness.config import RunConfig
+from seqbench.harness.devices import is_out_of_memory
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.runner import run
+from seqbench.harness.tracking import RunTracker
 
 
 def _record(config: RunConfig, run_id: str, status: str, message: str) -> None:

@@ -1,13 +1,13 @@
 """Selective-scan kernels: fused Triton on CUDA, plain PyTorch reference on CPU."""
 
-from kernels.selective_scan import selective_scan
+from seqbench.kernels.selective_scan import selective_scan
 
 __all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update"]
 
 _LAZY = {
-    "selective_state_update": "kernels.state_update",
-    "causal_conv1d": "kernels.causal_conv",
-    "causal_conv1d_update": "kernels.causal_conv",
+    "selective_state_update": "seqbench.kernels.state_update",
+    "causal_conv1d": "seqbench.kernels.causal_conv",
+    "causal_conv1d_update": "seqbench.kernels.causal_conv",
 }
 
 

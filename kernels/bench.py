@@ -1,8 +1,8 @@
 """Kernel benchmark: our Triton selective scan against the CUDA reference's published H200 times.
 
-    python -m kernels.bench --out results/h200/kernels.csv
-    python -m kernels.bench --variants            # compare tile configurations side by side
-    python -m kernels.bench --host [--variants]   # short shapes: host vs device time per call
+    python -m seqbench.kernels.bench --out results/h200/kernels.csv
+    python -m seqbench.kernels.bench --variants            # compare tile configurations side by side
+    python -m seqbench.kernels.bench --host [--variants]   # short shapes: host vs device time per call
 
 For every shape of KERNEL.md's table (plus batch 1, dim 1536, length 2^21): forward and
 forward+backward median times of `selective_scan_triton` (bf16, N = 16, with z, D, delta_bias,
@@ -108,7 +108,7 @@ def _single_ms(fn) -> float:
 
 
 def time_scan(batch: int, dim: int, length: int, config: dict | None = None, backward: bool = True) -> tuple[float, float]:
-    from kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.triton_scan import selective_scan_triton
 
     x = make_inputs(batch, dim, length, requires_grad=backward)
     kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, _config=config)
@@ -235,9 +235,9 @@ def run_variant_sweep(variants: dict[str, dict], shapes: list[tuple[int, int, in
 
 def time_conv_and_steps() -> list[dict]:
     """Triton causal conv (fwd, fwd+bwd) and decode-step kernels against their PyTorch references."""
-    from kernels.causal_conv import causal_conv1d, causal_conv1d_update
-    from kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref, selective_state_update_ref
-    from kernels.state_update import selective_state_update
+    from seqbench.kernels.causal_conv import causal_conv1d, causal_conv1d_update
+    from seqbench.kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref, selective_state_update_ref
+    from seqbench.kernels.state_update import selective_state_update
 
     rows = []
     for batch, dim, length in ((1, 3072, 131072), (8, 3072, 2048), (1, 10240, 32768)):
@@ -279,7 +279,7 @@ def profile_kernels(batch: int = 1, dim: int = 1536, length: int = 131072, confi
     """Per-kernel CUDA time of forward+backward at one shape."""
     from torch.profiler import ProfilerActivity, profile
 
-    from kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.triton_scan import selective_scan_triton
 
     x = make_inputs(batch, dim, length, requires_grad=True)
     dout = torch.randn_like(x["u"])
@@ -309,7 +309,7 @@ def host_times(batch: int, dim: int, length: int, config: dict | None = None, ca
     """Forward and forward+backward: device-time median (do_bench) and host time per call (wall
     clock of `calls` back-to-back calls without synchronising, after warm-up; it equals the device
     time once the device is the slower side and the launch queue fills)."""
-    from kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.triton_scan import selective_scan_triton
 
     x = make_inputs(batch, dim, length, requires_grad=True)
     kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, _config=config)

@@ -20,9 +20,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.launch import launch
-from kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref
-from kernels.selective_scan import resolve_backend
+from seqbench.kernels.launch import launch
+from seqbench.kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref
+from seqbench.kernels.selective_scan import resolve_backend
 
 __all__ = ["causal_conv1d", "causal_conv1d_update"]
 

@@ -5,7 +5,7 @@
 Batch 1, width 1024, N = 16, bf16, lengths 2^9 … 2^20; forward and forward+backward medians of
 - `scan-triton`: our fused selective scan (with z, D, delta_bias, softplus, as Mamba calls it);
 - `attention-flash`: torch SDPA flash attention, causal, 16 heads of 64 (d_model 1024);
-- `conv-fft`: Hyena's long convolution by FFT (`models.hyena.fft_causal_conv`), 1024 channels;
+- `conv-fft`: Hyena's long convolution by FFT (`seqbench.models.hyena.fft_causal_conv`), 1024 channels;
 - `scan-pytorch`: the same scan in plain PyTorch, chunked (our CPU path, `selective_scan_chunked`);
 - `scan-pytorch-loop`: the textbook sequential PyTorch loop (`selective_scan_ref`), only while one
   call stays under `loop_budget_s` (it grows linearly; longer lengths are left out, not guessed).
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from kernels.bench import _median_ms, _single_ms, make_inputs, write_rows
+from seqbench.kernels.bench import _median_ms, _single_ms, make_inputs, write_rows
 
 WIDTH, HEADS, HEAD_DIM = 1024, 16, 64
 LENGTHS = tuple(2**k for k in range(9, 21))
@@ -29,8 +29,8 @@ OPERATORS = ("scan-triton", "attention-flash", "conv-fft", "scan-pytorch", "scan
 
 
 def _scan_calls(length: int, backend: str):
-    from kernels.reference import selective_scan_chunked, selective_scan_ref
-    from kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.reference import selective_scan_chunked, selective_scan_ref
+    from seqbench.kernels.triton_scan import selective_scan_triton
 
     scan = {"scan-triton": selective_scan_triton, "scan-pytorch": selective_scan_chunked,
             "scan-pytorch-loop": selective_scan_ref}[backend]
@@ -54,7 +54,7 @@ def _attention_calls(length: int):
 
 
 def _conv_calls(length: int):
-    from models.hyena import fft_causal_conv
+    from seqbench.models.hyena import fft_causal_conv
 
     v = torch.randn(1, WIDTH, length, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     h = (torch.randn(WIDTH, length, device="cuda") * torch.exp(-torch.arange(length, device="cuda") / length)).requires_grad_()

@@ -11,7 +11,7 @@ import os
 import torch
 from torch import Tensor
 
-from kernels.reference import selective_scan_chunked
+from seqbench.kernels.reference import selective_scan_chunked
 
 BACKENDS = ("auto", "triton", "reference")
 _FLOAT_INPUTS = (torch.float32, torch.float16, torch.bfloat16)
@@ -100,7 +100,7 @@ def selective_scan(
             u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
             return_last_state=return_last_state, initial_state=initial_state,
         )
-    from kernels.triton_scan import selective_scan_triton  # imported lazily: Triton only where used
+    from seqbench.kernels.triton_scan import selective_scan_triton  # imported lazily: Triton only where used
 
     return selective_scan_triton(
         u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,

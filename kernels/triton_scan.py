@@ -40,7 +40,7 @@ C reversed inside every tile comes from `_reverse_tiles`).
 
 The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
 launch). Without anything to differentiate the forward runs outside autograd. Every launch goes
-through `kernels.launch.launch`, which skips Triton's per-call binding (NOTES.md, variant 8).
+through `seqbench.kernels.launch.launch`, which skips Triton's per-call binding (NOTES.md, variant 8).
 
 Index math that can pass 2^31 is int64 (program ids and row offsets are widened before they are
 multiplied); pointer advances inside loops are pointer increments. The kernels also run under
@@ -57,7 +57,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.launch import launch
+from seqbench.kernels.launch import launch
 
 __all__ = ["selective_scan_triton", "scan_config"]
 

@@ -28,9 +28,9 @@ import torch
 import torchaudio.functional as AF
 from torchaudio.transforms import Resample
 
-from harness.errors import SeqbenchError
-from modalities.base import TokenStore, label_rule, list_files, source_kind
-from modalities.cache import StoreWriter, file_fingerprint, load_or_build
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities.base import TokenStore, label_rule, list_files, source_kind
+from seqbench.modalities.cache import StoreWriter, file_fingerprint, load_or_build
 
 SAMPLE_RATE = 16_000
 CHANNELS = 256  # 8-bit mu-law
@@ -120,7 +120,7 @@ class AudioModality:
         kind = source_kind(source)
         settings = {"rate": self.sample_rate, "channels": self.channels, "labels": labels, "label_column": label_column}
         if kind in ("hub", "saved-dataset"):
-            from modalities.text import open_dataset
+            from seqbench.modalities.text import open_dataset
 
             ds, key = open_dataset(source, kind, config, split, [column, label_column])
             return load_or_build(

@@ -2,7 +2,7 @@
 
 A modality converts raw data to ids (`encode`) and back (`decode`), and `load(source)` turns a whole
 source (a file, a folder, a dataset) into a `TokenStore`: one flat array of ids (usually a
-memory-mapped cache file, see `modalities.cache`) cut into records (documents, audio clips, FASTA
+memory-mapped cache file, see `seqbench.modalities.cache`) cut into records (documents, audio clips, FASTA
 records), each optionally labelled for classification. Windows are views into that array, so a
 window of a million tokens costs no copy until a task turns it into a tensor.
 """
@@ -19,7 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from harness.errors import SeqbenchError
+from seqbench.harness.errors import SeqbenchError
 
 Generatorish = torch.Generator | np.random.Generator | int | None
 Weighting = Literal["tokens", "record", "label"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modalities.base import TokenStore
+from seqbench.modalities.base import TokenStore
 
 FORMAT_VERSION = 1
 STALE_TMP_SECONDS = 24 * 3600
@@ -175,7 +175,7 @@ def load_or_build(
 def _label_ids(labels: Sequence[str | None]) -> tuple[list[int] | None, list[str] | None]:
     if not labels or all(x is None for x in labels):
         return None, None
-    from modalities.base import label_ids
+    from seqbench.modalities.base import label_ids
 
     ids, names = label_ids([x if x is not None else "" for x in labels])
     return ids.tolist(), names

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from Bio import SeqIO
 
-from harness.errors import SeqbenchError
-from modalities.base import TokenStore, label_rule, list_files, source_kind
-from modalities.cache import StoreWriter, file_fingerprint, load_or_build
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities.base import TokenStore, label_rule, list_files, source_kind
+from seqbench.modalities.cache import StoreWriter, file_fingerprint, load_or_build
 
 BASES = "ACGTN"
 N_ID = 4

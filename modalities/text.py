@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import SeqbenchError
-from modalities.base import TokenStore, hub_name, label_rule, list_files, source_kind
-from modalities.cache import StoreWriter, file_fingerprint, load_or_build
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities.base import TokenStore, hub_name, label_rule, list_files, source_kind
+from seqbench.modalities.cache import StoreWriter, file_fingerprint, load_or_build
 
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".md", ".text", ".raw", ".tokens")
 CHUNK_BYTES = 1 << 24

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tasks.base import HeadSpec
+from seqbench.tasks.base import HeadSpec
 
 
 class RMSNorm(nn.Module):
@@ -159,7 +159,7 @@ class SequenceModel(nn.Module):
         """Sample `max_new_tokens` after `prompt` (b, p); temperature 0 is greedy. Returns (b, p + new).
         `cuda_graph` replays a captured decode step (models.decoding) where the family allows it;
         the step and its state stay with the model for the next call of the same shape
-        (`models.decoding.release_held_step` frees them).
+        (`seqbench.models.decoding.release_held_step` frees them).
         The decoding state takes autocast's dtype when autocast is on (half the KV cache)."""
         if self.head_spec.kind != "token":
             raise ValueError("generate needs a next-token head")
@@ -168,7 +168,7 @@ class SequenceModel(nn.Module):
         max_len = prompt.shape[1] + max_new_tokens
         graphed = None
         if cuda_graph and device.type == "cuda" and max_new_tokens > 1:
-            from models.decoding import graph_decodable, held_step
+            from seqbench.models.decoding import graph_decodable, held_step
 
             if graph_decodable(self):  # else eager: absolute position tables, Hyena's growing history
                 graphed = held_step(self, prompt.shape[0], max_len, device, dtype)

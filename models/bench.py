@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from harness.devices import autocast, peak_memory_mb
-from models import build_model
-from models.presets import LM_VOCAB, preset
-from tasks.base import HeadSpec
+from seqbench.harness.devices import autocast, peak_memory_mb
+from seqbench.models import build_model
+from seqbench.models.presets import LM_VOCAB, preset
+from seqbench.tasks.base import HeadSpec
 
 FIELDS = ["model", "size", "n_parameters", "seq_len", "batch", "status", "fwd_ms", "fwd_bwd_ms",
           "train_tokens_per_s", "peak_memory_gb"]
@@ -81,7 +81,7 @@ def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batc
     """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps
     (the decode step replayed as a CUDA graph where the family allows it and `cuda_graph`; it is
     captured in the warm-up call and kept for the timed ones, as a serving loop would keep it)."""
-    from models.decoding import graph_decodable, release_held_step
+    from seqbench.models.decoding import graph_decodable, release_held_step
 
     prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
 

@@ -5,7 +5,7 @@ step as a CUDA graph (two eager warm-up steps, then the capture), the prompt's p
 decode replays. This script times those parts apart, so that the per-token decode speed -- what
 the paper's Figure 8 (right) compares between Mamba and Transformers -- can be read on its own.
 
-    python -m models.generation_split --out results/h200/generation-split.csv
+    python -m seqbench.models.generation_split --out results/h200/generation-split.csv
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from harness.devices import autocast
-from models.backbone import sample
-from models.bench import language_model, write_csv
-from models.decoding import GraphedStep
-from models.presets import LM_VOCAB
+from seqbench.harness.devices import autocast
+from seqbench.models.backbone import sample
+from seqbench.models.bench import language_model, write_csv
+from seqbench.models.decoding import GraphedStep
+from seqbench.models.presets import LM_VOCAB
 
 MODELS = (("mamba", "130m"), ("transformer", "125m"), ("mamba", "1.4b"), ("transformer", "1.3b"))
 BATCHES = (1, 8, 32, 128)

@@ -15,9 +15,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from models.backbone import SequenceModel
-from models.transformer import MLP
-from tasks.base import HeadSpec
+from seqbench.models.backbone import SequenceModel
+from seqbench.models.transformer import MLP
+from seqbench.tasks.base import HeadSpec
 
 
 class Sin(nn.Module):

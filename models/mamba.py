@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import kernels
-from kernels import selective_scan
-from models.backbone import SequenceModel
-from tasks.base import HeadSpec
+from seqbench import kernels
+from seqbench.kernels import selective_scan
+from seqbench.models.backbone import SequenceModel
+from seqbench.tasks.base import HeadSpec
 
 
 class MambaMixer(nn.Module):

@@ -8,7 +8,7 @@ synthetic tasks: 2 layers, width 64 for Mamba and 128 for the others (attention-
 
 from __future__ import annotations
 
-from harness.errors import SeqbenchError
+from seqbench.harness.errors import SeqbenchError
 
 LM_VOCAB = 50280
 
@@ -56,8 +56,8 @@ def count_parameters(family: str, size: str, vocab_size: int | None = None) -> i
     """Parameters of a preset, counted on the meta device (no memory, no init cost)."""
     import torch
 
-    from models import build_model
-    from tasks.base import HeadSpec
+    from seqbench.models import build_model
+    from seqbench.tasks.base import HeadSpec
 
     vocab = vocab_size or (16 if size == "synthetic" else LM_VOCAB)
     with torch.device("meta"):

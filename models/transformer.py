@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.backbone import SequenceModel
-from tasks.base import HeadSpec
+from seqbench.models.backbone import SequenceModel
+from seqbench.tasks.base import HeadSpec
 
 
 def rotary_tables(length: int, head_dim: int, offset: int = 0, base: float = 10000.0,

@@ -1,6 +1,6 @@
 """Task plugins: data, head and metrics for each benchmark."""
 
-from tasks.base import Batch, HeadSpec, Task, TaskDefaults
+from seqbench.tasks.base import Batch, HeadSpec, Task, TaskDefaults
 
 __all__ = ["Batch", "HeadSpec", "Task", "TaskDefaults", "get_task"]
 
@@ -10,8 +10,8 @@ def get_task(name: str, modality: str | None = None, data: str | None = None, se
     settings (e.g. MQAR's kv, spoken-digits' split), `--task-set key=value` on the command line."""
     import inspect
 
-    from harness.errors import SeqbenchError
-    from harness.registry import load
+    from seqbench.harness.errors import SeqbenchError
+    from seqbench.harness.registry import load
 
     task_cls = load("tasks", name)
     accepted = [p for p in inspect.signature(task_cls.__init__).parameters if p not in ("self", "modality", "data", "seed")]

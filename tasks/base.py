@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from harness.errors import SeqbenchError
+from seqbench.harness.errors import SeqbenchError
 
 IGNORE_INDEX = -100
 

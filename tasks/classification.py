@@ -12,12 +12,12 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from harness.errors import SeqbenchError
-from modalities import get_modality, load_source
-from modalities.audio import SPOKEN_DIGIT
-from modalities.dna import reverse_complement
-from tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
-from tasks.data_split import split_store
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities import get_modality, load_source
+from seqbench.modalities.audio import SPOKEN_DIGIT
+from seqbench.modalities.dna import reverse_complement
+from seqbench.tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
+from seqbench.tasks.data_split import split_store
 
 
 class ClassificationTask(Task):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modalities.base import TokenStore
+from seqbench.modalities.base import TokenStore
 
 HELD_OUT_EVERY = 20  # with many records: every 20th record is held out
 HELD_OUT_FRACTION = 0.2  # with few records: the last 20% of each record is held out

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import torch
 
-from harness.errors import SeqbenchError
-from modalities import get_modality, load_source
-from tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
-from tasks.data_split import split_store
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities import get_modality, load_source
+from seqbench.tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
+from seqbench.tasks.data_split import split_store
 
 
 class LanguageModeling(Task):

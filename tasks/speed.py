@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from tasks.base import Batch, GeneratedTask, TaskDefaults
+from seqbench.tasks.base import Batch, GeneratedTask, TaskDefaults
 
 
 class Speed(GeneratedTask):
@@ -44,7 +44,7 @@ class Speed(GeneratedTask):
     def measure(self, model, config, device: torch.device, record) -> None:
         """Time the model at each length and generation at each batch; `record(metrics, tags)`
         stores results as they come, so an interruption keeps what was measured."""
-        from models.bench import measure_generation, measure_model, peak_gb
+        from seqbench.models.bench import measure_generation, measure_model, peak_gb
 
         repeats = 10 if device.type == "cuda" else 3
         measured = 0

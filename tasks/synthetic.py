@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import SeqbenchError
-from tasks.base import IGNORE_INDEX, Batch, GeneratedTask, TaskDefaults
+from seqbench.harness.errors import SeqbenchError
+from seqbench.tasks.base import IGNORE_INDEX, Batch, GeneratedTask, TaskDefaults
 
 
 class InductionHeads(GeneratedTask):

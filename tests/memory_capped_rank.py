@@ -1,4 +1,4 @@
-"""`harness.cli` as a torchrun rank whose memory is capped when it is rank $CAPPED_RANK.
+"""`seqbench.harness.cli` as a torchrun rank whose memory is capped when it is rank $CAPPED_RANK.
 
 On the CPU the cap is the rank's address space once everything it will import is loaded, plus
 $CAPPED_MARGIN_MB; on a GPU it is PyTorch's own cap on the rank's device memory, the same margin.
@@ -15,8 +15,8 @@ import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (loaded before the 
 import mlflow.tracking  # noqa: F401
 import torch  # noqa: F401
 
-import harness.cli
-import harness.runner  # noqa: F401
+import seqbench.harness.cli
+import seqbench.harness.runner  # noqa: F401
 
 
 def _address_space_bytes() -> int:
@@ -38,4 +38,4 @@ if __name__ == "__main__":
             cap = _address_space_bytes() + margin
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     sys.argv[0] = "seqbench"
-    harness.cli.app()
+    seqbench.harness.cli.app()

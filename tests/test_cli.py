@@ -6,7 +6,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
+from seqbench.harness.cli import app
 
 runner = CliRunner()
 
@@ -62,7 +62,7 @@ def test_list_shows_tasks_with_their_modalities_and_models_with_sizes():
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "nope"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "run", "nope"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown task 'nope'")
@@ -72,7 +72,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_generation_replot_draws_the_plot_of_a_csv(tmp_path):
     """`bench generation --replot --out CSV` redraws the figure from a measured CSV (no GPU):
     throughput per model and the Mamba / Transformer ratio at the nearest parameter count."""
-    from models.bench import GENERATION_FIELDS, generation_ratios, read_generation_csv, write_csv
+    from seqbench.models.bench import GENERATION_FIELDS, generation_ratios, read_generation_csv, write_csv
 
     rows = [dict(model=m, size=s, n_parameters=p, batch=b, prompt_len=2048, new_tokens=128, cuda_graph=1,
                  status=status, gen_ms=1.0, gen_tokens_per_s=speed)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness.config import RunConfig, format_length, parse_length, parse_lengths
-from harness.errors import SeqbenchError
-from tasks import get_task
+from seqbench.harness.config import RunConfig, format_length, parse_length, parse_lengths
+from seqbench.harness.errors import SeqbenchError
+from seqbench.tasks import get_task
 
 
 @pytest.mark.parametrize("text,value", [

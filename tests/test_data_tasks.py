@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import RunConfig
-from harness.errors import SeqbenchError
-from harness.runner import run
-from tasks import get_task
+from seqbench.harness.config import RunConfig
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.runner import run
+from seqbench.tasks import get_task
 
 SHARED = Path(os.environ.get("SEQBENCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not here")
@@ -98,7 +98,7 @@ PAIRS = [("induction-heads", "tokens", 64), ("selective-copying", "tokens", 64),
 
 @pytest.fixture(scope="module")
 def shared_store(tmp_path_factory):
-    from harness.tracking import setup_experiment
+    from seqbench.harness.tracking import setup_experiment
 
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder}/mlflow.db"
@@ -123,9 +123,9 @@ def test_evaluate_on_a_hand_made_batch():
     loss is the mean cross-entropy of the four hand-set logits."""
     import math
 
-    from harness.runner import evaluate
-    from tasks.base import Batch
-    from tasks.synthetic import InductionHeads
+    from seqbench.harness.runner import evaluate
+    from seqbench.tasks.base import Batch
+    from seqbench.tasks.synthetic import InductionHeads
 
     class FixedLogits(torch.nn.Module):
         max_seq_len = None

@@ -12,11 +12,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness import distributed
-from harness.tracking import setup_experiment
+from seqbench.harness import distributed
+from seqbench.harness.tracking import setup_experiment
 from processes import stop_group
-from harness.config import RunConfig
-from tasks.base import Batch
+from seqbench.harness.config import RunConfig
+from seqbench.tasks.base import Batch
 
 TINY_RUN = ["induction-heads", "--steps", "12", "--eval-samples", "4", "--eval-lengths", "64", "--set", "d_model=16",
             "--set", "n_layers=1", "--device", "cpu", "--no-progress"]
@@ -31,7 +31,7 @@ def clean_env() -> dict[str, str]:
 
 
 def seqbench_run(tmp_path, store: str, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "harness.cli", "run", *TINY_RUN, "--tracking-uri",
+    command = [sys.executable, "-m", "seqbench.harness.cli", "run", *TINY_RUN, "--tracking-uri",
                f"sqlite:///{tmp_path}/{store}.db", *extra]
     return subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
 
@@ -119,7 +119,7 @@ def test_ctrl_c_of_two_ranks_checkpoints_and_resume_finishes_the_same_run(tmp_pa
     the run is `interrupted` with rank 0's checkpoint; `--resume --nproc 2` loads it on both ranks
     and finishes the same MLflow run, its loss history continuing from where it stopped."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [sys.executable, "-m", "harness.cli", "run", "induction-heads", "--steps", "400", "--batch-size", "2",
+    command = [sys.executable, "-m", "seqbench.harness.cli", "run", "induction-heads", "--steps", "400", "--batch-size", "2",
                "--eval-samples", "4", "--eval-lengths", "64", "--set", "d_model=16", "--set", "n_layers=1",
                "--device", "cpu", "--no-progress", "--tracking-uri", uri, "--nproc", "2"]
     setup_experiment(uri, "induction-heads")
@@ -171,6 +171,6 @@ def test_world_size_enters_the_config_hash_only_above_one():
 
 
 def test_nproc_below_one_is_a_user_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "induction-heads", "--nproc", "0"],
+    done = subprocess.run([sys.executable, "-m", "seqbench.harness.cli", "run", "induction-heads", "--nproc", "0"],
                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip() == "error: --nproc must be >= 1, got 0"

@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from kernels import selective_scan
-from kernels.reference import (
+from seqbench.kernels import selective_scan
+from seqbench.kernels.reference import (
     causal_conv1d_ref,
     causal_conv1d_update_ref,
     selective_scan_chunked,
@@ -109,7 +109,7 @@ def test_scan_fwd_bwd_vs_reference(batch, dim, length, n, dtype, groups):
 ])
 def test_scan_forward_paths_gpu(config):
     """Both forwards and the sequential forward's tile shapes (the backward then tiles by T_SEQ)."""
-    from kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.triton_scan import selective_scan_triton
 
     x = _inputs(2, 64, 2000, 16, torch.float32, groups=2, seed=3)
     out, last, leaves = _run(lambda *a, **k: selective_scan_triton(*a, _config=config, **k), x, True)
@@ -184,7 +184,7 @@ def test_scan_dim5120_length_2pow20_fwd_bwd():
 
 
 def test_state_update_matches_scan_steps():
-    from kernels.state_update import selective_state_update
+    from seqbench.kernels.state_update import selective_state_update
 
     batch, dim, length, n = 2, 64, 40, 16
     for groups in (None, 4):
@@ -209,7 +209,7 @@ def test_state_update_matches_scan_steps():
 @pytest.mark.parametrize("width", [2, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_causal_conv_gpu(width, dtype):
-    from kernels.causal_conv import causal_conv1d, causal_conv1d_update
+    from seqbench.kernels.causal_conv import causal_conv1d, causal_conv1d_update
 
     x = torch.randn(2, 96, 3000, device="cuda", dtype=dtype, requires_grad=True)
     w = torch.randn(96, width, device="cuda", requires_grad=True)
@@ -234,13 +234,13 @@ def test_causal_conv_gpu(width, dtype):
 
 
 def test_launch_cache_respects_specialisation():
-    """kernels.launch reuses a compiled kernel only for arguments Triton would compile the same:
+    """seqbench.kernels.launch reuses a compiled kernel only for arguments Triton would compile the same:
     after aligned calls, views that are not 16-byte aligned and lengths of 1, 16 or 17 must still
     give exact results (a wrong cache hit would run vectorised loads on them)."""
     import triton
     import triton.language as tl
 
-    from kernels.launch import _compiled, launch
+    from seqbench.kernels.launch import _compiled, launch
 
     @triton.jit
     def _axpy(x_ptr, y_ptr, out_ptr, n, a, BLOCK: tl.constexpr):

@@ -1,4 +1,4 @@
-"""kernels.launch: the cache key must separate every argument Triton compiles differently.
+"""seqbench.kernels.launch: the cache key must separate every argument Triton compiles differently.
 
 The direct-launch path itself needs a GPU (tests/test_kernels_gpu.py runs it with unaligned views
 and odd lengths); here the key is checked on CPU tensors, and `launch` runs a kernel through the
@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import _arg_key, launch
+from seqbench.kernels.launch import _arg_key, launch
 
 
 def test_key_separates_alignment_dtype_and_integer_classes():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.reference import (
+from seqbench.kernels.reference import (
     causal_conv1d_ref,
     causal_conv1d_update_ref,
     selective_scan_chunked,

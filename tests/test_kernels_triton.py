@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from kernels import selective_scan
-from kernels.reference import (
+from seqbench.kernels import selective_scan
+from seqbench.kernels.reference import (
     causal_conv1d_ref,
     causal_conv1d_update_ref,
     selective_scan_ref,
@@ -64,7 +64,7 @@ def _check(x, use, softplus, dtype, config=None):
     if config is None:  # through the public entry point
         out, last, leaves = _run(selective_scan, x, use, softplus, backend="triton")
     else:
-        from kernels.triton_scan import selective_scan_triton
+        from seqbench.kernels.triton_scan import selective_scan_triton
 
         out, last, leaves = _run(selective_scan_triton, x, use, softplus, _config=config)
     xr = {k: v.double() for k, v in x.items()}
@@ -136,7 +136,7 @@ def test_scan_bf16(groups, use, config):
 def test_seq_forward_tile_shapes(config, length, groups, tiles):
     """The sequential forward at other tile shapes than the default; the backward must tile by
     T_SEQ (hst / dtsum are per tile of the forward)."""
-    from kernels.triton_scan import scan_config
+    from seqbench.kernels.triton_scan import scan_config
 
     cfg = scan_config(1, 4, length, groups or 1, config, needs_grad=True)
     assert cfg["SEQ"] and cfg["T"] == config["T_SEQ"] and -(-length // cfg["T"]) == tiles
@@ -161,7 +161,7 @@ def test_forward_path_dispatch(monkeypatch):
     """Which forward runs: `_fwd_seq` alone up to SEQ_MAX_TILES tiles of T_SEQ when no gradient
     is wanted (or with SEQ_GRAD), else the three kernels, also above SEQ_MAX_TILES or with it 0;
     all give the same results."""
-    from kernels import triton_scan
+    from seqbench.kernels import triton_scan
 
     spies = {name: _LaunchSpy(getattr(triton_scan, name)) for name in ("_fwd_seq", "_fwd_tile_state", "_fwd_out")}
     for name, spy in spies.items():
@@ -200,7 +200,7 @@ def test_forward_path_dispatch(monkeypatch):
 def test_seq_forward_writes_the_same_tile_states(use_h0):
     """At equal tiling, `_fwd_seq` writes the hst (tile start states, hst[:, 0] = initial state)
     and dtsum (per-tile sums of dt) that the three-kernel forward writes: the backward reads them."""
-    from kernels.triton_scan import _forward
+    from seqbench.kernels.triton_scan import _forward
 
     x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 45, 3, torch.float32, groups=2, seed=6).items()}
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
@@ -226,7 +226,7 @@ def test_seq_forward_writes_the_same_tile_states(use_h0):
 ])
 def test_scan_backward_without_last_state_and_partial_buffers(config):
     """Output-only loss (no last-state gradient) and both ways of writing partial dB/dC rows."""
-    from kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.triton_scan import selective_scan_triton
 
     x = _inputs(1, 8, 40, 2, torch.float32, groups=None, seed=2)  # 2 channel blocks -> read-add-write
     leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in x.items()}
@@ -245,7 +245,7 @@ def test_scan_backward_without_last_state_and_partial_buffers(config):
 @needs_triton
 @pytest.mark.parametrize("groups", [None, 2])
 def test_state_update_equals_scan_token_by_token(groups):
-    from kernels.state_update import selective_state_update
+    from seqbench.kernels.state_update import selective_state_update
 
     x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 9, 5, torch.float32, groups, seed=3).items()}
     with torch.no_grad():
@@ -269,7 +269,7 @@ def test_state_update_equals_scan_token_by_token(groups):
 @pytest.mark.parametrize("width", [1, 3, 4])
 @pytest.mark.parametrize("act", [None, "silu"])
 def test_causal_conv_fwd_bwd_update(width, act):
-    from kernels.causal_conv import causal_conv1d, causal_conv1d_update
+    from seqbench.kernels.causal_conv import causal_conv1d, causal_conv1d_update
 
     g = torch.Generator().manual_seed(width)
     x = torch.randn(2, 5, 45, generator=g).to(DEVICE).requires_grad_(True)

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from harness.errors import SeqbenchError
-from modalities import LoadableModality, Modality, TokenStore, get_modality, load_source
-from modalities import cache as cache_mod
-from modalities.audio import SPOKEN_DIGIT, AudioModality
-from modalities.dna import DNAModality, reverse_complement
-from modalities.samples import digit_clip, sample_dir, sample_source
-from modalities.text import TextModality
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities import LoadableModality, Modality, TokenStore, get_modality, load_source
+from seqbench.modalities import cache as cache_mod
+from seqbench.modalities.audio import SPOKEN_DIGIT, AudioModality
+from seqbench.modalities.dna import DNAModality, reverse_complement
+from seqbench.modalities.samples import digit_clip, sample_dir, sample_source
+from seqbench.modalities.text import TextModality
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def test_text_saved_dataset(tmp_path):
 
 
 def test_text_hub_without_network_says_pass_a_local_path(monkeypatch):
-    import modalities.text as text
+    import seqbench.modalities.text as text
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from harness.errors import SeqbenchError
-from modalities.audio import SPOKEN_DIGIT, AudioModality
-from modalities.dna import DNAModality, reverse_complement
-from modalities.text import TextModality
+from seqbench.harness.errors import SeqbenchError
+from seqbench.modalities.audio import SPOKEN_DIGIT, AudioModality
+from seqbench.modalities.dna import DNAModality, reverse_complement
+from seqbench.modalities.text import TextModality
 
 SHARED = Path(os.environ.get("SEQBENCH_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 pytestmark = pytest.mark.skipif(

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from harness.config import RunConfig
-from harness.runner import run
-from models import build_model
-from models.presets import PUBLISHED, SIZES, count_parameters
-from tasks.base import HeadSpec
+from seqbench.harness.config import RunConfig
+from seqbench.harness.runner import run
+from seqbench.models import build_model
+from seqbench.models.presets import PUBLISHED, SIZES, count_parameters
+from seqbench.tasks.base import HeadSpec
 
 FAMILIES = ["mamba", "transformer", "transformer-abs", "transformer++", "hyena"]
 TINY = {"d_model": 32, "n_layers": 2}
@@ -100,7 +100,7 @@ def test_synthetic_sizes():
 
 
 def test_mamba_excludes_a_log_d_and_dt_bias_from_weight_decay():
-    from models.backbone import parameter_groups
+    from seqbench.models.backbone import parameter_groups
 
     model = tiny("mamba", dtype=torch.float32)
     mixer = model.blocks[0].mixer
@@ -110,7 +110,7 @@ def test_mamba_excludes_a_log_d_and_dt_bias_from_weight_decay():
 
 
 def test_hyena_filter_trains_at_its_own_learning_rate():
-    from models.backbone import parameter_groups
+    from seqbench.models.backbone import parameter_groups
 
     model = tiny("hyena", dtype=torch.float32)
     groups = parameter_groups(model, 0.1, lr=4e-3)
@@ -147,7 +147,7 @@ def test_fixed_shape_attention_step_equals_the_full_forward(family):
 
 
 def test_only_fixed_shape_families_are_graph_decodable():
-    from models.decoding import graph_decodable
+    from seqbench.models.decoding import graph_decodable
 
     decodable = {family: graph_decodable(tiny(family)) for family in ("mamba", "transformer", "transformer++",
                                                                       "transformer-abs", "hyena")}

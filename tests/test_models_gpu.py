@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models import build_model
-from tasks.base import HeadSpec
+from seqbench.models import build_model
+from seqbench.tasks.base import HeadSpec
 
 pytestmark = pytest.mark.gpu
 
@@ -51,7 +51,7 @@ def test_bf16_autocast_training_step_is_finite():
 
 @pytest.mark.parametrize("family", ["mamba", "transformer"])
 def test_cuda_graph_decoding_equals_eager_decoding(family):
-    from models.decoding import GraphedStep
+    from seqbench.models.decoding import GraphedStep
 
     torch.manual_seed(0)
     model = build_model(family, 16, HeadSpec("token", 16), d_model=64, n_layers=2).cuda()
@@ -73,7 +73,7 @@ def test_cuda_graph_decoding_equals_eager_decoding(family):
 def test_held_decode_step_is_reused_and_reset_between_calls(family):
     """generate(cuda_graph=True) keeps its captured step: calls of the same shape replay it from a
     reset state (same tokens as eager decoding for each new prompt), another batch recaptures."""
-    from models.decoding import _held, release_held_step
+    from seqbench.models.decoding import _held, release_held_step
 
     torch.manual_seed(0)
     model = build_model(family, 16, HeadSpec("token", 16), d_model=64, n_layers=2).cuda()

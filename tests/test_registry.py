@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from harness.registry import UnknownNameError, registry
+from seqbench.harness.registry import UnknownNameError, registry
 
 
 def test_builtins_are_listed():
@@ -15,7 +15,7 @@ def test_builtins_are_listed():
 
 
 def test_load_returns_the_class():
-    from tasks.synthetic import InductionHeads
+    from seqbench.tasks.synthetic import InductionHeads
 
     assert registry("tasks").load("induction-heads") is InductionHeads
 
@@ -39,7 +39,7 @@ def test_unknown_name_without_close_match_has_no_guess():
 def test_entry_point_plugin_is_found_and_imported_lazily(tmp_path, monkeypatch):
     """A third-party distribution registers a task through the `seqbench.tasks` group."""
     (tmp_path / "my_plugin_pkg.py").write_text(textwrap.dedent("""
-        from tasks.synthetic import InductionHeads
+        from seqbench.tasks.synthetic import InductionHeads
 
         class BigVocabInduction(InductionHeads):
             name = "big-vocab-induction"

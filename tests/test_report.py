@@ -1,4 +1,4 @@
-"""`harness.report`: a sweep in a real SQLite MLflow store becomes report.md, report.csv and PNG plots,
+"""`seqbench.harness.report`: a sweep in a real SQLite MLflow store becomes report.md, report.csv and PNG plots,
 logged back to the sweep's parent run; the scaling-exponent fit on synthetic data."""
 
 import csv
@@ -8,11 +8,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from harness.config import RunConfig
-from harness.errors import SeqbenchError
-from harness.report import FILES, fit_exponent, format_number, metric_key, render_console_table, write_report
-from harness.runner import run
-from harness.tracking import RunTracker, setup_experiment
+from seqbench.harness.config import RunConfig
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.report import FILES, fit_exponent, format_number, metric_key, render_console_table, write_report
+from seqbench.harness.runner import run
+from seqbench.harness.tracking import RunTracker, setup_experiment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = [name for name in FILES if name.endswith(".png")]

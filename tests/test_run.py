@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.config import RunConfig
-from harness.runner import run
-from harness.tracking import RunTracker, setup_experiment
+from seqbench.harness.config import RunConfig
+from seqbench.harness.runner import run
+from seqbench.harness.tracking import RunTracker, setup_experiment
 
 TINY = {"d_model": 16, "n_layers": 1}
 
@@ -113,7 +113,7 @@ def test_ctrl_c_records_interrupted_and_resume_finishes(tmp_path, stop):
     """A real SIGINT (Ctrl-C) or SIGTERM (a scheduler's limit) to `seqbench run`: status
     interrupted, metrics kept, checkpoint written; --resume then finishes the same MLflow run."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [sys.executable, "-m", "harness.cli", "run", "induction-heads", "--steps", "150", "--batch-size", "4",
+    args = [sys.executable, "-m", "seqbench.harness.cli", "run", "induction-heads", "--steps", "150", "--batch-size", "4",
             "--set", "d_model=16", "--set", "n_layers=1", "--eval-lengths", "64", "--eval-samples", "8",
             "--tracking-uri", uri, "--no-progress", "--device", "cpu"]
     setup_experiment(uri, "induction-heads")  # the store exists before two processes open it

@@ -1,11 +1,11 @@
-"""`harness.schedule`: a sweep's children on its slots and the wall-time bound; the report's schedule
-section and plot (`harness.report`).
+"""`seqbench.harness.schedule`: a sweep's children on its slots and the wall-time bound; the report's schedule
+section and plot (`seqbench.harness.report`).
 (That a real sweep tags its children and its report draws them is in tests/test_sweep.py.)"""
 
 import pytest
 
-from harness.report import plot_schedule, schedule_markdown
-from harness.schedule import ChildSpan, Schedule
+from seqbench.harness.report import plot_schedule, schedule_markdown
+from seqbench.harness.schedule import ChildSpan, Schedule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

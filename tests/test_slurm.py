@@ -8,10 +8,10 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.config import RunConfig
-from harness.errors import SeqbenchError
-from harness.slurm import SlurmOptions
-from harness.sweep import Sweep
+from seqbench.harness.config import RunConfig
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.slurm import SlurmOptions
+from seqbench.harness.sweep import Sweep
 
 pytest.importorskip("submitit")
 
@@ -83,7 +83,7 @@ def test_slurm_flags_map_to_submitit_parameters():
     (["--launcher", "sge"], "--launcher must be local or slurm, got 'sge'"),
 ])
 def test_bad_launcher_flags_exit_2_with_one_line(tmp_path, args, message):
-    command = [sys.executable, "-m", "harness.cli", "sweep", "induction-heads", "--seq-len", "64", "--device", "cpu",
+    command = [sys.executable, "-m", "seqbench.harness.cli", "sweep", "induction-heads", "--seq-len", "64", "--device", "cpu",
                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", *args]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1

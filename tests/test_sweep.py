@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.config import RunConfig
-from harness.errors import SeqbenchError
-from harness.schedule import LAUNCHED_TAG, SLOT_TAG
-from harness.sweep import Sweep, parse_models, plan, sweep_hash
+from seqbench.harness.config import RunConfig
+from seqbench.harness.errors import SeqbenchError
+from seqbench.harness.schedule import LAUNCHED_TAG, SLOT_TAG
+from seqbench.harness.sweep import Sweep, parse_models, plan, sweep_hash
 
 TINY = {"d_model": 16, "n_layers": 1}
 
@@ -62,7 +62,7 @@ def test_batch_tokens_keep_the_tokens_per_step_constant(tmp_path):
 
 def test_parallel_sweep_from_the_cli_records_every_child_and_resumes(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [sys.executable, "-m", "harness.cli", "sweep", "induction-heads", "--model", "mamba,transformer",
+    command = [sys.executable, "-m", "seqbench.harness.cli", "sweep", "induction-heads", "--model", "mamba,transformer",
                "--seq-len", "64,128", "--steps", "12", "--batch-size", "2", "--eval-samples", "4",
                "--set", "d_model=16", "--set", "n_layers=1", "--device", "cpu", "--jobs", "2", "--no-progress"]
     # The default store (./mlflow.db in the working directory), whatever the test process has set.

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.errors import SeqbenchError
-from tasks import get_task
-from tasks.base import IGNORE_INDEX
+from seqbench.harness.errors import SeqbenchError
+from seqbench.tasks import get_task
+from seqbench.tasks.base import IGNORE_INDEX
 
 
 @pytest.mark.parametrize("name,length", [("induction-heads", 256), ("selective-copying", 200), ("mqar", 128)])

@@ -42,7 +42,7 @@ def test_parallel_sweep_logs_every_child_to_an_mlflow_server_over_http(tmp_path)
         work = tmp_path / "work"  # not the server's folder: everything must go over HTTP
         work.mkdir()
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        command = [sys.executable, "-m", "harness.cli", "sweep", "induction-heads", "--model", "mamba,transformer",
+        command = [sys.executable, "-m", "seqbench.harness.cli", "sweep", "induction-heads", "--model", "mamba,transformer",
                    "--seq-len", "64,128", "--steps", "3", "--batch-size", "2", "--eval-samples", "4",
                    "--set", "d_model=16", "--set", "n_layers=1", "--device", "cpu", "--jobs", "2",
                    "--no-progress", "--tracking-uri", url]

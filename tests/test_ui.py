@@ -6,8 +6,8 @@ import sys
 import time
 import urllib.request
 
-from harness.config import RunConfig
-from harness.runner import run
+from seqbench.harness.config import RunConfig
+from seqbench.harness.runner import run
 from processes import free_port, stop_group
 
 
@@ -18,7 +18,7 @@ def test_ui_serves_the_store_of_the_runs(tmp_path):
                  progress=False)
     port = free_port()
     log = tmp_path / "ui.log"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "seqbench.harness.cli", "ui", "--port", str(port)], cwd=tmp_path,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         body = None

@@ -26,8 +26,8 @@ from urllib.parse import quote, urlencode
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.config import RunConfig
-from harness.sweep import Sweep as SweepRunner
+from seqbench.harness.config import RunConfig
+from seqbench.harness.sweep import Sweep as SweepRunner
 from processes import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ class Sweep:
 
 def build_sweep(folder: Path) -> str:
     """Record a small real sweep (mamba and transformer at 64 and 128, two children at a time)
-    in a new store under `folder` with `harness.sweep`; return the tracking URI."""
+    in a new store under `folder` with `seqbench.harness.sweep`; return the tracking URI."""
     uri = f"sqlite:///{folder}/mlflow.db"
     base = RunConfig(task="induction-heads", steps=2, batch_size=2, eval_samples=4,
                      model_kwargs={"d_model": 16, "n_layers": 1}, device="cpu", tracking_uri=uri,
@@ -93,7 +93,7 @@ def ui(sweep, tmp_path_factory):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ,
-           # `python -m harness.cli` from a temporary folder must import this checkout
+           # `python -m seqbench.harness.cli` from a temporary folder must import this checkout
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            # the defaults (4 web workers, a pool of job consumers) take ~20 s to boot on 2 cores
            # and serve nothing these pages use
@@ -101,7 +101,7 @@ def ui(sweep, tmp_path_factory):
     log = folder / "ui.log"
     started = time.monotonic()
     with log.open("w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--tracking-uri", sweep.uri,
+        proc = subprocess.Popen([sys.executable, "-m", "seqbench.harness.cli", "ui", "--tracking-uri", sweep.uri,
                                  "--port", str(port)], cwd=folder, env=env, stdout=log_file,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
