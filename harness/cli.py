@@ -434,6 +434,27 @@ def _family_sizes(text: str) -> list[tuple[str, str]]:
     return models
 
 
+@bench_app.command("mamba-ssm")
+@user_errors
+def bench_mamba_ssm(
+    parts: str = typer.Option("train,prefill,generation,scan", help="Comma-separated parts to measure."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png)."),
+) -> None:
+    """seqbench's Mamba against the authors' mamba_ssm (when importable) in one process: training,
+    prefill, generation and the scan alone."""
+    import torch
+
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = set(chosen) - {"train", "prefill", "generation", "scan"}
+    if unknown or not chosen:
+        raise SeqbenchError(f"--parts takes train, prefill, generation, scan; got {parts!r}")
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench mamba-ssm` times models on a CUDA device; none is available")
+    from seqbench.models.bench_mamba_ssm import run_mamba_ssm_bench
+
+    run_mamba_ssm_bench(out_file, chosen)
+
+
 @bench_app.command("generation")
 @user_errors
 def bench_generation(
@@ -442,6 +463,7 @@ def bench_generation(
     new_tokens: int = typer.Option(128, help="Tokens generated after the prompt."),
     batch_sizes: str = typer.Option("1,8,32,128", help="Comma-separated batch sizes."),
     cuda_graph: bool = typer.Option(True, help="Replay the decode step as a CUDA graph where the family allows it."),
+    dtype: str = typer.Option("bf16", help="Weights: bf16 (inference as deployed) or fp32 (under bf16 autocast)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png)."),
     replot: bool = typer.Option(False, help="Measure nothing: redraw the plot of the existing --out CSV."),
 ) -> None:
@@ -464,8 +486,10 @@ def bench_generation(
         raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
     from seqbench.models.bench import run_generation_bench
 
+    if dtype not in ("bf16", "fp32"):
+        raise SeqbenchError(f"--dtype takes bf16 or fp32, got {dtype!r}")
     run_generation_bench(_family_sizes(model), prompt_len, new_tokens, parse_lengths(batch_sizes), out_file,
-                         cuda_graph=cuda_graph)
+                         cuda_graph=cuda_graph, dtype=dtype)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -37,6 +37,7 @@ def _state_update_kernel(
     dim, n_state, dpg, s_sb, s_sd, s_xb, s_dtb, s_zb, s_yb, s_Bb, s_Bg, s_Cb, s_Cg,
     BD: tl.constexpr, NP: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    A_IS_LOG: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     dblk = tl.program_id(1)
@@ -57,7 +58,10 @@ def _state_update_kernel(
     g = (d // dpg).to(tl.int64)
     Bv = tl.load(B_ptr + b * s_Bb + g[:, None] * s_Bg + n[None, :], mask=m2, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * s_Cb + g[:, None] * s_Cg + n[None, :], mask=m2, other=0.0).to(tl.float32)
-    A2 = tl.load(A_ptr + d64[:, None] * n_state + n[None, :], mask=m2, other=0.0).to(tl.float32) * 1.4426950408889634
+    A2 = tl.load(A_ptr + d64[:, None] * n_state + n[None, :], mask=m2, other=0.0).to(tl.float32)
+    if A_IS_LOG:  # A = -exp(A_log), computed here rather than by two more kernels per step
+        A2 = -tl.exp(A2)
+    A2 = A2 * 1.4426950408889634
     h = tl.exp2(dtv[:, None] * A2) * h + (dtv * xv)[:, None] * Bv
     tl.store(sp, h, mask=m2)
     y = tl.sum(h * Cv, axis=1)
@@ -81,9 +85,14 @@ def selective_state_update(
     dt_bias: Tensor | None = None,
     dt_softplus: bool = False,
     backend: str = "auto",
+    A_is_log: bool = False,
 ) -> Tensor:
     """One recurrent step; `state` is updated in place. Returns y (batch, dim) in x's dtype.
-    `backend`: auto (Triton on CUDA, the reference elsewhere), triton or reference."""
+    x, dt, z, B, C may be row slices of wider tensors (only their last dimension must be
+    contiguous); D and dt_bias are read in any float dtype. With `A_is_log`, A holds A_log and
+    the kernel uses A = -exp(A_log) (the Mamba parameterisation), so a decode step needs no
+    kernels to prepare its parameters. `backend`: auto (Triton on CUDA, the reference
+    elsewhere), triton or reference."""
     if state.dim() != 3 or x.dim() != 2:
         raise ValueError(f"state must be (batch, dim, N) and x (batch, dim); got {tuple(state.shape)}, {tuple(x.shape)}")
     batch, dim, n = state.shape
@@ -100,6 +109,8 @@ def selective_state_update(
         raise ValueError(f"state must be float32, got {state.dtype}")
     use_triton = resolve_backend(backend, state.device) == "triton"
     if not use_triton or x.dtype == torch.float64:
+        if A_is_log:
+            A = -torch.exp(A.float())
         return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
     if state.stride(2) != 1:
         raise ValueError("state's last dimension must be contiguous (it is updated in place)")
@@ -124,6 +135,6 @@ def selective_state_update(
         dim, n, dim // Bg.shape[1], state.stride(0), state.stride(1), x.stride(0), dt.stride(0),
         z.stride(0) if z is not None else 0, y.stride(0), Bg.stride(0), Bg.stride(1), Cg.stride(0), Cg.stride(1),
         BD=BD, NP=NP, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=dt_bias is not None,
-        SOFTPLUS=bool(dt_softplus), num_warps=4,
+        SOFTPLUS=bool(dt_softplus), A_IS_LOG=bool(A_is_log), num_warps=4,
     )
     return y

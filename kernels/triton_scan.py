@@ -387,14 +387,16 @@ def _bwd_tile_state(
 
 
 @triton.jit
-def _reverse_tiles(C_ptr, Crev_ptr, length, lpad, nblk, T: tl.constexpr, BLK: tl.constexpr):
+def _reverse_tiles(C_ptr, Crev_ptr, length, lpad, nblk, rows_per_batch, sC_b, T: tl.constexpr, BLK: tl.constexpr):
     """Crev[row, k T + j] = C[row, k T + T-1-j], zero past the end: every tile of T steps
-    reversed in time, for `_bwd_main`'s reversed scan. Rows are (batch, group, state)."""
+    reversed in time, for `_bwd_main`'s reversed scan. Rows are (batch, group, state); C's rows
+    of one batch are contiguous, batches sC_b apart (C may be a slice of a wider tensor)."""
     pid = tl.program_id(0)
     row = (pid // nblk).to(tl.int64)
     col = (pid % nblk) * BLK + tl.arange(0, BLK)
     src = (col // T) * T + (T - 1 - col % T)
-    v = tl.load(C_ptr + row * length + src, mask=src < length, other=0.0)
+    crow = (row // rows_per_batch) * sC_b + (row % rows_per_batch) * length
+    v = tl.load(C_ptr + crow + src, mask=src < length, other=0.0)
     tl.store(Crev_ptr + row * lpad + col, v, mask=col < lpad)
 
 
@@ -486,7 +488,7 @@ def _bwd_main(
         trow = t[None, :] + 0 * d[:, None]  # [BD, T], equal rows
         Bp = B_ptr + bg + trow
         Cp = C_ptr + bg + trow
-        Crp = Crev_ptr + (b * (sB_b // length) + g.to(tl.int64) * (sB_g // length)) * lpad + trow
+        Crp = Crev_ptr + ((b * (dim // dpg) + g.to(tl.int64)) * N) * lpad + trow  # Crev: contiguous (b, G, N, lpad)
         Ap = A_ptr + d.to(tl.int64) * N
         hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
         gp = gst_ptr + (b * (ntiles + 1) + tile + 1) * N * dim + d
@@ -646,12 +648,24 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     return cfg
 
 
+def _rows_contiguous(BC: Tensor) -> Tensor:
+    """B / C as the kernels read them: each batch's (groups x N) rows of L steps contiguous, the
+    batch stride free. A slice of a wider (b, rows, L) tensor (the Mamba block's x_proj output)
+    is used in place; anything else is copied."""
+    L = BC.shape[-1]
+    rows_ok = BC.stride(-1) == 1 and (BC.shape[-2] == 1 or BC.stride(-2) == L)
+    if rows_ok and (BC.dim() == 3 or BC.shape[1] == 1 or BC.stride(1) == BC.shape[2] * L):
+        return BC
+    return BC.contiguous()
+
+
 def _as_grouped(BC: Tensor) -> Tensor:
-    return (BC.unsqueeze(1) if BC.dim() == 3 else BC).contiguous()
+    return _rows_contiguous(BC.unsqueeze(1) if BC.dim() == 3 else BC)
 
 
 def _bc_geometry(BC: Tensor) -> tuple[int, int, int, int]:
-    """(groups, N, batch stride, group stride) of a contiguous (b, N, L) or (b, G, N, L) B / C."""
+    """(groups, N, batch stride, group stride) of a (b, N, L) or (b, G, N, L) B / C whose rows are
+    contiguous (`_rows_contiguous`)."""
     if BC.dim() == 3:
         return 1, BC.shape[1], BC.stride(0), 0
     return BC.shape[1], BC.shape[2], BC.stride(0), BC.stride(1)
@@ -776,7 +790,8 @@ def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsu
     lpad = ntiles * T
     Crev = torch.empty((batch, groups, N, lpad), device=dev, dtype=Cg.dtype)
     nblk = triton.cdiv(lpad, 1024)
-    launch(_reverse_tiles, (batch * groups * N * nblk,), Cg, Crev, length, lpad, nblk, T=T, BLK=1024, num_warps=4)
+    launch(_reverse_tiles, (batch * groups * N * nblk,), Cg, Crev, length, lpad, nblk, groups * N, Cg.stride(0),
+           T=T, BLK=1024, num_warps=4)
     launch(
         _bwd_main, (ntiles * nsplit, batch),
         u, delta, z if z is not None else u, dout, A, Bg, Cg, Crev,
@@ -805,7 +820,9 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_
     u = u.contiguous()
     delta = delta.contiguous()
     z = z.contiguous() if z is not None else None
-    B, C = B.contiguous(), C.contiguous()
+    B, C = _rows_contiguous(B), _rows_contiguous(C)
+    if B.stride() != C.stride():  # the kernels take one set of strides for both
+        B, C = B.contiguous(), C.contiguous()
     cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides, needs_grad)
     if cfg["BC_F32"]:
         B, C = B.float(), C.float()

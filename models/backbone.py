@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqbench.kernels.rmsnorm import add_rms_norm
 from seqbench.tasks.base import HeadSpec
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm with a learned scale (no bias)."""
+    """Root-mean-square norm with a learned scale (no bias), computed in fp32; the output takes
+    the weight's dtype (so a bf16 model's fp32 residual stream feeds its layers bf16)."""
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -26,12 +28,22 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         xf = x.float()
         out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(x.dtype)
+        return (out * self.weight.float()).to(self.weight.dtype)
+
+    def add(self, hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool = True) -> tuple[Tensor, Tensor]:
+        """(norm(residual + hidden), residual + hidden) in one fused kernel (kernels.rmsnorm; the
+        reference on CPU). The sum is kept in fp32 when `residual_in_fp32`; the normed output
+        is in autocast's dtype when autocast is on (it feeds a projection), else the weight's."""
+        device = hidden.device.type
+        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.weight.dtype
+        return add_rms_norm(hidden, residual, self.weight, self.eps, residual_in_fp32, out_dtype)
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + mixer(norm(x)), then x + mlp(norm(x)) when an MLP is given.
-    The residual stream is kept in fp32 when `residual_in_fp32` (stable under bf16 autocast)."""
+    """Pre-norm residual block: residual += hidden; hidden = mixer(norm(residual)); then the
+    same with the MLP when one is given. It carries (hidden, residual) as the Mamba reference
+    does, so each residual add is fused into the norm that follows it (one kernel each way);
+    the residual stream is kept in fp32 when `residual_in_fp32` (stable under bf16 autocast)."""
 
     def __init__(self, d_model: int, mixer: nn.Module, mlp: nn.Module | None = None, residual_in_fp32: bool = True) -> None:
         super().__init__()
@@ -41,23 +53,25 @@ class Block(nn.Module):
         self.mlp = mlp
         self.residual_in_fp32 = residual_in_fp32
 
-    def forward(self, x: Tensor, state: dict | None = None) -> Tensor:
-        """x (b, l, d). With `state` (from the mixer's init_state) the mixer also records what
+    def forward(self, hidden: Tensor, residual: Tensor | None, state: dict | None = None) -> tuple[Tensor, Tensor]:
+        """hidden, residual (b, l, d) -> the next block's (hidden, residual); residual None at the
+        first block. With `state` (from the mixer's init_state) the mixer also records what
         decoding needs (prefill)."""
-        residual_dtype = torch.promote_types(x.dtype, torch.float32) if self.residual_in_fp32 else x.dtype
-        mixed = self.mixer(self.norm(x)) if state is None else self.mixer(self.norm(x), state=state)
-        x = x.to(residual_dtype) + mixed.to(residual_dtype)
+        normed, residual = self.norm.add(hidden, residual, self.residual_in_fp32)
+        hidden = self.mixer(normed) if state is None else self.mixer(normed, state=state)
         if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x)).to(residual_dtype)
-        return x
+            normed, residual = self.mlp_norm.add(hidden, residual, self.residual_in_fp32)
+            hidden = self.mlp(normed)
+        return hidden, residual
 
-    def step(self, x: Tensor, state: dict) -> Tensor:
-        """One token, x (b, d): the same computation as `forward` at the next position."""
-        residual_dtype = torch.promote_types(x.dtype, torch.float32) if self.residual_in_fp32 else x.dtype
-        x = x.to(residual_dtype) + self.mixer.step(self.norm(x), state).to(residual_dtype)
+    def step(self, hidden: Tensor, residual: Tensor | None, state: dict) -> tuple[Tensor, Tensor]:
+        """One token, (b, d) each: the same computation as `forward` at the next position."""
+        normed, residual = self.norm.add(hidden, residual, self.residual_in_fp32)
+        hidden = self.mixer.step(normed, state)
         if self.mlp is not None:
-            x = x + self.mlp(self.mlp_norm(x)).to(residual_dtype)
-        return x
+            normed, residual = self.mlp_norm.add(hidden, residual, self.residual_in_fp32)
+            hidden = self.mlp(normed)
+        return hidden, residual
 
 
 class SequenceModel(nn.Module):
@@ -112,10 +126,15 @@ class SequenceModel(nn.Module):
         return self.embedding(input_ids)
 
     def hidden_states(self, input_ids: Tensor, states: list | None = None) -> Tensor:
-        x = self.embed(input_ids)
+        hidden, residual = self.embed(input_ids), None
         for i, block in enumerate(self.blocks):
-            x = block(x, None if states is None else states[i])
-        return self.norm(x)
+            hidden, residual = block(hidden, residual, None if states is None else states[i])
+        return self.final_norm(hidden, residual)
+
+    def final_norm(self, hidden: Tensor, residual: Tensor | None) -> Tensor:
+        """The last residual add fused with the final norm."""
+        residual_in_fp32 = self.blocks[0].residual_in_fp32 if len(self.blocks) else True
+        return self.norm.add(hidden, residual, residual_in_fp32)[0]
 
     def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
         """Token head: logits (batch, length, n_out), or (batch, 1, n_out) with `last_only`.
@@ -148,10 +167,10 @@ class SequenceModel(nn.Module):
     def step(self, tokens: Tensor, state: list) -> tuple[Tensor, list]:
         """Next-token logits (b, n_out) for `tokens` (b,) given the state of the positions before."""
         offset = _state_position(state)
-        x = self.embed(tokens[:, None], offset=offset)[:, 0]
+        hidden, residual = self.embed(tokens[:, None], offset=offset)[:, 0], None
         for block, layer_state in zip(self.blocks, state):
-            x = block.step(x, layer_state)
-        return self.head(self.norm(x)), state
+            hidden, residual = block.step(hidden, residual, layer_state)
+        return self.head(self.final_norm(hidden, residual)), state
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

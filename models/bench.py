@@ -152,7 +152,7 @@ def run_model_bench(configs: list[tuple[str, str]], lengths: list[int], batch: i
     return rows
 
 
-GENERATION_FIELDS = ["model", "size", "n_parameters", "batch", "prompt_len", "new_tokens", "cuda_graph", "status",
+GENERATION_FIELDS = ["model", "size", "n_parameters", "dtype", "batch", "prompt_len", "new_tokens", "cuda_graph", "status",
                      "gen_ms", "gen_tokens_per_s"]
 
 
@@ -221,9 +221,11 @@ def plot_generation(rows: list[dict], path: Path) -> None:
 
 
 def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_tokens: int, batches: list[int],
-                         out_csv: Path | None, cuda_graph: bool = True) -> list[dict]:
+                         out_csv: Path | None, cuda_graph: bool = True, dtype: str = "bf16") -> list[dict]:
     """Generation throughput of every (model, size) at every batch (paper Figure 8, right): batch ×
-    new tokens / time of prefill plus decoding; an out-of-memory ends that model's larger batches."""
+    new tokens / time of prefill plus decoding; an out-of-memory ends that model's larger batches.
+    `dtype` "bf16" runs on bf16 weights (inference as deployed), "fp32" on fp32 weights under
+    bf16 autocast (as training holds them)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -232,8 +234,10 @@ def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_to
     for family, size in configs:
         torch.manual_seed(0)
         model = language_model(family, size)
+        if dtype == "bf16":
+            model = model.to(torch.bfloat16)
         for batch in batches:
-            row = {"model": family, "size": size, "n_parameters": model.num_parameters(), "batch": batch,
+            row = {"model": family, "size": size, "n_parameters": model.num_parameters(), "dtype": dtype, "batch": batch,
                    "prompt_len": prompt_len, "new_tokens": new_tokens, "status": "ok"}
             try:
                 row.update(measure_generation(model, LM_VOCAB, prompt_len, new_tokens, batch, device,

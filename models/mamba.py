@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from seqbench import kernels
 from seqbench.kernels import selective_scan
 from seqbench.models.backbone import SequenceModel
+from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
 from seqbench.tasks.base import HeadSpec
 
 
@@ -81,28 +82,47 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden: Tensor, state: dict | None = None) -> Tensor:
         """(b, l, d_model) -> (b, l, d_model). With `state`, also leave the conv and SSM states
-        of the last position there (prefill for decoding)."""
-        xz = self.in_proj(hidden).transpose(1, 2)  # (b, 2·d_inner, l)
-        x, z = xz.chunk(2, dim=1)
-        x = x.contiguous()
+        of the last position there (prefill for decoding).
+
+        Inside, every tensor is channel-major (b, channels, l), the layout the conv and the scan
+        read: the projections write it directly (models.channel_major), so nothing is transposed
+        or copied between the kernels, forward or backward."""
+        dtype = _compute_dtype(hidden)
+        cast = lambda w: None if w is None else w.to(dtype)  # noqa: E731  (autocast's job, done once here)
+        di, R, N = self.d_inner, self.dt_rank, self.d_state
+        x, z = tokens_to_channels(hidden.to(dtype), cast(self.in_proj.weight), (di, di))
+        if self.in_proj.bias is not None:
+            bias = cast(self.in_proj.bias)
+            x, z = x + bias[:di, None], z + bias[di:, None]
         if state is not None:  # the last d_conv inputs of the conv, zero-padded on the left
             tail = x[:, :, -self.d_conv:]
             state["conv"].copy_(F.pad(tail, (self.d_conv - tail.shape[-1], 0)))
-        x = kernels.causal_conv1d(x, *self._conv_params(x.dtype), activation="silu")
-        x_dbl = self.x_proj(x.transpose(1, 2))  # (b, l, dt_rank + 2N)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (b, d_inner, l); bias added in the scan
-        A = -torch.exp(self.A_log.float())
+        if state is None and torch.is_grad_enabled() and self._fused(x):
+            from seqbench.kernels.mamba_inner import mamba_inner
+
+            y = mamba_inner(x, z, cast(self.conv_weight), cast(self.conv_bias), cast(self.x_proj.weight),
+                            cast(self.dt_proj.weight), self.A_log, self.D, self.dt_proj.bias, R, N)
+            out = channels_to_tokens(y, cast(self.out_proj.weight))
+            return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
+        x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu")
+        x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
+        dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
         y = selective_scan(
-            x.contiguous(), dt.contiguous(), A,
-            B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-            D=self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
+            D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
             return_last_state=state is not None, backend=self.scan_backend,
         )
         if state is not None:
             y, last = y
             state["ssm"].copy_(last)
-        return self.out_proj(y.transpose(1, 2))
+        out = channels_to_tokens(y, cast(self.out_proj.weight))
+        return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
+
+    def _fused(self, x: Tensor) -> bool:
+        """Training on the Triton scan goes through the one-node block (kernels.mamba_inner)."""
+        from seqbench.kernels.selective_scan import resolve_backend
+
+        return resolve_backend(self.scan_backend, x.device) == "triton" and x.dtype != torch.float64
 
     def init_state(self, batch_size: int, max_len: int = 0, device=None, dtype=None) -> dict:
         """Decoding state: the conv's last d_conv inputs and the SSM state (fp32); size does not
@@ -113,15 +133,39 @@ class MambaMixer(nn.Module):
 
     def step(self, hidden: Tensor, state: dict) -> Tensor:
         """One token: (b, d_model) -> (b, d_model), updating the conv and SSM states in place."""
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each
-        x = kernels.causal_conv1d_update(x.contiguous(), state["conv"], *self._conv_params(x.dtype), activation="silu")
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each, row slices: read in place
+        x = kernels.causal_conv1d_update(x, state["conv"], *self._conv_params(x.dtype), activation="silu")
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
         y = kernels.selective_state_update(
-            state["ssm"], x.contiguous(), dt.contiguous(), -torch.exp(self.A_log.float()), B.contiguous(),
-            C.contiguous(), D=self.D.float(), z=z.contiguous(), dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+            state["ssm"], x, dt, self.A_log, B, C, D=self.D, z=z, dt_bias=self.dt_proj.bias, dt_softplus=True,
+            A_is_log=True,
         )
         return self.out_proj(y)
+
+
+def mamba_mixer_reference(mixer: MambaMixer, hidden: Tensor) -> Tensor:
+    """The same block in plain PyTorch, token-major with F.linear and the reference conv and
+    scan: the oracle the channel-major forward is tested against (values and every gradient)."""
+    from seqbench.kernels.reference import causal_conv1d_ref, selective_scan_ref
+
+    di, R, N = mixer.d_inner, mixer.dt_rank, mixer.d_state
+    x, z = mixer.in_proj(hidden).chunk(2, dim=-1)  # (b, l, di) each
+    x = causal_conv1d_ref(x.transpose(1, 2), mixer.conv_weight.to(x.dtype),
+                          None if mixer.conv_bias is None else mixer.conv_bias.to(x.dtype), "silu")
+    dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [R, N, N], dim=-1)
+    dt = F.linear(dt, mixer.dt_proj.weight)
+    y = selective_scan_ref(x, dt.transpose(1, 2), -torch.exp(mixer.A_log.float()), B.transpose(1, 2),
+                           C.transpose(1, 2), D=mixer.D.float(), z=z.transpose(1, 2),
+                           delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
+    return mixer.out_proj(y.transpose(1, 2))
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the block computes in: autocast's when it is on, else the input's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
 
 
 def build_mamba(

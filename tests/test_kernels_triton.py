@@ -266,6 +266,31 @@ def test_state_update_equals_scan_token_by_token(groups):
 
 
 @needs_triton
+def test_state_update_reads_row_slices_and_a_log_in_place():
+    """The decode step's layout: x, z slices of one in_proj row, dt, B, C slices of one x_proj
+    row, D and dt_bias in bf16, A given as A_log: the same as the reference on copies."""
+    from seqbench.kernels.state_update import selective_state_update
+
+    g = torch.Generator().manual_seed(5)
+    batch, dim, n = 3, 8, 4
+    xz = torch.randn(batch, 2 * dim, generator=g).to(DEVICE)
+    dbc = torch.randn(batch, dim + 2 * n, generator=g).to(DEVICE)
+    A_log = torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(dim, 1).to(DEVICE)
+    D = torch.randn(dim, generator=g).to(DEVICE, torch.bfloat16)
+    bias = torch.randn(dim, generator=g).to(DEVICE, torch.bfloat16)
+    x, z = xz[:, :dim], xz[:, dim:]
+    dt, B, C = dbc[:, :dim], dbc[:, dim:dim + n], dbc[:, dim + n:]
+    state = torch.randn(batch, dim, n, generator=g).to(DEVICE)
+    state_ref = state.clone()
+    y = selective_state_update(state, x, dt, A_log, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True,
+                               backend="triton", A_is_log=True)
+    y_ref = selective_state_update_ref(state_ref, x.contiguous(), dt.contiguous(), -torch.exp(A_log), B.contiguous(),
+                                       C.contiguous(), D.float(), z.contiguous(), bias.float(), True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, state_ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
 @pytest.mark.parametrize("width", [1, 3, 4])
 @pytest.mark.parametrize("act", [None, "silu"])
 def test_causal_conv_fwd_bwd_update(width, act):

@@ -22,7 +22,8 @@ def test_pyproject_lists_every_package_folder():
     assert config["package-dir"] == {"seqbench": "."}
     folders = {"seqbench." + ".".join(init.parent.relative_to(ROOT).parts)
                for init in ROOT.glob("*/**/__init__.py")
-               if not {"tests", "results", "build"} & set(init.relative_to(ROOT).parts)}
+               if not {"tests", "results", "build"} & set(init.relative_to(ROOT).parts)
+               and not any(part.startswith(".") for part in init.relative_to(ROOT).parts)}
     assert set(config["packages"]) == {"seqbench"} | folders
 
 

@@ -1,0 +1,226 @@
+"""Fused residual add + RMSNorm (the backbone's pre-norm block), forward and backward in Triton.
+
+    normed, new_residual = add_rms_norm(hidden, residual, weight, eps=1e-5)
+
+    new_residual = residual + hidden        (hidden alone when residual is None), summed in fp32,
+                                            kept in fp32 (residual_in_fp32) or in hidden's dtype
+    normed       = new_residual * rsqrt(mean(new_residual^2, -1) + eps) * weight, in fp32,
+                                            stored in out_dtype (default weight.dtype)
+
+Why: in PyTorch the add, the casts, the square, the mean, the rsqrt and the two products are ~8
+kernels, each a pass over the activations; here one kernel reads hidden and residual once and
+writes normed and new_residual once (the backward: one kernel plus a small sum for d_weight).
+Keeping the residual stream in fp32 keeps the sum of many bf16 block outputs accurate.
+
+The norm reads new_residual as stored (rounded to its dtype). Only new_residual and one fp32 rstd
+per row are saved for backward; xhat is recomputed. Triton runs on CUDA tensors (and on CPU
+tensors under TRITON_INTERPRET=1); CPU tensors, float64 and rows wider than 65536 use the PyTorch
+reference `add_rms_norm_ref`, which computes in fp32 (float64 when an input is float64).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from seqbench.kernels.launch import launch
+from seqbench.kernels.selective_scan import resolve_backend
+
+__all__ = ["add_rms_norm", "add_rms_norm_ref"]
+
+_MAX_D = 65536  # one row per register tile; wider rows would spill (they take the reference)
+
+
+def _compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def add_rms_norm_ref(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float = 1e-5,
+                     residual_in_fp32: bool = True, out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """PyTorch reference of `add_rms_norm` (same semantics and output dtypes); differentiable."""
+    compute = _compute_dtype(hidden, residual, weight)
+    res_dtype = torch.promote_types(hidden.dtype, torch.float32) if residual_in_fp32 else hidden.dtype
+    total = hidden.to(compute) if residual is None else residual.to(compute) + hidden.to(compute)
+    new_residual = total.to(res_dtype)
+    r = new_residual.to(compute)
+    normed = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.to(compute)
+    return normed.to(out_dtype or weight.dtype), new_residual
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, res_ptr, w_ptr, out_ptr, new_res_ptr, rstd_ptr, n_rows, d, stride_x, stride_res, eps,
+                ROWS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_RESIDUAL: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_D)
+    row_mask = rows < n_rows
+    col_mask = cols < d
+    mask = row_mask[:, None] & col_mask[None, :]
+    rows = rows.to(tl.int64)
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        x += tl.load(res_ptr + rows[:, None] * stride_res + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    offs = rows[:, None] * d + cols[None, :]
+    r = x.to(new_res_ptr.dtype.element_ty)
+    tl.store(new_res_ptr + offs, r, mask=mask)
+    r = r.to(tl.float32)  # the norm sees new_residual as stored
+    rstd = tl.rsqrt(tl.sum(r * r, axis=1) / d + eps)
+    tl.store(rstd_ptr + rows, rstd, mask=row_mask)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    y = r * rstd[:, None] * w[None, :]
+    tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_kernel(dy_ptr, dres_out_ptr, r_ptr, w_ptr, rstd_ptr, da_ptr, db_ptr, dw_ptr,
+                n_rows, d, stride_dy, stride_dres_out, tiles_per_program,
+                ROWS: tl.constexpr, BLOCK_D: tl.constexpr, HAS_DRES_OUT: tl.constexpr,
+                STORE_A: tl.constexpr, STORE_B: tl.constexpr, HAS_DW: tl.constexpr):
+    """dr = rstd * (g - xhat * mean(g * xhat)) + d_new_residual with g = dy * w, stored in up to two
+    dtypes (da, db); this program's rows' sum of dy * xhat goes to row pid of dw (fp32)."""
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_D)
+    col_mask = cols < d
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    dw = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)  # reduced over rows once, at the end
+    first = pid.to(tl.int64) * tiles_per_program * ROWS
+    for t in range(tiles_per_program):
+        rows = first + t * ROWS + tl.arange(0, ROWS)
+        row_mask = rows < n_rows
+        mask = row_mask[:, None] & col_mask[None, :]
+        offs = rows[:, None] * d + cols[None, :]
+        r = tl.load(r_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(rstd_ptr + rows, mask=row_mask, other=0.0)
+        dy = tl.load(dy_ptr + rows[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        xhat = r * rstd[:, None]
+        g = dy * w[None, :]
+        dr = rstd[:, None] * (g - xhat * (tl.sum(g * xhat, axis=1) / d)[:, None])
+        if HAS_DRES_OUT:
+            dr += tl.load(dres_out_ptr + rows[:, None] * stride_dres_out + cols[None, :], mask=mask,
+                          other=0.0).to(tl.float32)
+        if STORE_A:
+            tl.store(da_ptr + offs, dr.to(da_ptr.dtype.element_ty), mask=mask)
+        if STORE_B:
+            tl.store(db_ptr + offs, dr.to(db_ptr.dtype.element_ty), mask=mask)
+        if HAS_DW:
+            dw += dy * xhat
+    if HAS_DW:
+        tl.store(dw_ptr + pid * d + cols, tl.sum(dw, axis=0), mask=col_mask)
+
+
+def _config(d: int) -> tuple[int, int, int]:
+    """(ROWS, BLOCK_D, num_warps): a tile of ~4096 elements (several rows when d is small), about 16
+    per thread, so each thread issues a few 16-byte loads per tensor. The interpreter gets ~256-element
+    tiles so that the small test shapes still span several tiles and programs."""
+    block_d = triton.next_power_of_2(d)
+    target = 256 if os.environ.get("TRITON_INTERPRET") == "1" else 4096
+    rows = max(1, target // block_d)
+    num_warps = min(16, max(1, rows * block_d // 512))
+    return rows, block_d, num_warps
+
+
+@lru_cache(maxsize=None)
+def _bwd_programs(device: torch.device) -> int:
+    """Backward programs: 4 per SM (each loops over its share of row tiles), so the d_weight partial
+    sums are (4 * SMs, d) fp32 however many rows there are; 3 on the CPU (interpreter)."""
+    if device.type != "cuda":
+        return 3
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _rows(t: Tensor, d: int) -> Tensor:
+    """t as (M, d) with unit stride along d (a view when rows are evenly strided)."""
+    t = t.reshape(-1, d)
+    return t if t.stride(1) == 1 else t.contiguous()
+
+
+class _AddRMSNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, residual, weight, eps, res_dtype, out_dtype):
+        ctx.set_materialize_grads(False)
+        d = hidden.shape[-1]
+        x = _rows(hidden, d)
+        res = _rows(residual, d) if residual is not None else x
+        w = weight.contiguous()
+        n_rows = x.shape[0]
+        normed = torch.empty(hidden.shape, dtype=out_dtype, device=hidden.device)
+        new_residual = torch.empty(hidden.shape, dtype=res_dtype, device=hidden.device)
+        rstd = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
+        rows, block_d, num_warps = _config(d)
+        launch(_fwd_kernel, (triton.cdiv(n_rows, rows),), x, res, w, normed, new_residual, rstd,
+               n_rows, d, x.stride(0), res.stride(0), eps,
+               ROWS=rows, BLOCK_D=block_d, HAS_RESIDUAL=residual is not None, num_warps=num_warps)
+        ctx.save_for_backward(new_residual, w, rstd)
+        ctx.hidden_dtype = hidden.dtype
+        ctx.residual_dtype = residual.dtype if residual is not None else None
+        return normed, new_residual
+
+    @staticmethod
+    def backward(ctx, d_normed, d_new_residual):
+        new_residual, w, rstd = ctx.saved_tensors
+        need_h, need_r, need_w = ctx.needs_input_grad[:3]
+        # one fp32 gradient row serves hidden and residual: store it once per distinct dtype needed
+        dtypes = [ctx.hidden_dtype] if need_h else []
+        if need_r and ctx.residual_dtype not in dtypes:
+            dtypes.append(ctx.residual_dtype)
+        d_weight = None
+        if d_normed is None:  # normed unused: the gradient is d_new_residual alone
+            if d_new_residual is None:
+                return None, None, None, None, None, None
+            grads = {dt: d_new_residual.to(dt) for dt in dtypes}
+        else:
+            shape, d = new_residual.shape, new_residual.shape[-1]
+            r = new_residual.view(-1, d)
+            n_rows = r.shape[0]
+            dy = _rows(d_normed, d)
+            dres_out = _rows(d_new_residual, d) if d_new_residual is not None else dy
+            grads = {dt: torch.empty(shape, dtype=dt, device=r.device) for dt in dtypes}
+            da, db = (list(grads.values()) + [r, r])[:2]
+            rows, block_d, num_warps = _config(d)
+            n_tiles = triton.cdiv(n_rows, rows)
+            tiles_per_program = triton.cdiv(n_tiles, _bwd_programs(r.device))
+            n_programs = triton.cdiv(n_tiles, tiles_per_program)
+            dw = torch.empty((n_programs, d), dtype=torch.float32, device=r.device) if need_w else rstd
+            launch(_bwd_kernel, (n_programs,), dy, dres_out, r, w, rstd, da, db, dw,
+                   n_rows, d, dy.stride(0), dres_out.stride(0), tiles_per_program,
+                   ROWS=rows, BLOCK_D=block_d, HAS_DRES_OUT=d_new_residual is not None,
+                   STORE_A=len(dtypes) > 0, STORE_B=len(dtypes) > 1, HAS_DW=need_w, num_warps=num_warps)
+            d_weight = dw.sum(0).to(w.dtype) if need_w else None
+        d_hidden = grads[ctx.hidden_dtype] if need_h else None
+        d_residual = grads[ctx.residual_dtype] if need_r else None
+        return d_hidden, d_residual, d_weight, None, None, None
+
+
+def _check(hidden: Tensor, residual: Tensor | None, weight: Tensor) -> None:
+    if hidden.dim() < 1 or not hidden.is_floating_point():
+        raise ValueError(f"hidden must be a floating-point tensor (..., d), got {hidden.dtype} {tuple(hidden.shape)}")
+    if residual is not None and residual.shape != hidden.shape:
+        raise ValueError(f"residual must have hidden's shape {tuple(hidden.shape)}, got {tuple(residual.shape)}")
+    if tuple(weight.shape) != (hidden.shape[-1],):
+        raise ValueError(f"weight must be (d,) = ({hidden.shape[-1]},), got {tuple(weight.shape)}")
+    for name, t in (("residual", residual), ("weight", weight)):
+        if t is not None and t.device != hidden.device:
+            raise ValueError(f"{name} is on {t.device} but hidden is on {hidden.device}")
+
+
+def add_rms_norm(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float = 1e-5,
+                 residual_in_fp32: bool = True, out_dtype: torch.dtype | None = None,
+                 backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """(normed, new_residual) of the pre-norm block (module docstring); differentiable in hidden,
+    residual and weight. backend: 'auto' (Triton on CUDA), 'triton' or 'reference'."""
+    _check(hidden, residual, weight)
+    chosen = resolve_backend(backend, hidden.device)
+    use_triton = (
+        chosen == "triton"
+        and torch.float64 not in (hidden.dtype, weight.dtype, residual.dtype if residual is not None else None)
+        and hidden.numel() > 0
+        and hidden.shape[-1] <= _MAX_D
+    )
+    if not use_triton:
+        return add_rms_norm_ref(hidden, residual, weight, eps, residual_in_fp32, out_dtype)
+    res_dtype = torch.float32 if residual_in_fp32 else hidden.dtype
+    return _AddRMSNormFn.apply(hidden, residual, weight, float(eps), res_dtype, out_dtype or weight.dtype)

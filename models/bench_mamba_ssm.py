@@ -1,0 +1,214 @@
+"""seqbench's Mamba against the authors' `mamba_ssm`, side by side in one process on one GPU.
+
+    seqbench bench mamba-ssm --out results/h200/mamba-vs-mamba_ssm.csv
+
+Every cell of the comparison: training forward+backward (130m, bf16 autocast on fp32 weights,
+cross-entropy on fp32 logits: tokens/s and peak memory), prefill (1.4b, one forward of the
+prompt, last logits only), generation (130m and 1.4b, prompt 2048 + 128 greedy tokens, the decode
+step as a CUDA graph) and the selective scan alone (forward+backward, 1 x 1536 x 2048). Inference
+runs on bf16 weights for both, as the authors' benchmark does. The same timing code measures
+both (CUDA events, medians after warm-up); each model is built with seed 0 and random weights.
+
+`mamba_ssm` is never a dependency: when it cannot be imported, its column stays empty and only
+seqbench is measured. CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio
+(ratio > 1: seqbench is better -- tokens/s ours / theirs, ms and GB theirs / ours).
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+
+from seqbench.harness.devices import autocast
+from seqbench.models.bench import language_model, time_ms, write_csv
+from seqbench.models.presets import LM_VOCAB
+
+FIELDS = ["what", "size", "batch", "seq_len", "seqbench", "mamba_ssm", "unit", "ratio"]
+# the authors' released configurations: (d_model, n_layer)
+THEIR_SIZES = {"130m": (768, 24), "1.4b": (2048, 48)}
+TRAIN_SHAPES = [(8, 2048), (1, 16384)]
+PREFILL_BATCHES = [1, 32]
+GEN_BATCHES = [1, 8, 32, 128]
+PROMPT, NEW = 2048, 128
+
+
+def _theirs(size: str):
+    """The authors' MambaLMHeadModel of `size` on the GPU (fp32 weights), or None without mamba_ssm."""
+    try:
+        from mamba_ssm.models.config_mamba import MambaConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+    except ImportError:
+        return None
+    d_model, n_layer = THEIR_SIZES[size]
+    torch.manual_seed(0)
+    config = MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=50277, ssm_cfg={"layer": "Mamba1"},
+                         rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
+    return MambaLMHeadModel(config, device="cuda", dtype=torch.float32)
+
+
+def _ours(size: str):
+    torch.manual_seed(0)
+    return language_model("mamba", size)
+
+
+def _logits(model, ids, theirs: bool, last_only: bool = False):
+    if theirs:
+        return model(ids, num_last_tokens=1 if last_only else 0).logits
+    return model(ids, last_only=last_only)
+
+
+def _train(model, theirs: bool, batch: int, seq_len: int) -> tuple[float, float]:
+    """(tokens/s, peak GB) of forward + backward + cross-entropy under bf16 autocast."""
+    device = torch.device("cuda")
+    ids = torch.randint(0, LM_VOCAB - 3, (batch, seq_len), device=device)
+
+    def step():
+        with autocast(device):
+            logits = _logits(model, ids, theirs)
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    ms = time_ms(step, device, repeats=10, warmup=3)
+    return batch * seq_len / (ms / 1000), torch.cuda.max_memory_allocated() / 2**30
+
+
+def _prefill_ms(model, theirs: bool, batch: int) -> float:
+    ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
+
+    def prefill():
+        with torch.no_grad():
+            _logits(model, ids, theirs, last_only=True)
+
+    return time_ms(prefill, torch.device("cuda"), repeats=5, warmup=2)
+
+
+def _generate_tokens_per_s(model, theirs: bool, batch: int) -> float:
+    ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
+    if theirs:
+        def generate():
+            model.generate(input_ids=ids, max_length=PROMPT + NEW, cg=True, temperature=1.0, top_k=1)
+    else:
+        def generate():
+            model.generate(ids, NEW, temperature=0, cuda_graph=True)
+    ms = time_ms(generate, torch.device("cuda"), repeats=3, warmup=1)
+    return batch * NEW / (ms / 1000)
+
+
+def _scan_fwd_bwd_ms(theirs: bool) -> float | None:
+    from seqbench.kernels.bench import make_inputs
+
+    x = make_inputs(1, 1536, 2048, requires_grad=True)
+    dout = torch.randn_like(x["u"])
+    if theirs:
+        try:
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as scan
+        except ImportError:
+            return None
+    else:
+        from seqbench.kernels import selective_scan as scan
+
+    def fwd_bwd():
+        out = scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                   delta_softplus=True)
+        out.backward(dout)
+        for t in x.values():
+            t.grad = None
+
+    times = [time_ms(fwd_bwd, torch.device("cuda"), repeats=50, warmup=10) for _ in range(3)]
+    return statistics.median(times)
+
+
+def _row(what, size, batch, seq_len, ours, theirs, unit, higher_is_better) -> dict:
+    ratio = None
+    if ours is not None and theirs is not None:
+        ratio = ours / theirs if higher_is_better else theirs / ours
+    row = {"what": what, "size": size, "batch": batch, "seq_len": seq_len, "seqbench": ours, "mamba_ssm": theirs,
+           "unit": unit, "ratio": ratio}
+    print(f"# {what:10s} {size:5s} B{batch:<4d} L{seq_len:<6d} seqbench {ours if ours is None else f'{ours:,.4g}'}"
+          f"  mamba_ssm {theirs if theirs is None else f'{theirs:,.4g}'} {unit}"
+          f"  ratio {ratio if ratio is None else f'{ratio:.3f}'}", flush=True)
+    return row
+
+
+def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train", "prefill", "generation", "scan")) -> list[dict]:
+    """Measure every cell (both implementations where mamba_ssm imports); write the CSV and its plot."""
+    rows: list[dict] = []
+
+    def emit(row):
+        rows.append(row)
+        if out_csv is not None:  # after every row: a cut-short run keeps what it measured
+            write_csv(rows, out_csv, FIELDS)
+
+    def both(build_ours, build_theirs, measure):
+        """measure(model, theirs) for ours, then theirs (None without mamba_ssm); one model at a time."""
+        results = []
+        for build, theirs in ((build_ours, False), (build_theirs, True)):
+            model = build()
+            results.append(None if model is None else measure(model, theirs))
+            del model
+            torch.cuda.empty_cache()
+        return results
+
+    if "train" in parts:
+        for batch, seq_len in TRAIN_SHAPES:
+            (ours_tps, ours_gb), theirs = both(lambda: _ours("130m"), lambda: _theirs("130m"),
+                                               lambda m, t: _train(m, t, batch, seq_len))
+            theirs_tps, theirs_gb = theirs if theirs is not None else (None, None)
+            emit(_row("training", "130m", batch, seq_len, ours_tps, theirs_tps, "tokens/s", True))
+            emit(_row("train-mem", "130m", batch, seq_len, ours_gb, theirs_gb, "GB", False))
+    if "prefill" in parts or "generation" in parts:
+        for size in ("1.4b", "130m"):
+            ours_model = _ours(size).to(torch.bfloat16)
+            their_model = _theirs(size)
+            their_model = their_model.to(torch.bfloat16) if their_model is not None else None
+            if "prefill" in parts and size == "1.4b":
+                for batch in PREFILL_BATCHES:
+                    emit(_row("prefill", size, batch, PROMPT, _prefill_ms(ours_model, False, batch),
+                              None if their_model is None else _prefill_ms(their_model, True, batch), "ms", False))
+            if "generation" in parts:
+                for batch in GEN_BATCHES:
+                    ours = _generate_tokens_per_s(ours_model, False, batch)
+                    from seqbench.models.decoding import release_held_step
+
+                    release_held_step(ours_model)
+                    theirs = None if their_model is None else _generate_tokens_per_s(their_model, True, batch)
+                    if their_model is not None and hasattr(their_model, "_decoding_cache"):
+                        del their_model._decoding_cache  # its graphs and cache hold the batch's memory
+                    torch.cuda.empty_cache()
+                    emit(_row("generation", size, batch, PROMPT + NEW, ours, theirs, "tokens/s", True))
+            del ours_model, their_model
+            torch.cuda.empty_cache()
+    if "scan" in parts:
+        emit(_row("scan", "1536", 1, 2048, _scan_fwd_bwd_ms(False), _scan_fwd_bwd_ms(True), "ms", False))
+    if out_csv is not None:
+        plot_ratios(rows, out_csv.with_suffix(".png"))
+    return rows
+
+
+def plot_ratios(rows: list[dict], path: Path) -> None:
+    """One bar per cell: seqbench / mamba_ssm (1 = level; > 1 seqbench is better)."""
+    import os
+
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if r["ratio"] is not None]
+    figure = Figure(figsize=(10, 4.2), layout="constrained")
+    axis = figure.subplots()
+    labels = [f"{r['what']} {r['size']}\nB{r['batch']}" + (f"×{r['seq_len']}" if r["what"] != "generation" else "")
+              for r in done]
+    colors = ["tab:green" if r["ratio"] >= 1 else "tab:red" for r in done]
+    axis.bar(range(len(done)), [r["ratio"] for r in done], color=colors)
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_xticks(range(len(done)), labels, rotation=60, ha="right", fontsize=7)
+    axis.set(ylabel="seqbench ÷ mamba_ssm (higher: seqbench better)",
+             title=f"seqbench Mamba vs the authors' mamba_ssm · {torch.cuda.get_device_name()}")
+    axis.grid(True, axis="y", alpha=0.3)
+    tmp = path.with_name(path.name + ".tmp.png")
+    figure.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
