@@ -9,6 +9,12 @@ Semantics are those of kernels/reference.py (out_t = sum_k w[:, k] x_{t-width+1+
 SiLU when activation == "silu"). Triton kernels run on CUDA tensors (and on CPU tensors under
 TRITON_INTERPRET=1); other CPU tensors use the PyTorch reference. kernels/NOTES.md has the timing
 against PyTorch's cuDNN depthwise conv.
+
+The conv kernels give each thread whole chunks of V positions of a channel (one 16-byte vector:
+V = 8, or 4 for fp32) and load each chunk with the width-1 positions before it (and, in the
+backward, after it) as vectors, so the shifted taps come from registers. The backward computes
+g = dout * silu'(pre) once per position of a chunk and its halo, dx_t = sum_j w[width-1-j] g_{t+j},
+and per-tile partial sums of dweight and dbias, which PyTorch reduces (deterministic, no atomics).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from seqbench.kernels.selective_scan import resolve_backend
 __all__ = ["causal_conv1d", "causal_conv1d_update"]
 
 _ACTIVATIONS = (None, "silu", "swish")
+_INTERP = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _use_triton(t: Tensor, backend: str) -> bool:
@@ -35,92 +42,173 @@ def _use_triton(t: Tensor, backend: str) -> bool:
     return resolve_backend(backend, t.device) == "triton" and t.dtype != torch.float64
 
 
+_USE_PTX: tl.constexpr = tl.constexpr(not _INTERP)  # the interpreter cannot run inline PTX
+
+
 @triton.jit
-def _conv_at(x_row, w_ptrs, bias, t, length, W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
-             d_mask, HAS_BIAS: tl.constexpr):
-    """Pre-activation at positions t ([BT]) for the [BD] rows of x_row ([BD, 1] pointers)."""
-    acc = tl.zeros([BD, BT], dtype=tl.float32)
-    for k in tl.static_range(W):
-        s = t - (W - 1) + k
-        xm = d_mask[:, None] & ((s >= 0) & (s < length))[None, :]
-        xv = tl.load(x_row + s[None, :], mask=xm, other=0.0).to(tl.float32)
-        wk = tl.load(w_ptrs + k, mask=d_mask, other=0.0).to(tl.float32)
-        acc += wk[:, None] * xv
+def _split(x, BD: tl.constexpr, BT: tl.constexpr, V: tl.constexpr):
+    """[BD, BT] -> a tuple of V tensors [BD, BT // V]: entry v holds positions V n + v. A thread
+    owns whole V-position chunks (one vector load), so this renames registers, no data moves."""
+    if V == 8:
+        x = tl.reshape(x, [BD, BT // V, 2, 2, 2])
+    else:
+        tl.static_assert(V == 4)
+        x = tl.reshape(x, [BD, BT // V, 2, 2])
+    parts = (x,)
+    for level in tl.static_range(V.bit_length() - 1):  # split off the lowest remaining bit of v
+        lo = ()
+        hi = ()
+        for i in tl.static_range(1 << level):
+            a, b = tl.split(parts[i])
+            lo = lo + (a,)
+            hi = hi + (b,)
+        parts = lo + hi
+    return parts
+
+
+@triton.jit
+def _join(parts, BD: tl.constexpr, BT: tl.constexpr, V: tl.constexpr):
+    """Inverse of _split: a tuple of V tensors [BD, BT // V] -> [BD, BT]."""
+    for level in tl.static_range(V.bit_length() - 1):  # join v with v + half: the highest bit
+        joined = ()
+        for i in tl.static_range(V >> (level + 1)):
+            joined = joined + (tl.join(parts[i], parts[i + (V >> (level + 1))]),)
+        parts = joined
+    return tl.reshape(parts[0], [BD, BT])
+
+
+@triton.jit
+def _chunks(ptrs, pos, length, d_mask, SHIFT: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+            V: tl.constexpr):
+    """Values at positions pos + SHIFT (SHIFT a multiple of V, so the loads stay vectors), zero
+    outside [0, length) and outside the channel block, as _split of fp32 [BD, BT]."""
+    p = pos + SHIFT
+    m = d_mask & (p < length)
+    if SHIFT < 0:
+        m = m & (p >= 0)
+    return _split(tl.load(ptrs + SHIFT, mask=m, other=0.0).to(tl.float32), BD, BT, V)
+
+
+@triton.jit
+def _tile(w_ptr, b_ptr, dim, length, BD: tl.constexpr, BT: tl.constexpr, W: tl.constexpr,
+          HAS_BIAS: tl.constexpr):
+    """A program's (time tile, channel block, batch) set-up: element offsets [BD, BT], positions
+    [1, BT], channel mask [BD, 1], taps u[m] = w[:, W-1-m] (the weight on x_{t-m}) and the bias,
+    fp32 [BD, 1]."""
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    d_mask = d < dim
+    row = (tl.program_id(2).to(tl.int64) * dim + d.to(tl.int64)) * length
+    pos = (tl.program_id(0) * BT + tl.arange(0, BT))[None, :]
+    wp = w_ptr + d.to(tl.int64) * W
+    u = ()
+    for m in tl.static_range(W):
+        u = u + (tl.load(wp + (W - 1 - m), mask=d_mask, other=0.0).to(tl.float32)[:, None],)
     if HAS_BIAS:
-        acc += bias[:, None]
+        bias = tl.load(b_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[:, None]
+    else:
+        bias = tl.zeros([BD, 1], dtype=tl.float32)
+    return row[:, None] + pos, pos, d_mask[:, None], u, bias
+
+
+@triton.jit
+def _sigmoid(x):
+    # 1 / (1 + 2^(-x log2 e)) by ex2.approx.ftz and rcp.approx.ftz: 2 MUFU + 2 FP32 instructions,
+    # where tl.sigmoid's non-ftz exp and full-range divide take ~10; relative error < 1e-6
+    if _USE_PTX:
+        e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * -1.4426950408889634],
+                                      dtype=tl.float32, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + e],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.sigmoid(x)
+
+
+@triton.jit
+def _pre(E, u, bias, r: tl.constexpr, W: tl.constexpr):
+    """Pre-activation at chunk position r, from E[i] = x at chunk position i - (W-1)."""
+    acc = bias + u[0] * E[r + W - 1]
+    for m in tl.static_range(1, W):
+        acc += u[m] * E[r + W - 1 - m]
     return acc
 
 
 @triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, dim, length,
-                     W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+                     W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, V: tl.constexpr,
                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
-    tb = tl.program_id(0)
-    dblk = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    d = dblk * BD + tl.arange(0, BD)
-    t = tb * BT + tl.arange(0, BT)
-    d_mask = d < dim
-    row = (b * dim + d.to(tl.int64)) * length
-    w_ptrs = w_ptr + d.to(tl.int64) * W
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros([BD], dtype=tl.float32)
-    acc = _conv_at(x_ptr + row[:, None], w_ptrs, bias, t, length, W, BD, BT, d_mask, HAS_BIAS)
-    if SILU:
-        acc = acc * tl.sigmoid(acc)
-    m = d_mask[:, None] & (t < length)[None, :]
-    tl.store(out_ptr + row[:, None] + t[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+    off, pos, d_mask, u, bias = _tile(w_ptr, b_ptr, dim, length, BD, BT, W, HAS_BIAS)
+    E = _chunks(x_ptr + off, pos, length, d_mask, 0, BD, BT, V)
+    if W > 1:  # the previous chunk's last W-1 positions
+        E = _chunks(x_ptr + off, pos, length, d_mask, -V, BD, BT, V)[V + 1 - W:] + E
+    out = ()
+    for r in tl.static_range(V):
+        acc = _pre(E, u, bias, r, W)
+        if SILU:
+            acc = acc * _sigmoid(acc)
+        out = out + (acc,)
+    tl.store(out_ptr + off, _join(out, BD, BT, V).to(out_ptr.dtype.element_ty), mask=d_mask & (pos < length))
 
 
 @triton.jit
-def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dwp_ptr, dbp_ptr, dim, length, ntb,
-                     W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr,
+def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dwp_ptr, dbp_ptr, dim, length,
+                     W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, V: tl.constexpr,
                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
-    tb = tl.program_id(0)
-    dblk = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    d = dblk * BD + tl.arange(0, BD)
-    t = tb * BT + tl.arange(0, BT)
-    d_mask = d < dim
-    row = (b * dim + d.to(tl.int64)) * length
-    x_row = x_ptr + row[:, None]
-    w_ptrs = w_ptr + d.to(tl.int64) * W
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros([BD], dtype=tl.float32)
-    dx = tl.zeros([BD, BT], dtype=tl.float32)
-    pbase = ((b * tl.num_programs(0) + tb) * dim + d.to(tl.int64))  # partial rows (b, tile, d)
-    for j in tl.static_range(W):
-        tj = t + j
-        mj = d_mask[:, None] & (tj < length)[None, :]
-        g = tl.load(dout_ptr + row[:, None] + tj[None, :], mask=mj, other=0.0).to(tl.float32)
+    off, pos, d_mask, u, bias = _tile(w_ptr, b_ptr, dim, length, BD, BT, W, HAS_BIAS)
+    # per thread chunk of V positions: E[i] = x at chunk position i - (W-1) and D[r] = dout at
+    # chunk position r, both reaching W-1 positions into the neighbouring chunks
+    E = _chunks(x_ptr + off, pos, length, d_mask, 0, BD, BT, V)
+    D = _chunks(dout_ptr + off, pos, length, d_mask, 0, BD, BT, V)
+    if W > 1:
+        E = _chunks(x_ptr + off, pos, length, d_mask, -V, BD, BT, V)[V + 1 - W:] + E
+        D = D + _chunks(dout_ptr + off, pos, length, d_mask, V, BD, BT, V)[:W - 1]
+        if SILU:  # the pre-activations at the next chunk's head
+            E = E + _chunks(x_ptr + off, pos, length, d_mask, V, BD, BT, V)[:W - 1]
+    # g = dout * silu'(pre) at chunk positions 0 .. V+W-2, each once; zero at positions >= length,
+    # where dout is loaded as zero
+    G = ()
+    for r in tl.static_range(V + W - 1):
+        g = D[r]
         if SILU:
-            pre = _conv_at(x_row, w_ptrs, bias, tj, length, W, BD, BT, d_mask, HAS_BIAS)
-            sg = tl.sigmoid(pre)
+            pre = _pre(E, u, bias, r, W)
+            sg = _sigmoid(pre)
             g = g * sg * (1.0 + pre * (1.0 - sg))
-        wj = tl.load(w_ptrs + (W - 1 - j), mask=d_mask, other=0.0).to(tl.float32)
-        dx += wj[:, None] * g
-        if j == 0:
-            # weight / bias partial sums from this tile's own positions
-            for k in tl.static_range(W):
-                s = t - (W - 1) + k
-                xm = d_mask[:, None] & ((s >= 0) & (s < length))[None, :]
-                xv = tl.load(x_row + s[None, :], mask=xm, other=0.0).to(tl.float32)
-                tl.store(dwp_ptr + pbase * W + k, tl.sum(g * xv, axis=1), mask=d_mask)
-            if HAS_BIAS:
-                tl.store(dbp_ptr + pbase, tl.sum(g, axis=1), mask=d_mask)
-    m = d_mask[:, None] & (t < length)[None, :]
-    tl.store(dx_ptr + row[:, None] + t[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
+        G = G + (g,)
+    # dx_t = sum_j w[W-1-j] g_{t+j}
+    dx = ()
+    for v in tl.static_range(V):
+        acc = u[0] * G[v]
+        for j in tl.static_range(1, W):
+            acc += u[j] * G[v + j]
+        dx = dx + (acc,)
+    tl.store(dx_ptr + off, _join(dx, BD, BT, V).to(dx_ptr.dtype.element_ty), mask=d_mask & (pos < length))
+    # this tile's partial sums: dw[W-1-m] = sum_t g_t x_{t-m}, dbias = sum_t g_t
+    d = tl.program_id(1) * BD + tl.arange(0, BD)[:, None]
+    prow = (tl.program_id(2).to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * dim + d
+    for m in tl.static_range(W):
+        acc = G[0] * E[W - 1 - m]
+        for v in tl.static_range(1, V):
+            acc += G[v] * E[v + W - 1 - m]
+        tl.store(dwp_ptr + prow * W + (W - 1 - m), tl.sum(acc, axis=1, keep_dims=True), mask=d < dim)
+    if HAS_BIAS:
+        acc = G[0]
+        for v in tl.static_range(1, V):
+            acc += G[v]
+        tl.store(dbp_ptr + prow, tl.sum(acc, axis=1, keep_dims=True), mask=d < dim)
 
 
-def _blocks(dim: int, length: int) -> tuple[int, int]:
-    interp = os.environ.get("TRITON_INTERPRET") == "1"
-    BT = min(32 if interp else 256, triton.next_power_of_2(max(length, 1)))
-    BD = min(4 if interp else 8, triton.next_power_of_2(dim))
-    return BD, BT
+# (BD channels, BT positions, num_warps) of a program on CUDA, powers of two with BT >= 8; the
+# interpreter takes small tiles. 8 x 256 with 4 warps, bf16: a warp covers 256 positions (512
+# bytes) of two channel rows, a thread two 8-position chunks.
+FWD_CONFIG = (8, 256, 4)
+BWD_CONFIG = (8, 256, 4)
+
+
+def _blocks(x: Tensor, config: tuple[int, int, int]) -> dict:
+    """Launch constexprs and options for x (b, d, l)."""
+    _, dim, length = x.shape
+    BD, BT, warps = (4, 32, 1) if _INTERP else config
+    return dict(BD=min(BD, triton.next_power_of_2(dim)), BT=max(8, min(BT, triton.next_power_of_2(length))),
+                V=4 if x.element_size() == 4 else 8, num_warps=warps)
 
 
 class _CausalConvFn(torch.autograd.Function):
@@ -130,11 +218,11 @@ class _CausalConvFn(torch.autograd.Function):
         w = weight.contiguous()
         batch, dim, length = x.shape
         W = w.shape[1]
-        BD, BT = _blocks(dim, length)
+        meta = _blocks(x, FWD_CONFIG)
         out = torch.empty_like(x)
-        grid = (triton.cdiv(length, BT), triton.cdiv(dim, BD), batch)
+        grid = (triton.cdiv(length, meta["BT"]), triton.cdiv(dim, meta["BD"]), batch)
         launch(_conv_fwd_kernel, grid, x, w, bias if bias is not None else w, out, dim, length,
-               W=W, BD=BD, BT=BT, HAS_BIAS=bias is not None, SILU=silu, num_warps=4)
+               W=W, HAS_BIAS=bias is not None, SILU=silu, **meta)
         ctx.save_for_backward(x, w, bias)
         ctx.silu = silu
         return out
@@ -144,16 +232,16 @@ class _CausalConvFn(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors
         batch, dim, length = x.shape
         W = w.shape[1]
-        BD, BT = _blocks(dim, length)
-        ntb = triton.cdiv(length, BT)
+        meta = _blocks(x, BWD_CONFIG)
+        ntb = triton.cdiv(length, meta["BT"])
         dout = dout.contiguous()
         dx = torch.empty_like(x)
         dwp = torch.empty((batch, ntb, dim, W), device=x.device, dtype=torch.float32)
         dbp = torch.empty((batch, ntb, dim), device=x.device, dtype=torch.float32) if bias is not None else None
-        grid = (ntb, triton.cdiv(dim, BD), batch)
+        grid = (ntb, triton.cdiv(dim, meta["BD"]), batch)
         launch(_conv_bwd_kernel, grid, x, w, bias if bias is not None else w, dout, dx, dwp,
-               dbp if dbp is not None else dwp, dim, length, ntb,
-               W=W, BD=BD, BT=BT, HAS_BIAS=bias is not None, SILU=ctx.silu, num_warps=4)
+               dbp if dbp is not None else dwp, dim, length,
+               W=W, HAS_BIAS=bias is not None, SILU=ctx.silu, **meta)
         dw = dwp.sum(dim=(0, 1)).to(w.dtype)
         db = dbp.sum(dim=(0, 1)).to(bias.dtype) if bias is not None else None
         return dx, dw, db, None
@@ -205,7 +293,7 @@ def _conv_update_kernel(x_ptr, s_ptr, w_ptr, b_ptr, out_ptr, dim, s_sb, s_sd, s_
     if HAS_BIAS:
         acc += tl.load(b_ptr + d, mask=dm, other=0.0).to(tl.float32)
     if SILU:
-        acc = acc * tl.sigmoid(acc)
+        acc = acc * _sigmoid(acc)
     tl.store(out_ptr + b * s_ob + d, acc.to(out_ptr.dtype.element_ty), mask=dm)
 
 

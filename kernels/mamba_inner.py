@@ -1,11 +1,12 @@
 """The inner Mamba block as one autograd node: causal conv + SiLU -> x_proj -> dt_proj -> the
-selective scan, keeping for backward only what is cheap to keep.
+selective scan -> out_proj, keeping for backward only what is cheap to keep.
 
 A chain of separate autograd nodes saves every intermediate: the conv's output (the scan's u and
-x_proj's input) and dt (the scan's delta), each (batch, d_inner, length). This node saves the
-conv's input, z, the small x_proj output and the scan's tile-start states, and recomputes the
-conv and the two projections in the backward (one conv and two thin GEMMs: ~3% of the block's
-time for 2 of its 5 large saved tensors), as the Mamba reference does with its checkpoint level 1.
+x_proj's input), dt (the scan's delta) and the scan's output (out_proj's input), each (batch,
+d_inner, length). This node saves the conv's input, z, the small x_proj output and the scan's
+tile-start states; the backward recomputes the conv and the two thin projections, and the scan's
+backward kernel, which recomputes h anyway, also writes the forward's output for out_proj's
+weight gradient (3 of the 5 large saved tensors gone for one conv, two thin GEMMs and one store).
 
 Every tensor is channel-major (batch, channels, length) as in models/mamba.py; B and C are row
 slices of the x_proj output and reach the scan kernels without a copy. Triton only (CUDA, or
@@ -32,31 +33,39 @@ def _pre_scan(x: Tensor, conv_w: Tensor, conv_b: Tensor | None, xproj_w: Tensor,
 
 class _MambaInnerFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, dt_rank, d_state):
+    def forward(ctx, x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, dt_rank, d_state):
         u, x_dbl, delta = _pre_scan(x, conv_w, conv_b, xproj_w, dt_w, dt_rank)
         B, C = x_dbl[:, dt_rank:dt_rank + d_state], x_dbl[:, dt_rank + d_state:]
         A = -torch.exp(A_log.float())
         y, _, saved, cfg = triton_scan._forward(u, delta, A, B, C, D, z, dt_bias, None, True, False, None,
                                                 needs_grad=True)
         hst, dtsum = saved[-2:]
-        ctx.save_for_backward(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, x_dbl, hst, dtsum)
+        wT = out_w.t()
+        out = torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))  # (b, l, d_model)
+        ctx.save_for_backward(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl, hst, dtsum)
         ctx.cfg, ctx.dt_rank, ctx.d_state = cfg, dt_rank, d_state
-        return y
+        return out
 
     @staticmethod
-    def backward(ctx, dy):
-        x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, x_dbl_saved, hst, dtsum = ctx.saved_tensors
+    def backward(ctx, dout):
+        x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl_saved, hst, dtsum = ctx.saved_tensors
         R, N = ctx.dt_rank, ctx.d_state
+        b = x.shape[0]
+        doutT = dout.contiguous().transpose(1, 2)  # (b, d_model, l), a view
+        wT = out_w.t()
+        dy = torch.bmm(wT.expand(b, *wT.shape), doutT)  # (b, d_inner, l)
+        y = torch.empty_like(dy)  # recomputed by the scan's backward kernel
         leaves = [t.detach().requires_grad_(True) if t is not None else None for t in (x, conv_w, conv_b, xproj_w, dt_w)]
         with torch.enable_grad():  # the recomputed part, differentiated by autograd below
             u, x_dbl, delta = _pre_scan(*leaves, R)
         B, C = x_dbl_saved[:, R:R + N], x_dbl_saved[:, R + N:]
         A32 = -torch.exp(A_log.float())
         du, ddelta, dA, dBC, dD, dz, dbias, _ = triton_scan._bwd(
-            dy.contiguous(), None, u.detach(), delta.detach(), A32, triton_scan._as_grouped(B),
+            dy, None, u.detach(), delta.detach(), A32, triton_scan._as_grouped(B),
             triton_scan._as_grouped(C), D.float(), z, dt_bias.float(), True, hst, dtsum, ctx.cfg,
-            collapse_groups=True,
+            collapse_groups=True, out=y,
         )
+        dout_w = torch.bmm(doutT, y.transpose(1, 2)).sum(0)  # (d_model, d_inner)
         dx_dbl = torch.zeros_like(x_dbl)
         dx_dbl[:, R:R + N] = dBC[0]
         dx_dbl[:, R + N:] = dBC[1]
@@ -64,13 +73,14 @@ class _MambaInnerFn(torch.autograd.Function):
         dx, dconv_w, dconv_b, dxproj_w, ddt_w = (t.grad if t is not None else None for t in leaves)
         dA_log = (dA * A32).to(A_log.dtype)  # A = -exp(A_log)
         return (dx, dz, dconv_w, dconv_b, dxproj_w, ddt_w, dA_log, dD.to(D.dtype), dbias.to(dt_bias.dtype),
-                None, None)
+                dout_w, None, None)
 
 
 def mamba_inner(x: Tensor, z: Tensor, conv_w: Tensor, conv_b: Tensor | None, xproj_w: Tensor, dt_w: Tensor,
-                A_log: Tensor, D: Tensor, dt_bias: Tensor, dt_rank: int, d_state: int) -> Tensor:
-    """y (b, d_inner, l) of the Mamba block from in_proj's x and z (b, d_inner, l) and the
+                A_log: Tensor, D: Tensor, dt_bias: Tensor, out_w: Tensor, dt_rank: int, d_state: int) -> Tensor:
+    """The Mamba block's output (b, l, d_model) from in_proj's x and z (b, d_inner, l) and the
     block's parameters (weights in the compute dtype; A_log, D, dt_bias fp32): conv + SiLU,
     x_proj (dt_rank + 2 d_state rows), dt_proj, scan with softplus(dt + dt_bias), D skip and
-    SiLU(z) gate. Differentiable in every tensor; recomputes the conv and projections in backward."""
-    return _MambaInnerFn.apply(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, dt_rank, d_state)
+    SiLU(z) gate, out_proj (no bias). Differentiable in every tensor; the backward recomputes the
+    conv and projections, and the scan's output comes back from its backward kernel."""
+    return _MambaInnerFn.apply(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, dt_rank, d_state)

@@ -452,11 +452,11 @@ def _fwd3_combine(cl, pl, vl, cr, pr, vr):
 def _bwd_main(
     u_ptr, delta_ptr, z_ptr, dout_ptr, A_ptr, B_ptr, C_ptr, Crev_ptr, D_ptr, bias_ptr,
     hst_ptr, gst_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dBp_ptr, dCp_ptr, dDp_ptr, dbiasp_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dBp_ptr, dCp_ptr, dDp_ptr, dbiasp_ptr, out_ptr,
     dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, ACCUM: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    UNROLL: tl.constexpr,
+    UNROLL: tl.constexpr, HAS_OUT: tl.constexpr,
 ):
     """Per tile: h by a forward scan from the tile's start state, and g = dL/dh by a forward
     scan over the tile in reversed order (position i holds step T-1-i), then g is flipped back.
@@ -564,6 +564,12 @@ def _bwd_main(
         if HAS_Z:
             dz = do * y * sz * (1.0 + zf * (1.0 - sz))
             tl.store(dz_ptr + ptrs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
+        if HAS_OUT:  # the forward's output, recomputed on the way (the caller did not keep it)
+            if HAS_Z:
+                o = y * zf * sz
+            else:
+                o = y
+            tl.store(out_ptr + ptrs, o.to(out_ptr.dtype.element_ty), mask=mask)
         tl.store(du_ptr + ptrs, du.to(du_ptr.dtype.element_ty), mask=mask)
         ddt += ddtu * uf
         if SOFTPLUS:
@@ -746,7 +752,9 @@ def _split_plan(batch: int, ntiles: int, length: int, N: int, groups: int, nblk_
 
 
 def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsum, cfg,
-         collapse_groups=False):
+         collapse_groups=False, out=None):
+    """The backward's launches. With `out` (u's shape and layout), the forward's output is
+    recomputed into it as a by-product (a caller that saved no output needs it)."""
     batch, dim, length = u.shape
     groups, N = Bg.shape[1], Bg.shape[2]
     dpg = dim // groups
@@ -797,10 +805,10 @@ def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsu
         u, delta, z if z is not None else u, dout, A, Bg, Cg, Crev,
         D if D is not None else dummy, delta_bias if has_bias else dummy, hst, gst,
         du, ddelta, dz if dz is not None else du, dBp, dCp,
-        dDp if dDp is not None else dummy, dbp if dbp is not None else dummy,
+        dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, out if out is not None else du,
         dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
         N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=has_bias,
-        SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"],
+        SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=out is not None,
     )
     dA = gst[:, 1:].sum(dim=(0, 1)).t()  # (dim, N), natural-log A
     s_per_group = nsplit // groups

@@ -100,9 +100,9 @@ class MambaMixer(nn.Module):
         if state is None and torch.is_grad_enabled() and self._fused(x):
             from seqbench.kernels.mamba_inner import mamba_inner
 
-            y = mamba_inner(x, z, cast(self.conv_weight), cast(self.conv_bias), cast(self.x_proj.weight),
-                            cast(self.dt_proj.weight), self.A_log, self.D, self.dt_proj.bias, R, N)
-            out = channels_to_tokens(y, cast(self.out_proj.weight))
+            out = mamba_inner(x, z, cast(self.conv_weight), cast(self.conv_bias), cast(self.x_proj.weight),
+                              cast(self.dt_proj.weight), self.A_log, self.D, self.dt_proj.bias,
+                              cast(self.out_proj.weight), R, N)
             return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
         x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu")
         x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)

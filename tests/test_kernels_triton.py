@@ -318,6 +318,37 @@ def test_causal_conv_fwd_bwd_update(width, act):
         torch.testing.assert_close(state, state_ref)
 
 
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("has_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_causal_conv_grads(width, has_bias, act, dtype):
+    """Output and dx, dweight, dbias against the float64 reference: lengths shorter than the width
+    and than one 8-position chunk, and one over two interpreter tiles (32) that is not a multiple
+    of 8; dim 6 spans two channel blocks; batch 2."""
+    from seqbench.kernels.causal_conv import causal_conv1d
+
+    rtol, atol = (1e-4, 1e-4) if dtype == torch.float32 else TOL[dtype]
+    g = torch.Generator().manual_seed(7 * width + has_bias)
+    for length in (1, 6, 45):
+        x = torch.randn(2, 6, length, generator=g).to(DEVICE, dtype).requires_grad_(True)
+        w = torch.randn(6, width, generator=g).to(DEVICE, dtype).requires_grad_(True)
+        b = torch.randn(6, generator=g).to(DEVICE, dtype).requires_grad_(True) if has_bias else None
+        out = causal_conv1d(x, w, b, act, backend="triton")
+        dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
+        out.backward(dout)
+        leaves = [t for t in (x, w, b) if t is not None]
+        refs = [t.detach().double().cpu().requires_grad_(True) for t in leaves]
+        ref = causal_conv1d_ref(refs[0], refs[1], refs[2] if has_bias else None, act)
+        ref.backward(dout.double().cpu())
+        assert out.dtype == dtype and all(t.grad.dtype == dtype for t in leaves)
+        for got, want in ((out, ref), *((t.grad, r.grad) for t, r in zip(leaves, refs))):
+            # dweight and dbias sum over batch x length: scale the absolute tolerance by the sum's size
+            scale = 1 if got.shape == out.shape else (2 * length) ** 0.5
+            torch.testing.assert_close(got.double().cpu(), want, rtol=rtol, atol=atol * scale)
+
+
 # ------------------------------------------------------------------------------------------------
 # validation through the public entry point
 # ------------------------------------------------------------------------------------------------
