@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqbench.harness.config import RunConfig, format_length, parse_length, parse_lengths
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA.")
@@ -89,7 +89,7 @@ PROGRESS = typer.Option(True, help="Show progress bars.")
 
 def _base_config(task: str, model: str, **options) -> RunConfig:
     """A RunConfig from the shared options (names checked before anything heavy is imported)."""
-    from seqbench.harness.registry import registry
+    from seqbench.core.registry import registry
 
     registry("tasks").target(task)
     eval_lengths = options.pop("eval_lengths")
@@ -127,7 +127,7 @@ def run(
     nproc: int = typer.Option(1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process."),
 ) -> None:
     """Train and evaluate one model on one task at one length, tracked in MLflow."""
-    from seqbench.harness.registry import registry
+    from seqbench.core.registry import registry
 
     registry("models").target(model)  # unknown names fail before anything heavy is imported
     config = _base_config(
@@ -319,7 +319,7 @@ def _print_result(result) -> None:
 @user_errors
 def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -> None:
     """List the tasks, models or modalities that are available (built-ins and plugins)."""
-    from seqbench.harness.registry import registry
+    from seqbench.core.registry import registry
 
     names = registry(kind).names()
     if kind == "tasks":
@@ -377,15 +377,38 @@ def ui(
 
 @bench_app.command("kernels")
 @user_errors
-def bench_kernels(out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write.")) -> None:
+def bench_kernels(
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
+    shapes: str = typer.Option("table", help="table (every shape) or small (lengths up to 32k)."),
+    flash: bool = typer.Option(True, help="Also time flash attention at the matching shapes."),
+    variants: bool = typer.Option(False, help="Compare tile configurations side by side instead."),
+    profile: Optional[str] = typer.Option(None, help="batch,dim,length: per-kernel times of one fwd+bwd."),
+    conv: bool = typer.Option(False, help="Time the conv and decode-step kernels against PyTorch."),
+    host: bool = typer.Option(False, help="Short shapes: device and host time per call (with --variants, more)."),
+) -> None:
     """Selective-scan forward and forward+backward times vs the CUDA reference and flash attention."""
     import torch
 
+    if shapes not in ("table", "small"):
+        raise SeqbenchError(f"--shapes takes table or small, got {shapes!r}")
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench kernels` times the Triton kernels and needs a CUDA device")
-    from seqbench.kernels.bench import run_kernel_bench
+    from seqbench.harness.bench.kernels import run_kernels_command
 
-    run_kernel_bench(out_file)
+    run_kernels_command(out_file, shapes, flash, variants, profile, conv, host)
+
+
+@bench_app.command("generation-split")
+@user_errors
+def bench_generation_split(out_file: Path = typer.Option(..., "--out", help="CSV file to write.")) -> None:
+    """Where one generate call's time goes (state set-up, capture, prefill, decode), per model and batch."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench generation-split` times models on a CUDA device; none is available")
+    from seqbench.harness.bench.generation_split import run_generation_split
+
+    run_generation_split(out_file)
 
 
 @bench_app.command("operators")
@@ -399,7 +422,7 @@ def bench_operators(
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench operators` times GPU kernels and needs a CUDA device")
-    from seqbench.kernels.operator_bench import run_operator_bench
+    from seqbench.harness.bench.operators import run_operator_bench
 
     run_operator_bench(out_file, parse_lengths(seq_len))
 
@@ -417,7 +440,7 @@ def bench_models(
 
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench models` times models on a CUDA device; none is available")
-    from seqbench.models.bench import run_model_bench
+    from seqbench.harness.bench.models import run_model_bench
 
     run_model_bench(_family_sizes(model), parse_lengths(seq_len), batch_size, out_file)
 
@@ -450,7 +473,7 @@ def bench_mamba_ssm(
         raise SeqbenchError(f"--parts takes train, prefill, generation, scan; got {parts!r}")
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench mamba-ssm` times models on a CUDA device; none is available")
-    from seqbench.models.bench_mamba_ssm import run_mamba_ssm_bench
+    from seqbench.harness.bench.mamba_ssm import run_mamba_ssm_bench
 
     run_mamba_ssm_bench(out_file, chosen)
 
@@ -471,7 +494,7 @@ def bench_generation(
     import torch
 
     if replot:
-        from seqbench.models.bench import plot_generation, read_generation_csv
+        from seqbench.harness.bench.models import plot_generation, read_generation_csv
 
         if out_file is None or not out_file.is_file():
             raise SeqbenchError(f"--replot needs --out naming an existing generation CSV, got {out_file}")
@@ -484,7 +507,7 @@ def bench_generation(
         return
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench generation` times models on a CUDA device; none is available")
-    from seqbench.models.bench import run_generation_bench
+    from seqbench.harness.bench.models import run_generation_bench
 
     if dtype not in ("bf16", "fp32"):
         raise SeqbenchError(f"--dtype takes bf16 or fp32, got {dtype!r}")

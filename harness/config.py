@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 

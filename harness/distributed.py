@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from seqbench.harness.devices import pick_device
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.devices import pick_device
+from seqbench.core.errors import SeqbenchError
 from seqbench.tasks.base import Batch
 
 

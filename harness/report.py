@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from seqbench.harness.config import format_length
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.schedule import Schedule, schedule_of
 from seqbench.harness.tracking import resolve_tracking_uri, sqlite_path
 
@@ -207,7 +207,7 @@ def select_runs(client, sweep_run_id: str | None = None, experiment: str | None 
 
 def main_metric_of(task: str) -> str:
     """The task's headline metric (accuracy, loss, train_tokens_per_s, ...)."""
-    from seqbench.harness.registry import registry
+    from seqbench.core.registry import registry
 
     return registry("tasks").load(task).main_metric
 

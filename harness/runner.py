@@ -30,8 +30,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seqbench.harness import distributed
 from seqbench.harness.config import RunConfig, format_length
-from seqbench.harness.devices import autocast, is_out_of_memory, peak_memory_mb
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.devices import autocast, is_out_of_memory, peak_memory_mb
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
 from seqbench.models import build_model

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.sweep import Child, write_spec
 
 DEFAULT_TIME_MINUTES = 60

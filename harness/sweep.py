@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from seqbench.harness.config import RunConfig, format_length
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.schedule import LAUNCHED_TAG, SLOT_TAG
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
@@ -57,7 +57,7 @@ LAUNCHERS = ("local", "slurm", "local-submitit")
 
 def parse_models(text: str) -> list[tuple[str, str | None]]:
     """'mamba,transformer:125m' -> [('mamba', None), ('transformer', '125m')], names checked."""
-    from seqbench.harness.registry import registry
+    from seqbench.core.registry import registry
 
     models = []
     for item in text.split(","):
@@ -274,7 +274,7 @@ def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> N
 def _children_device_type(device: str, launcher: str, slurm: "SlurmOptions | None") -> str:
     """The device type the children will resolve their configs on (their hashes depend on it): this
     machine's, except for Slurm jobs given GPUs, which run on GPU nodes whatever the login node has."""
-    from seqbench.harness.devices import pick_device
+    from seqbench.core.devices import pick_device
 
     if launcher == "slurm" and slurm is not None and slurm.gpus_per_job and device != "cpu":
         return "cuda"
@@ -384,7 +384,7 @@ class Sweep:
 
     @functools.cached_property
     def main_metric(self) -> str:
-        from seqbench.harness.registry import registry
+        from seqbench.core.registry import registry
 
         return registry("tasks").load(self.base.task).main_metric
 

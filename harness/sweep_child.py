@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from seqbench.harness.config import RunConfig
-from seqbench.harness.devices import is_out_of_memory
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.devices import is_out_of_memory
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.runner import run
 from seqbench.harness.tracking import RunTracker
 

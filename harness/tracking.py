@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 

@@ -1,21 +1,23 @@
-"""Selective-scan kernels: fused Triton on CUDA, plain PyTorch reference on CPU."""
+"""The kernels, one folder per op, each with its public function and dispatch (`__init__.py`),
+its Triton implementation (`triton.py`) and its plain PyTorch reference (`reference.py`):
 
-from seqbench.kernels.selective_scan import selective_scan
+    scan/    selective_scan: the fused selective scan, forward and backward
+    conv/    causal_conv1d, causal_conv1d_update: Mamba's short depthwise conv (+ SiLU)
+    decode/  selective_state_update: one recurrent step of the scan
+    norm/    add_rms_norm: fused residual add + RMSNorm
+    mamba_block/  mamba_inner: conv -> projections -> scan -> out_proj as one autograd node
 
-__all__ = ["selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update"]
+`backend` ("auto", "triton", "reference"; backend.py) picks the same way for every op. Triton is
+imported only when a Triton path runs, so the references work with a torch that lacks it. The
+contract the scan keeps is CONTRACT.md; the measurements behind the kernels are NOTES.md.
+This package imports nothing else of seqbench.
+"""
 
-_LAZY = {
-    "selective_state_update": "seqbench.kernels.state_update",
-    "causal_conv1d": "seqbench.kernels.causal_conv",
-    "causal_conv1d_update": "seqbench.kernels.causal_conv",
-}
+from seqbench.kernels.backend import BACKENDS, resolve_backend
+from seqbench.kernels.conv import causal_conv1d, causal_conv1d_update
+from seqbench.kernels.decode import selective_state_update
+from seqbench.kernels.norm import add_rms_norm
+from seqbench.kernels.scan import selective_scan
 
-
-def __getattr__(name: str):
-    # The decode-step and conv kernels import Triton; load them only when asked for, so that
-    # `import kernels` stays as light as the public scan entry point.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+__all__ = ["BACKENDS", "resolve_backend", "selective_scan", "selective_state_update", "causal_conv1d",
+           "causal_conv1d_update", "add_rms_norm"]

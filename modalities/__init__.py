@@ -12,7 +12,7 @@ __all__ = ["LoadableModality", "Modality", "TokenStore", "Window", "get_modality
 
 def get_modality(name: str, **kwargs) -> Modality:
     """Build the modality registered under `name` (built-in or plugin)."""
-    from seqbench.harness.registry import load
+    from seqbench.core.registry import load
 
     return load("modalities", name)(**kwargs)
 

@@ -28,7 +28,7 @@ import torch
 import torchaudio.functional as AF
 from torchaudio.transforms import Resample
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities.base import TokenStore, label_rule, list_files, source_kind
 from seqbench.modalities.cache import StoreWriter, file_fingerprint, load_or_build
 

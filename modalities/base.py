@@ -19,7 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 
 Generatorish = torch.Generator | np.random.Generator | int | None
 Weighting = Literal["tokens", "record", "label"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from Bio import SeqIO
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities.base import TokenStore, label_rule, list_files, source_kind
 from seqbench.modalities.cache import StoreWriter, file_fingerprint, load_or_build
 

@@ -56,7 +56,7 @@ def sample_dir(root: str | Path | None = None) -> Path:
 def sample_source(modality: str, root: str | Path | None = None) -> Path:
     """The sample source of `modality` ("text", "audio" or "dna") to pass to `Modality.load`."""
     if modality not in LAYOUT:
-        from seqbench.harness.errors import SeqbenchError
+        from seqbench.core.errors import SeqbenchError
 
         raise SeqbenchError(f"no sample data for modality {modality!r}; accepted: {', '.join(LAYOUT)}")
     return sample_dir(root) / LAYOUT[modality]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities.base import TokenStore, hub_name, label_rule, list_files, source_kind
 from seqbench.modalities.cache import StoreWriter, file_fingerprint, load_or_build
 

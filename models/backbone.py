@@ -12,17 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqbench.kernels.rmsnorm import add_rms_norm
-from seqbench.tasks.base import HeadSpec
+from seqbench.kernels.norm import add_rms_norm
+from seqbench.core.types import HeadSpec
 
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale (no bias), computed in fp32; the output takes
     the weight's dtype (so a bf16 model's fp32 residual stream feeds its layers bf16)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, backend: str = "auto") -> None:
         super().__init__()
         self.eps = eps
+        self.backend = backend
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -36,7 +37,7 @@ class RMSNorm(nn.Module):
         is in autocast's dtype when autocast is on (it feeds a projection), else the weight's."""
         device = hidden.device.type
         out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.weight.dtype
-        return add_rms_norm(hidden, residual, self.weight, self.eps, residual_in_fp32, out_dtype)
+        return add_rms_norm(hidden, residual, self.weight, self.eps, residual_in_fp32, out_dtype, self.backend)
 
 
 class Block(nn.Module):
@@ -45,11 +46,12 @@ class Block(nn.Module):
     does, so each residual add is fused into the norm that follows it (one kernel each way);
     the residual stream is kept in fp32 when `residual_in_fp32` (stable under bf16 autocast)."""
 
-    def __init__(self, d_model: int, mixer: nn.Module, mlp: nn.Module | None = None, residual_in_fp32: bool = True) -> None:
+    def __init__(self, d_model: int, mixer: nn.Module, mlp: nn.Module | None = None, residual_in_fp32: bool = True,
+                 backend: str = "auto") -> None:
         super().__init__()
-        self.norm = RMSNorm(d_model)
+        self.norm = RMSNorm(d_model, backend=backend)
         self.mixer = mixer
-        self.mlp_norm = RMSNorm(d_model) if mlp is not None else None
+        self.mlp_norm = RMSNorm(d_model, backend=backend) if mlp is not None else None
         self.mlp = mlp
         self.residual_in_fp32 = residual_in_fp32
 
@@ -92,6 +94,7 @@ class SequenceModel(nn.Module):
         mlp_factory: Callable[[int], nn.Module] | None = None,
         residual_in_fp32: bool = True,
         family: str = "",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.family = family
@@ -99,10 +102,10 @@ class SequenceModel(nn.Module):
         self.max_seq_len: int | None = None  # set by families that cannot take any length
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
-            Block(d_model, mixer_factory(i), mlp_factory(i) if mlp_factory else None, residual_in_fp32)
+            Block(d_model, mixer_factory(i), mlp_factory(i) if mlp_factory else None, residual_in_fp32, backend)
             for i in range(n_layers)
         )
-        self.norm = RMSNorm(d_model)
+        self.norm = RMSNorm(d_model, backend=backend)
         self.head = nn.Linear(d_model, head.n_outputs, bias=False)
         if head.kind == "token" and head.n_outputs == vocab_size:
             self.head.weight = self.embedding.weight
@@ -203,6 +206,19 @@ class SequenceModel(nn.Module):
             if i + 1 < max_new_tokens:
                 logits = graphed(token) if graphed is not None else self.step(token, state)[0]
         return torch.cat(out, dim=1)
+
+    @property
+    def graph_decodable(self) -> bool:
+        """Whether the decode step can be captured as a CUDA graph (models.decoding)."""
+        from seqbench.models.decoding import graph_decodable
+
+        return graph_decodable(self)
+
+    def release_decoding(self) -> None:
+        """Free the captured decode step and its decoding state kept with this model."""
+        from seqbench.models.decoding import release_held_step
+
+        release_held_step(self)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from seqbench.models.backbone import SequenceModel
 from seqbench.models.transformer import MLP
-from seqbench.tasks.base import HeadSpec
+from seqbench.core.types import HeadSpec
 
 
 class Sin(nn.Module):

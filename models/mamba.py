@@ -18,7 +18,7 @@ from seqbench import kernels
 from seqbench.kernels import selective_scan
 from seqbench.models.backbone import SequenceModel
 from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
-from seqbench.tasks.base import HeadSpec
+from seqbench.core.types import HeadSpec
 
 
 class MambaMixer(nn.Module):
@@ -38,10 +38,10 @@ class MambaMixer(nn.Module):
         dt_init_floor: float = 1e-4,
         bias: bool = False,
         conv_bias: bool = True,
-        scan_backend: str = "auto",
+        backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.scan_backend = scan_backend
+        self.backend = backend  # for every kernel the block runs (seqbench.kernels.backend)
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
@@ -98,19 +98,19 @@ class MambaMixer(nn.Module):
             tail = x[:, :, -self.d_conv:]
             state["conv"].copy_(F.pad(tail, (self.d_conv - tail.shape[-1], 0)))
         if state is None and torch.is_grad_enabled() and self._fused(x):
-            from seqbench.kernels.mamba_inner import mamba_inner
+            from seqbench.kernels.mamba_block import mamba_inner
 
             out = mamba_inner(x, z, cast(self.conv_weight), cast(self.conv_bias), cast(self.x_proj.weight),
                               cast(self.dt_proj.weight), self.A_log, self.D, self.dt_proj.bias,
                               cast(self.out_proj.weight), R, N)
             return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
-        x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu")
+        x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu", backend=self.backend)
         x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
         dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
         y = selective_scan(
             x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
             D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            return_last_state=state is not None, backend=self.scan_backend,
+            return_last_state=state is not None, backend=self.backend,
         )
         if state is not None:
             y, last = y
@@ -120,9 +120,9 @@ class MambaMixer(nn.Module):
 
     def _fused(self, x: Tensor) -> bool:
         """Training on the Triton scan goes through the one-node block (kernels.mamba_inner)."""
-        from seqbench.kernels.selective_scan import resolve_backend
+        from seqbench.kernels.backend import resolve_backend
 
-        return resolve_backend(self.scan_backend, x.device) == "triton" and x.dtype != torch.float64
+        return resolve_backend(self.backend, x.device) == "triton" and x.dtype != torch.float64
 
     def init_state(self, batch_size: int, max_len: int = 0, device=None, dtype=None) -> dict:
         """Decoding state: the conv's last d_conv inputs and the SSM state (fp32); size does not
@@ -134,12 +134,13 @@ class MambaMixer(nn.Module):
     def step(self, hidden: Tensor, state: dict) -> Tensor:
         """One token: (b, d_model) -> (b, d_model), updating the conv and SSM states in place."""
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each, row slices: read in place
-        x = kernels.causal_conv1d_update(x, state["conv"], *self._conv_params(x.dtype), activation="silu")
+        x = kernels.causal_conv1d_update(x, state["conv"], *self._conv_params(x.dtype), activation="silu",
+                                         backend=self.backend)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)
         y = kernels.selective_state_update(
             state["ssm"], x, dt, self.A_log, B, C, D=self.D, z=z, dt_bias=self.dt_proj.bias, dt_softplus=True,
-            A_is_log=True,
+            A_is_log=True, backend=self.backend,
         )
         return self.out_proj(y)
 
@@ -147,9 +148,10 @@ class MambaMixer(nn.Module):
 def mamba_mixer_reference(mixer: MambaMixer, hidden: Tensor) -> Tensor:
     """The same block in plain PyTorch, token-major with F.linear and the reference conv and
     scan: the oracle the channel-major forward is tested against (values and every gradient)."""
-    from seqbench.kernels.reference import causal_conv1d_ref, selective_scan_ref
+    from seqbench.kernels.conv.reference import causal_conv1d_ref
+    from seqbench.kernels.scan.reference import selective_scan_ref
 
-    di, R, N = mixer.d_inner, mixer.dt_rank, mixer.d_state
+    R, N = mixer.dt_rank, mixer.d_state
     x, z = mixer.in_proj(hidden).chunk(2, dim=-1)  # (b, l, di) each
     x = causal_conv1d_ref(x.transpose(1, 2), mixer.conv_weight.to(x.dtype),
                           None if mixer.conv_bias is None else mixer.conv_bias.to(x.dtype), "silu")
@@ -177,17 +179,19 @@ def build_mamba(
     d_conv: int = 4,
     expand: int = 2,
     residual_in_fp32: bool = True,
-    scan_backend: str = "auto",
+    backend: str = "auto",
 ) -> SequenceModel:
     """A Mamba language/classification model on the shared backbone (no MLP: Mamba blocks only).
-    `scan_backend` picks the selective-scan implementation: auto (Triton on CUDA), triton, reference."""
+    `backend` picks the implementation of every kernel the model runs (scan, conv, decode step,
+    norm): auto (Triton on CUDA), triton, reference."""
     return SequenceModel(
         vocab_size=vocab_size,
         d_model=d_model,
         n_layers=n_layers,
         mixer_factory=lambda i: MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand,
-                                           scan_backend=scan_backend),
+                                           backend=backend),
         head=head,
         residual_in_fp32=residual_in_fp32,
         family="mamba",
+        backend=backend,
     )

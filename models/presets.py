@@ -8,7 +8,7 @@ synthetic tasks: 2 layers, width 64 for Mamba and 128 for the others (attention-
 
 from __future__ import annotations
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 
 LM_VOCAB = 50280
 
@@ -57,7 +57,7 @@ def count_parameters(family: str, size: str, vocab_size: int | None = None) -> i
     import torch
 
     from seqbench.models import build_model
-    from seqbench.tasks.base import HeadSpec
+    from seqbench.core.types import HeadSpec
 
     vocab = vocab_size or (16 if size == "synthetic" else LM_VOCAB)
     with torch.device("meta"):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqbench.models.backbone import SequenceModel
-from seqbench.tasks.base import HeadSpec
+from seqbench.core.types import HeadSpec
 
 
 def rotary_tables(length: int, head_dim: int, offset: int = 0, base: float = 10000.0,

@@ -10,8 +10,8 @@ def get_task(name: str, modality: str | None = None, data: str | None = None, se
     settings (e.g. MQAR's kv, spoken-digits' split), `--task-set key=value` on the command line."""
     import inspect
 
-    from seqbench.harness.errors import SeqbenchError
-    from seqbench.harness.registry import load
+    from seqbench.core.errors import SeqbenchError
+    from seqbench.core.registry import load
 
     task_cls = load("tasks", name)
     accepted = [p for p in inspect.signature(task_cls.__init__).parameters if p not in ("self", "modality", "data", "seed")]

@@ -13,34 +13,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
-from torch import Tensor
 
-from seqbench.harness.errors import SeqbenchError
-
-IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Token ids (batch, length) int64 and targets: (batch, length) with IGNORE_INDEX where no
-    prediction is scored (token head), or (batch,) class ids (class head)."""
-
-    inputs: Tensor
-    targets: Tensor
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """What the model's head outputs: next-token logits over `n_outputs` ids at each position
-    ("token"), or one distribution over `n_outputs` classes per sequence ("class", pooled)."""
-
-    kind: Literal["token", "class"]
-    n_outputs: int
-    pool: Literal["last", "mean"] = "last"
-
+from seqbench.core.errors import SeqbenchError
+from seqbench.core.types import IGNORE_INDEX, Batch, HeadSpec  # noqa: F401  (re-exported: the task interface)
 
 @dataclass(frozen=True)
 class TaskDefaults:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities import get_modality, load_source
 from seqbench.modalities.audio import SPOKEN_DIGIT
 from seqbench.modalities.dna import reverse_complement

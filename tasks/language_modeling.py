@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities import get_modality, load_source
 from seqbench.tasks.base import EVAL_STREAM, TRAIN_STREAM, Batch, HeadSpec, Task, TaskDefaults, generator
 from seqbench.tasks.data_split import split_store

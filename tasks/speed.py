@@ -44,7 +44,7 @@ class Speed(GeneratedTask):
     def measure(self, model, config, device: torch.device, record) -> None:
         """Time the model at each length and generation at each batch; `record(metrics, tags)`
         stores results as they come, so an interruption keeps what was measured."""
-        from seqbench.models.bench import measure_generation, measure_model, peak_gb
+        from seqbench.core.measure import measure_generation, measure_model, peak_gb
 
         repeats = 10 if device.type == "cuda" else 3
         measured = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.tasks.base import IGNORE_INDEX, Batch, GeneratedTask, TaskDefaults
 
 

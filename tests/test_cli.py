@@ -72,7 +72,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_generation_replot_draws_the_plot_of_a_csv(tmp_path):
     """`bench generation --replot --out CSV` redraws the figure from a measured CSV (no GPU):
     throughput per model and the Mamba / Transformer ratio at the nearest parameter count."""
-    from seqbench.models.bench import GENERATION_FIELDS, generation_ratios, read_generation_csv, write_csv
+    from seqbench.harness.bench.models import GENERATION_FIELDS, generation_ratios, read_generation_csv, write_csv
 
     rows = [dict(model=m, size=s, n_parameters=p, batch=b, prompt_len=2048, new_tokens=128, cuda_graph=1,
                  status=status, gen_ms=1.0, gen_tokens_per_s=speed)

@@ -3,7 +3,7 @@
 import pytest
 
 from seqbench.harness.config import RunConfig, format_length, parse_length, parse_lengths
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.tasks import get_task
 
 

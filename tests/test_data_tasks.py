@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seqbench.harness.config import RunConfig
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.runner import run
 from seqbench.tasks import get_task
 

@@ -12,13 +12,9 @@ import pytest
 import torch
 
 from seqbench.kernels import selective_scan
-from seqbench.kernels.reference import (
-    causal_conv1d_ref,
-    causal_conv1d_update_ref,
-    selective_scan_chunked,
-    selective_scan_ref,
-    selective_state_update_ref,
-)
+from seqbench.kernels.conv.reference import causal_conv1d_ref, causal_conv1d_update_ref
+from seqbench.kernels.scan.reference import selective_scan_chunked, selective_scan_ref
+from seqbench.kernels.decode.reference import selective_state_update_ref
 
 pytestmark = pytest.mark.gpu
 
@@ -109,7 +105,7 @@ def test_scan_fwd_bwd_vs_reference(batch, dim, length, n, dtype, groups):
 ])
 def test_scan_forward_paths_gpu(config):
     """Both forwards and the sequential forward's tile shapes (the backward then tiles by T_SEQ)."""
-    from seqbench.kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.scan.triton import selective_scan_triton
 
     x = _inputs(2, 64, 2000, 16, torch.float32, groups=2, seed=3)
     out, last, leaves = _run(lambda *a, **k: selective_scan_triton(*a, _config=config, **k), x, True)
@@ -184,7 +180,7 @@ def test_scan_dim5120_length_2pow20_fwd_bwd():
 
 
 def test_state_update_matches_scan_steps():
-    from seqbench.kernels.state_update import selective_state_update
+    from seqbench.kernels.decode import selective_state_update
 
     batch, dim, length, n = 2, 64, 40, 16
     for groups in (None, 4):
@@ -209,7 +205,7 @@ def test_state_update_matches_scan_steps():
 @pytest.mark.parametrize("width", [2, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_causal_conv_gpu(width, dtype):
-    from seqbench.kernels.causal_conv import causal_conv1d, causal_conv1d_update
+    from seqbench.kernels.conv import causal_conv1d, causal_conv1d_update
 
     x = torch.randn(2, 96, 3000, device="cuda", dtype=dtype, requires_grad=True)
     w = torch.randn(96, width, device="cuda", requires_grad=True)

@@ -6,13 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqbench.kernels.reference import (
-    causal_conv1d_ref,
-    causal_conv1d_update_ref,
-    selective_scan_chunked,
-    selective_scan_ref,
-    selective_state_update_ref,
-)
+from seqbench.kernels.conv.reference import causal_conv1d_ref, causal_conv1d_update_ref
+from seqbench.kernels.scan.reference import selective_scan_chunked, selective_scan_ref
+from seqbench.kernels.decode.reference import selective_state_update_ref
 
 
 def _inputs(batch, dim, length, n, dtype=torch.float32, groups=None, seed=0):

@@ -1,4 +1,4 @@
-"""Fused add + RMSNorm (kernels/rmsnorm.py): the Triton path against the PyTorch reference, on CPU
+"""Fused add + RMSNorm (kernels/norm/): the Triton path against the PyTorch reference, on CPU
 tensors under TRITON_INTERPRET=1 (tests/conftest.py sets it without CUDA), and on CUDA in the
 `gpu` test. Both paths run on the same inputs; bf16 results are compared in fp32."""
 
@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from seqbench.kernels import rmsnorm
-from seqbench.kernels.rmsnorm import add_rms_norm, add_rms_norm_ref
+from seqbench.kernels.norm import triton as rmsnorm
+from seqbench.kernels.norm import add_rms_norm, add_rms_norm_ref
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 needs_triton = pytest.mark.skipif(not torch.cuda.is_available() and not INTERPRET,

@@ -1,7 +1,7 @@
 """The Triton kernels against the PyTorch references, on CPU tensors under TRITON_INTERPRET=1
 (tests/conftest.py sets it when there is no CUDA). Small shapes: the interpreter is slow.
 
-Tolerances are KERNEL.md's: fp32 rtol 6e-4 / atol 2e-3, bf16 3e-2 / 5e-2; du twice that,
+Tolerances are kernels/CONTRACT.md's: fp32 rtol 6e-4 / atol 2e-3, bf16 3e-2 / 5e-2; du twice that,
 ddelta (and ddelta_bias) 5x rtol and 10x atol.
 """
 
@@ -15,12 +15,9 @@ import pytest
 import torch
 
 from seqbench.kernels import selective_scan
-from seqbench.kernels.reference import (
-    causal_conv1d_ref,
-    causal_conv1d_update_ref,
-    selective_scan_ref,
-    selective_state_update_ref,
-)
+from seqbench.kernels.conv.reference import causal_conv1d_ref, causal_conv1d_update_ref
+from seqbench.kernels.scan.reference import selective_scan_ref
+from seqbench.kernels.decode.reference import selective_state_update_ref
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -64,7 +61,7 @@ def _check(x, use, softplus, dtype, config=None):
     if config is None:  # through the public entry point
         out, last, leaves = _run(selective_scan, x, use, softplus, backend="triton")
     else:
-        from seqbench.kernels.triton_scan import selective_scan_triton
+        from seqbench.kernels.scan.triton import selective_scan_triton
 
         out, last, leaves = _run(selective_scan_triton, x, use, softplus, _config=config)
     xr = {k: v.double() for k, v in x.items()}
@@ -136,7 +133,7 @@ def test_scan_bf16(groups, use, config):
 def test_seq_forward_tile_shapes(config, length, groups, tiles):
     """The sequential forward at other tile shapes than the default; the backward must tile by
     T_SEQ (hst / dtsum are per tile of the forward)."""
-    from seqbench.kernels.triton_scan import scan_config
+    from seqbench.kernels.scan.triton import scan_config
 
     cfg = scan_config(1, 4, length, groups or 1, config, needs_grad=True)
     assert cfg["SEQ"] and cfg["T"] == config["T_SEQ"] and -(-length // cfg["T"]) == tiles
@@ -161,7 +158,7 @@ def test_forward_path_dispatch(monkeypatch):
     """Which forward runs: `_fwd_seq` alone up to SEQ_MAX_TILES tiles of T_SEQ when no gradient
     is wanted (or with SEQ_GRAD), else the three kernels, also above SEQ_MAX_TILES or with it 0;
     all give the same results."""
-    from seqbench.kernels import triton_scan
+    from seqbench.kernels.scan import triton as triton_scan
 
     spies = {name: _LaunchSpy(getattr(triton_scan, name)) for name in ("_fwd_seq", "_fwd_tile_state", "_fwd_out")}
     for name, spy in spies.items():
@@ -200,7 +197,7 @@ def test_forward_path_dispatch(monkeypatch):
 def test_seq_forward_writes_the_same_tile_states(use_h0):
     """At equal tiling, `_fwd_seq` writes the hst (tile start states, hst[:, 0] = initial state)
     and dtsum (per-tile sums of dt) that the three-kernel forward writes: the backward reads them."""
-    from seqbench.kernels.triton_scan import _forward
+    from seqbench.kernels.scan.triton import _forward
 
     x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 45, 3, torch.float32, groups=2, seed=6).items()}
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
@@ -226,7 +223,7 @@ def test_seq_forward_writes_the_same_tile_states(use_h0):
 ])
 def test_scan_backward_without_last_state_and_partial_buffers(config):
     """Output-only loss (no last-state gradient) and both ways of writing partial dB/dC rows."""
-    from seqbench.kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.scan.triton import selective_scan_triton
 
     x = _inputs(1, 8, 40, 2, torch.float32, groups=None, seed=2)  # 2 channel blocks -> read-add-write
     leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in x.items()}
@@ -245,7 +242,7 @@ def test_scan_backward_without_last_state_and_partial_buffers(config):
 @needs_triton
 @pytest.mark.parametrize("groups", [None, 2])
 def test_state_update_equals_scan_token_by_token(groups):
-    from seqbench.kernels.state_update import selective_state_update
+    from seqbench.kernels.decode import selective_state_update
 
     x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 9, 5, torch.float32, groups, seed=3).items()}
     with torch.no_grad():
@@ -269,7 +266,7 @@ def test_state_update_equals_scan_token_by_token(groups):
 def test_state_update_reads_row_slices_and_a_log_in_place():
     """The decode step's layout: x, z slices of one in_proj row, dt, B, C slices of one x_proj
     row, D and dt_bias in bf16, A given as A_log: the same as the reference on copies."""
-    from seqbench.kernels.state_update import selective_state_update
+    from seqbench.kernels.decode import selective_state_update
 
     g = torch.Generator().manual_seed(5)
     batch, dim, n = 3, 8, 4
@@ -294,7 +291,7 @@ def test_state_update_reads_row_slices_and_a_log_in_place():
 @pytest.mark.parametrize("width", [1, 3, 4])
 @pytest.mark.parametrize("act", [None, "silu"])
 def test_causal_conv_fwd_bwd_update(width, act):
-    from seqbench.kernels.causal_conv import causal_conv1d, causal_conv1d_update
+    from seqbench.kernels.conv import causal_conv1d, causal_conv1d_update
 
     g = torch.Generator().manual_seed(width)
     x = torch.randn(2, 5, 45, generator=g).to(DEVICE).requires_grad_(True)
@@ -327,7 +324,7 @@ def test_causal_conv_grads(width, has_bias, act, dtype):
     """Output and dx, dweight, dbias against the float64 reference: lengths shorter than the width
     and than one 8-position chunk, and one over two interpreter tiles (32) that is not a multiple
     of 8; dim 6 spans two channel blocks; batch 2."""
-    from seqbench.kernels.causal_conv import causal_conv1d
+    from seqbench.kernels.conv import causal_conv1d
 
     rtol, atol = (1e-4, 1e-4) if dtype == torch.float32 else TOL[dtype]
     g = torch.Generator().manual_seed(7 * width + has_bias)

@@ -20,7 +20,7 @@ def _grads(mixer, out, seed):
 @pytest.mark.parametrize("batch,length,bias", [(2, 37, False), (1, 16, True)])
 def test_channel_major_block_matches_the_plain_block(backend, batch, length, bias):
     torch.manual_seed(0)
-    mixer = MambaMixer(16, d_state=4, expand=2, bias=bias, scan_backend=backend)
+    mixer = MambaMixer(16, d_state=4, expand=2, bias=bias, backend=backend)
     hidden = torch.randn(batch, length, 16, requires_grad=True)
     ref_hidden = hidden.detach().clone().requires_grad_()
     out = mixer(hidden)

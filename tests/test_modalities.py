@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities import LoadableModality, Modality, TokenStore, get_modality, load_source
 from seqbench.modalities import cache as cache_mod
 from seqbench.modalities.audio import SPOKEN_DIGIT, AudioModality

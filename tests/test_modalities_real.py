@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities.audio import SPOKEN_DIGIT, AudioModality
 from seqbench.modalities.dna import DNAModality, reverse_complement
 from seqbench.modalities.text import TextModality

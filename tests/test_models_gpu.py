@@ -13,7 +13,7 @@ def _pair(**kwargs):
     torch.manual_seed(0)
     fused = build_model("mamba", 16, HeadSpec("token", 16), d_model=64, n_layers=2, **kwargs).cuda()
     torch.manual_seed(0)
-    plain = build_model("mamba", 16, HeadSpec("token", 16), d_model=64, n_layers=2, scan_backend="reference").cuda()
+    plain = build_model("mamba", 16, HeadSpec("token", 16), d_model=64, n_layers=2, backend="reference").cuda()
     return fused, plain
 
 

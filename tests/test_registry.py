@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from seqbench.harness.registry import UnknownNameError, registry
+from seqbench.core.registry import UnknownNameError, registry
 
 
 def test_builtins_are_listed():

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from seqbench.harness.config import RunConfig
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.report import FILES, fit_exponent, format_number, metric_key, render_console_table, write_report
 from seqbench.harness.runner import run
 from seqbench.harness.tracking import RunTracker, setup_experiment

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seqbench.harness.config import RunConfig
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.slurm import SlurmOptions
 from seqbench.harness.sweep import Sweep
 

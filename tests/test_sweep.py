@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seqbench.harness.config import RunConfig
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.harness.schedule import LAUNCHED_TAG, SLOT_TAG
 from seqbench.harness.sweep import Sweep, parse_models, plan, sweep_hash
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 from seqbench.tasks import get_task
 from seqbench.tasks.base import IGNORE_INDEX
 

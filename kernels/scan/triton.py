@@ -1,4 +1,4 @@
-"""Fused Triton selective scan (forward and backward) with KERNEL.md's semantics.
+"""Fused Triton selective scan (forward and backward) with kernels/CONTRACT.md's semantics.
 
 Design (kernels/NOTES.md has the measurements behind every choice)
 -----------------------------------------------------------------
@@ -895,7 +895,7 @@ def selective_scan_triton(
     initial_state: Tensor | None = None,
     _config: dict | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Fused selective scan (KERNEL.md semantics) on CUDA tensors, or on CPU tensors under
+    """Fused selective scan (kernels/CONTRACT.md semantics) on CUDA tensors, or on CPU tensors under
     TRITON_INTERPRET=1. Differentiable in u, delta, A, B, C, D, z, delta_bias and initial_state.
     Inputs are assumed validated (kernels.selective_scan checks them)."""
     if u.device.type != "cuda" and not _INTERPRET:

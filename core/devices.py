@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 import torch
 
-from seqbench.harness.errors import SeqbenchError
+from seqbench.core.errors import SeqbenchError
 
 
 def pick_device(choice: str) -> torch.device:

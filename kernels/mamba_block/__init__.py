@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqbench.kernels import triton_scan
-from seqbench.kernels.causal_conv import causal_conv1d
+from seqbench.kernels.conv import causal_conv1d
+from seqbench.kernels.scan import triton as triton_scan
 
 
 def _pre_scan(x: Tensor, conv_w: Tensor, conv_b: Tensor | None, xproj_w: Tensor, dt_w: Tensor, dt_rank: int):

@@ -1,14 +1,9 @@
-"""Depthwise causal conv1d (Mamba's short conv) with fused bias + SiLU, forward and backward,
-and its one-step decode update.
+"""Triton kernels of the depthwise causal conv1d with fused bias + SiLU (forward, backward) and
+its one-step decode update; seqbench.kernels.conv validates the inputs and dispatches here.
 
-    causal_conv1d(x, weight, bias=None, activation=None)          x (b, d, l), weight (d, width<=4)
-    causal_conv1d_update(x, conv_state, weight, bias=None, activation=None)
-        x (b, d); conv_state (b, d, width), oldest first, shifted in place to take x.
-
-Semantics are those of kernels/reference.py (out_t = sum_k w[:, k] x_{t-width+1+k} + bias, then
-SiLU when activation == "silu"). Triton kernels run on CUDA tensors (and on CPU tensors under
-TRITON_INTERPRET=1); other CPU tensors use the PyTorch reference. kernels/NOTES.md has the timing
-against PyTorch's cuDNN depthwise conv.
+Semantics are those of conv/reference.py (out_t = sum_k w[:, k] x_{t-width+1+k} + bias, then
+SiLU when activation == "silu"). They run on CUDA tensors (and on CPU tensors under
+TRITON_INTERPRET=1). kernels/NOTES.md has the timing against PyTorch's cuDNN depthwise conv.
 
 The conv kernels give each thread whole chunks of V positions of a channel (one 16-byte vector:
 V = 8, or 4 for fp32) and load each chunk with the width-1 positions before it (and, in the
@@ -27,19 +22,10 @@ import triton.language as tl
 from torch import Tensor
 
 from seqbench.kernels.launch import launch
-from seqbench.kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref
-from seqbench.kernels.selective_scan import resolve_backend
 
-__all__ = ["causal_conv1d", "causal_conv1d_update"]
+__all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton"]
 
-_ACTIVATIONS = (None, "silu", "swish")
 _INTERP = os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _use_triton(t: Tensor, backend: str) -> bool:
-    """'auto': Triton on CUDA, the reference elsewhere; 'triton' forces it (CPU only under
-    TRITON_INTERPRET=1, as the tests do); float64 always takes the reference."""
-    return resolve_backend(backend, t.device) == "triton" and t.dtype != torch.float64
 
 
 _USE_PTX: tl.constexpr = tl.constexpr(not _INTERP)  # the interpreter cannot run inline PTX
@@ -247,29 +233,6 @@ class _CausalConvFn(torch.autograd.Function):
         return dx, dw, db, None
 
 
-def _check(x: Tensor, weight: Tensor, bias: Tensor | None, activation: str | None) -> None:
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-    if weight.dim() != 2 or weight.shape[0] != x.shape[1] or not 1 <= weight.shape[1] <= 4:
-        raise ValueError(f"weight must be (dim, width) with dim={x.shape[1]} and 1 <= width <= 4, got {tuple(weight.shape)}")
-    if bias is not None and tuple(bias.shape) != (x.shape[1],):
-        raise ValueError(f"bias must be (dim,) = ({x.shape[1]},), got {tuple(bias.shape)}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
-
-
-def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None,
-                  backend: str = "auto") -> Tensor:
-    """Depthwise causal conv over the last axis of x (b, d, l), optional bias and SiLU; differentiable."""
-    if x.dim() != 3:
-        raise ValueError(f"x must be (batch, dim, length), got {tuple(x.shape)}")
-    _check(x, weight, bias, activation)
-    if not _use_triton(x, backend) or x.shape[-1] == 0:
-        return causal_conv1d_ref(x, weight, bias, "silu" if activation in ("silu", "swish") else None)
-    return _CausalConvFn.apply(x, weight, bias, activation in ("silu", "swish"))
-
-
 @triton.jit
 def _conv_update_kernel(x_ptr, s_ptr, w_ptr, b_ptr, out_ptr, dim, s_sb, s_sd, s_xb, s_ob,
                         W: tl.constexpr, WP: tl.constexpr, BD: tl.constexpr,
@@ -297,18 +260,14 @@ def _conv_update_kernel(x_ptr, s_ptr, w_ptr, b_ptr, out_ptr, dim, s_sb, s_sd, s_
     tl.store(out_ptr + b * s_ob + d, acc.to(out_ptr.dtype.element_ty), mask=dm)
 
 
-def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None,
-                         activation: str | None = None, backend: str = "auto") -> Tensor:
-    """One decode step: shift conv_state (b, d, width) left in place, append x (b, d), return (b, d)."""
-    if x.dim() != 2 or conv_state.dim() != 3 or conv_state.shape[:2] != x.shape:
-        raise ValueError(f"x must be (batch, dim) and conv_state (batch, dim, width); got {tuple(x.shape)}, {tuple(conv_state.shape)}")
-    if weight.dim() != 2 or weight.shape != (x.shape[1], conv_state.shape[2]):
-        raise ValueError(f"weight must be (dim, width) = {(x.shape[1], conv_state.shape[2])}, got {tuple(weight.shape)}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-    silu = activation in ("silu", "swish")
-    if not _use_triton(x, backend) or conv_state.stride(2) != 1:
-        return causal_conv1d_update_ref(x, conv_state, weight, bias, "silu" if silu else None)
+def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
+    """The Triton conv (inputs validated by seqbench.kernels.conv); differentiable."""
+    return _CausalConvFn.apply(x, weight, bias, silu)
+
+
+def causal_conv1d_update_triton(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,
+                                silu: bool) -> Tensor:
+    """The Triton decode step of the conv (inputs validated by seqbench.kernels.conv)."""
     batch, dim = x.shape
     W = conv_state.shape[2]
     w = weight.contiguous()

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from seqbench.kernels.bench import _median_ms, _single_ms, make_inputs, write_rows
+from seqbench.harness.bench.kernels import _median_ms, _single_ms, make_inputs, write_rows
 
 WIDTH, HEADS, HEAD_DIM = 1024, 16, 64
 LENGTHS = tuple(2**k for k in range(9, 21))
@@ -29,8 +29,8 @@ OPERATORS = ("scan-triton", "attention-flash", "conv-fft", "scan-pytorch", "scan
 
 
 def _scan_calls(length: int, backend: str):
-    from seqbench.kernels.reference import selective_scan_chunked, selective_scan_ref
-    from seqbench.kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.scan.reference import selective_scan_chunked, selective_scan_ref
+    from seqbench.kernels.scan.triton import selective_scan_triton
 
     scan = {"scan-triton": selective_scan_triton, "scan-pytorch": selective_scan_chunked,
             "scan-pytorch-loop": selective_scan_ref}[backend]

@@ -1,12 +1,12 @@
 """Kernel benchmark: our Triton selective scan against the CUDA reference's published H200 times.
 
-    python -m seqbench.kernels.bench --out results/h200/kernels.csv
-    python -m seqbench.kernels.bench --variants            # compare tile configurations side by side
-    python -m seqbench.kernels.bench --host [--variants]   # short shapes: host vs device time per call
+    seqbench bench kernels --out results/h200/kernels.csv
+    seqbench bench kernels --variants            # compare tile configurations side by side
+    seqbench bench kernels --host [--variants]   # short shapes: host vs device time per call
 
-For every shape of KERNEL.md's table (plus batch 1, dim 1536, length 2^21): forward and
+For every shape of kernels/CONTRACT.md's table (plus batch 1, dim 1536, length 2^21): forward and
 forward+backward median times of `selective_scan_triton` (bf16, N = 16, with z, D, delta_bias,
-softplus), the reference kernel's times from KERNEL.md and the speed ratio, PyTorch SDPA flash
+softplus), the reference kernel's times from kernels/CONTRACT.md and the speed ratio, PyTorch SDPA flash
 attention forward at the matching Transformer shape (d_model = dim / 2, head dim 64, causal,
 bf16), the achieved bandwidth on the minimum bytes, and the fraction of the exp-throughput bound.
 Needs a CUDA device. The table is printed last; the CSV is written to a temporary name and renamed.
@@ -14,18 +14,16 @@ Needs a CUDA device. The table is printed last; the CSV is written to a temporar
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
 import pathlib
 import statistics
-import sys
 import time
 
 import torch
 
-# KERNEL.md, measured on the lent H200: (batch, dim, length) -> (fwd ms, fwd+bwd ms, flash fwd ms)
+# kernels/CONTRACT.md, measured on the lent H200: (batch, dim, length) -> (fwd ms, fwd+bwd ms, flash fwd ms)
 REFERENCE_MS: dict[tuple[int, int, int], tuple[float, float, float]] = {
     (8, 1536, 2048): (0.449, 2.188, 0.220),
     (1, 1536, 2048): (0.069, 0.344, 0.064),
@@ -43,8 +41,8 @@ EXTRA_SHAPES = [(1, 1536, 2097152)]
 N_STATE = 16
 SHORT_ELEMENTS = 1 << 25  # batch * dim * length up to this is timed SHORT_REPEATS times
 SHORT_REPEATS = 5
-HBM_GBPS = 4250.0  # measured device-to-device copy on the H200 (KERNEL.md)
-EXP_PER_S = 4.0e12  # exp-unit throughput of an H200 (KERNEL.md's estimate)
+HBM_GBPS = 4250.0  # measured device-to-device copy on the H200 (kernels/CONTRACT.md)
+EXP_PER_S = 4.0e12  # exp-unit throughput of an H200 (kernels/CONTRACT.md's estimate)
 
 
 def table_shapes(which: str = "table") -> list[tuple[int, int, int]]:
@@ -108,7 +106,7 @@ def _single_ms(fn) -> float:
 
 
 def time_scan(batch: int, dim: int, length: int, config: dict | None = None, backward: bool = True) -> tuple[float, float]:
-    from seqbench.kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.scan.triton import selective_scan_triton
 
     x = make_inputs(batch, dim, length, requires_grad=backward)
     kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, _config=config)
@@ -235,9 +233,10 @@ def run_variant_sweep(variants: dict[str, dict], shapes: list[tuple[int, int, in
 
 def time_conv_and_steps() -> list[dict]:
     """Triton causal conv (fwd, fwd+bwd) and decode-step kernels against their PyTorch references."""
-    from seqbench.kernels.causal_conv import causal_conv1d, causal_conv1d_update
-    from seqbench.kernels.reference import causal_conv1d_ref, causal_conv1d_update_ref, selective_state_update_ref
-    from seqbench.kernels.state_update import selective_state_update
+    from seqbench.kernels.conv import causal_conv1d, causal_conv1d_update
+    from seqbench.kernels.conv.reference import causal_conv1d_ref, causal_conv1d_update_ref
+    from seqbench.kernels.decode.reference import selective_state_update_ref
+    from seqbench.kernels.decode import selective_state_update
 
     rows = []
     for batch, dim, length in ((1, 3072, 131072), (8, 3072, 2048), (1, 10240, 32768)):
@@ -279,7 +278,7 @@ def profile_kernels(batch: int = 1, dim: int = 1536, length: int = 131072, confi
     """Per-kernel CUDA time of forward+backward at one shape."""
     from torch.profiler import ProfilerActivity, profile
 
-    from seqbench.kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.scan.triton import selective_scan_triton
 
     x = make_inputs(batch, dim, length, requires_grad=True)
     dout = torch.randn_like(x["u"])
@@ -309,7 +308,7 @@ def host_times(batch: int, dim: int, length: int, config: dict | None = None, ca
     """Forward and forward+backward: device-time median (do_bench) and host time per call (wall
     clock of `calls` back-to-back calls without synchronising, after warm-up; it equals the device
     time once the device is the slower side and the launch queue fills)."""
-    from seqbench.kernels.triton_scan import selective_scan_triton
+    from seqbench.kernels.scan.triton import selective_scan_triton
 
     x = make_inputs(batch, dim, length, requires_grad=True)
     kw = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True, _config=config)
@@ -378,37 +377,18 @@ DEFAULT_VARIANTS = {
 VARIANT_SHAPES = [(1, 1536, 8192), (1, 1536, 131072), (8, 1536, 2048), (1, 1536, 524288), (1, 5120, 32768)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=pathlib.Path, default=None, help="CSV to write")
-    p.add_argument("--shapes", default="table", choices=["table", "small"])
-    p.add_argument("--no-flash", action="store_true")
-    p.add_argument("--variants", action="store_true", help="compare DEFAULT_VARIANTS instead")
-    p.add_argument("--profile", action="store_true", help="per-kernel times of one fwd+bwd (torch.profiler)")
-    p.add_argument("--profile-shape", default="1,1536,131072", help="batch,dim,length for --profile")
-    p.add_argument("--conv", action="store_true", help="time the conv and decode-step kernels against PyTorch")
-    p.add_argument("--host", action="store_true",
-                   help="short shapes: device and host time per call, default vs three-kernel forward "
-                        "(with --variants also SEQ_VARIANTS); --out writes the rows")
-    args = p.parse_args(argv)
-    if args.host:
-        rows = run_host_bench({**HOST_VARIANTS, **(SEQ_VARIANTS if args.variants else {})})
-        if args.out is not None:
-            write_rows(args.out, rows)
-        return 0
-    if args.conv:
+def run_kernels_command(out: pathlib.Path | None, shapes: str = "table", flash: bool = True, variants: bool = False,
+                        profile: str | None = None, conv: bool = False, host: bool = False) -> None:
+    """What `seqbench bench kernels` runs: the table (default), or one of the special measurements."""
+    if host:
+        rows = run_host_bench({**HOST_VARIANTS, **(SEQ_VARIANTS if variants else {})})
+        if out is not None:
+            write_rows(out, rows)
+    elif conv:
         time_conv_and_steps()
-        return 0
-    if args.profile:
-        shape = tuple(int(v) for v in args.profile_shape.split(","))
-        profile_kernels(*shape)
-        return 0
-    if args.variants:
+    elif profile:
+        profile_kernels(*(int(v) for v in profile.split(",")))
+    elif variants:
         run_variant_sweep(DEFAULT_VARIANTS, VARIANT_SHAPES)
-        return 0
-    run_kernel_bench(args.out, shapes=args.shapes, flash=not args.no_flash)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    else:
+        run_kernel_bench(out, shapes=shapes, flash=flash)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from seqbench.harness.devices import autocast
-from seqbench.models.bench import language_model, time_ms, write_csv
+from seqbench.core.devices import autocast
+from seqbench.core.measure import time_ms
+from seqbench.harness.bench.models import language_model, write_csv
 from seqbench.models.presets import LM_VOCAB
 
 FIELDS = ["what", "size", "batch", "seq_len", "seqbench", "mamba_ssm", "unit", "ratio"]
@@ -101,7 +102,7 @@ def _generate_tokens_per_s(model, theirs: bool, batch: int) -> float:
 
 
 def _scan_fwd_bwd_ms(theirs: bool) -> float | None:
-    from seqbench.kernels.bench import make_inputs
+    from seqbench.harness.bench.kernels import make_inputs
 
     x = make_inputs(1, 1536, 2048, requires_grad=True)
     dout = torch.randn_like(x["u"])

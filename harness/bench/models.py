@@ -9,92 +9,22 @@ from __future__ import annotations
 
 import csv
 import os
-import statistics
 from pathlib import Path
 
 import torch
 
-from seqbench.harness.devices import autocast, peak_memory_mb
+from seqbench.core.measure import measure_generation, measure_model, peak_gb
 from seqbench.models import build_model
 from seqbench.models.presets import LM_VOCAB, preset
-from seqbench.tasks.base import HeadSpec
+from seqbench.core.types import HeadSpec
 
 FIELDS = ["model", "size", "n_parameters", "seq_len", "batch", "status", "fwd_ms", "fwd_bwd_ms",
           "train_tokens_per_s", "peak_memory_gb"]
 
 
-def time_ms(fn, device: torch.device, repeats: int = 10, warmup: int = 3) -> float:
-    """Median wall time of `fn` in ms: CUDA events on a GPU, perf_counter on the CPU."""
-    import time
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            stop.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(stop))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
-def peak_gb(device: torch.device) -> float:
-    return peak_memory_mb(device) / 1024
-
-
-def measure_model(model, vocab: int, seq_len: int, batch: int, device: torch.device,
-                  repeats: int = 10, warmup: int = 3) -> dict:
-    """Forward and forward+backward median ms, training tokens/s and peak memory (GB) of `model`
-    on random ids (bf16 autocast on CUDA). Raises torch.OutOfMemoryError when it does not fit."""
-    ids = torch.randint(0, vocab, (batch, seq_len), device=device)
-
-    def forward():
-        with torch.no_grad(), autocast(device):
-            model(ids)
-
-    def forward_backward():
-        with autocast(device):
-            logits = model(ids)
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    fwd = time_ms(forward, device, repeats, warmup)
-    fwd_bwd = time_ms(forward_backward, device, repeats, warmup)
-    return {"fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd, "train_tokens_per_s": batch * seq_len / (fwd_bwd / 1000)}
-
-
 def language_model(family: str, size: str) -> torch.nn.Module:
     """A named preset of `family` as a byte-level language model on the current CUDA device."""
     return build_model(family, vocab_size=LM_VOCAB, head=HeadSpec("token", LM_VOCAB), **preset(family, size)).cuda()
-
-
-def measure_generation(model, vocab: int, prompt_len: int, new_tokens: int, batch: int, device: torch.device,
-                       repeats: int = 3, cuda_graph: bool = True) -> dict:
-    """Generation throughput: batch × new_tokens / time of prefill + `new_tokens` decode steps
-    (the decode step replayed as a CUDA graph where the family allows it and `cuda_graph`; it is
-    captured in the warm-up call and kept for the timed ones, as a serving loop would keep it)."""
-    from seqbench.models.decoding import graph_decodable, release_held_step
-
-    prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
-
-    def generate():
-        with autocast(device):
-            model.generate(prompt, new_tokens, temperature=0, cuda_graph=cuda_graph)
-
-    try:
-        ms = time_ms(generate, device, repeats, warmup=1)
-    finally:  # the held step's decoding state (a KV cache) is not kept past the measurement
-        release_held_step(model)
-    graphed = cuda_graph and device.type == "cuda" and graph_decodable(model)
-    return {"gen_ms": ms, "gen_tokens_per_s": batch * new_tokens / (ms / 1000), "cuda_graph": float(graphed)}
 
 
 def bench_one(family: str, size: str, seq_len: int, batch: int, repeats: int = 10, warmup: int = 3) -> dict:

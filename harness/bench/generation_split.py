@@ -5,21 +5,19 @@ step as a CUDA graph (two eager warm-up steps, then the capture), the prompt's p
 decode replays. This script times those parts apart, so that the per-token decode speed -- what
 the paper's Figure 8 (right) compares between Mamba and Transformers -- can be read on its own.
 
-    python -m seqbench.models.generation_split --out results/h200/generation-split.csv
+    seqbench bench generation-split --out results/h200/generation-split.csv
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from seqbench.harness.devices import autocast
+from seqbench.core.devices import autocast
 from seqbench.models.backbone import sample
-from seqbench.models.bench import language_model, write_csv
+from seqbench.harness.bench.models import language_model, write_csv
 from seqbench.models.decoding import GraphedStep
 from seqbench.models.presets import LM_VOCAB
 
@@ -58,13 +56,8 @@ def split_one(model, batch: int, device: torch.device) -> dict:
             "decode_tokens_per_s": batch * (NEW_TOKENS - 1) / (t4 - t3), "total_ms": (t4 - t0) * 1e3}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="CSV to write (temporary name, then renamed)")
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("error: the generation split needs a CUDA device", file=sys.stderr)
-        return 2
+def run_generation_split(out: Path) -> list[dict]:
+    """Every model of MODELS at every batch of BATCHES, printed as measured; the CSV at the end."""
     device = torch.device("cuda")
     rows = []
     for family, size in MODELS:
@@ -75,9 +68,5 @@ def main(argv: list[str] | None = None) -> int:
             print(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
         del model
         torch.cuda.empty_cache()
-    write_csv(rows, args.out, fields=list(rows[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    write_csv(rows, out, fields=list(rows[0]))
+    return rows

@@ -1,6 +1,6 @@
-"""Plain PyTorch selective scan, decode step and causal conv: the CPU path and the test oracle.
+"""Plain PyTorch selective scan: the CPU path and the test oracle.
 
-Layout and semantics follow the selective-scan contract (KERNEL.md):
+Layout and semantics follow the selective-scan contract (kernels/CONTRACT.md):
 
     dt_t  = softplus(delta_t + delta_bias)  if delta_softplus else  delta_t + delta_bias
     h_t   = exp(dt_t * A) * h_{t-1} + (dt_t * u_t) * B_t          per channel d, per state n
@@ -30,9 +30,6 @@ from torch import Tensor
 __all__ = [
     "selective_scan_ref",
     "selective_scan_chunked",
-    "selective_state_update_ref",
-    "causal_conv1d_ref",
-    "causal_conv1d_update_ref",
 ]
 
 
@@ -269,58 +266,3 @@ def selective_scan_chunked(
     if not return_last_state:
         return out
     return out, (h if dtype == torch.float64 else h.float())
-
-
-def selective_state_update_ref(
-    state: Tensor,
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    dt_bias: Tensor | None = None,
-    dt_softplus: bool = False,
-) -> Tensor:
-    """One decode step. state (b, d, N) fp32 is updated in place; x, dt, z (b, d);
-    B, C (b, N) or (b, g, N). Returns y (b, d) in x's dtype."""
-    dtype = state.dtype
-    dim = x.shape[1]
-    dtf = _discretize_dt(dt, dt_bias, dt_softplus, dtype)[:, :, None]
-    Bd = B.to(dtype) if B.dim() == 3 else B.to(dtype)[:, None, :]
-    Cd = C.to(dtype) if C.dim() == 3 else C.to(dtype)[:, None, :]
-    if Bd.shape[1] not in (1, dim):
-        Bd = Bd.repeat_interleave(dim // Bd.shape[1], dim=1)
-        Cd = Cd.repeat_interleave(dim // Cd.shape[1], dim=1)
-    new_state = torch.exp(dtf * A.to(dtype)) * state + dtf * x.to(dtype)[:, :, None] * Bd
-    state.copy_(new_state)
-    y = (new_state * Cd).sum(-1)
-    if D is not None:
-        y = y + D.to(dtype) * x.to(dtype)
-    if z is not None:
-        y = y * F.silu(z.to(dtype))
-    return y.to(x.dtype)
-
-
-def causal_conv1d_ref(
-    x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
-) -> Tensor:
-    """Depthwise causal conv over the last axis. x (b, d, l); weight (d, width); bias (d,).
-    out_t = sum_k weight[:, k] * x_{t - width + 1 + k} + bias, then SiLU if activation == "silu"."""
-    width = weight.shape[1]
-    out = F.conv1d(F.pad(x, (width - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
-    return F.silu(out) if activation == "silu" else out
-
-
-def causal_conv1d_update_ref(
-    x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str | None = None
-) -> Tensor:
-    """One decode step of the causal conv. x (b, d); conv_state (b, d, width) holds the last
-    `width` inputs (oldest first) and is shifted in place to take x. Returns (b, d)."""
-    conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
-    conv_state[:, :, -1] = x
-    out = (conv_state * weight).sum(-1)
-    if bias is not None:
-        out = out + bias
-    return F.silu(out) if activation == "silu" else out

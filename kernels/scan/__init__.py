@@ -1,19 +1,18 @@
-"""Public selective-scan entry point: validates inputs and dispatches to a backend.
+"""The selective scan: the public entry point validates inputs and dispatches to a backend
+(triton.py: the fused Triton forward and backward; reference.py: plain PyTorch).
 
 `backend="auto"` runs the fused Triton kernel on CUDA tensors and the chunked PyTorch scan on
-CPU tensors; "triton" and "reference" force one. Semantics: kernels/reference.py and KERNEL.md.
+CPU tensors; "triton" and "reference" force one. Semantics: scan/reference.py and kernels/CONTRACT.md.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
-from seqbench.kernels.reference import selective_scan_chunked
+from seqbench.kernels.backend import resolve_backend
+from seqbench.kernels.scan.reference import selective_scan_chunked
 
-BACKENDS = ("auto", "triton", "reference")
 _FLOAT_INPUTS = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -67,17 +66,6 @@ def check_scan_inputs(
             _fail(f"{name} has dtype {t.dtype}; accepted: {', '.join(str(d) for d in allowed)}")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> 'triton' on CUDA, 'reference' elsewhere; checks that a forced choice can run."""
-    if backend not in BACKENDS:
-        _fail(f"unknown backend {backend!r}; accepted: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        return "triton" if device.type == "cuda" else "reference"
-    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        _fail("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 to run the kernels on the CPU)")
-    return backend
-
-
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -92,7 +80,7 @@ def selective_scan(
     initial_state: Tensor | None = None,
     backend: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan (Mamba's S6) with KERNEL.md's semantics; differentiable in every tensor."""
+    """Selective scan (Mamba's S6) with kernels/CONTRACT.md's semantics; differentiable in every tensor."""
     chosen = resolve_backend(backend, u.device)
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, allow_float64=chosen == "reference")
     if chosen == "reference":
@@ -100,7 +88,7 @@ def selective_scan(
             u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
             return_last_state=return_last_state, initial_state=initial_state,
         )
-    from seqbench.kernels.triton_scan import selective_scan_triton  # imported lazily: Triton only where used
+    from seqbench.kernels.scan.triton import selective_scan_triton  # imported lazily: Triton only where used
 
     return selective_scan_triton(
         u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,

@@ -1,22 +1,5 @@
-"""Fused residual add + RMSNorm (the backbone's pre-norm block), forward and backward in Triton.
-
-    normed, new_residual = add_rms_norm(hidden, residual, weight, eps=1e-5)
-
-    new_residual = residual + hidden        (hidden alone when residual is None), summed in fp32,
-                                            kept in fp32 (residual_in_fp32) or in hidden's dtype
-    normed       = new_residual * rsqrt(mean(new_residual^2, -1) + eps) * weight, in fp32,
-                                            stored in out_dtype (default weight.dtype)
-
-Why: in PyTorch the add, the casts, the square, the mean, the rsqrt and the two products are ~8
-kernels, each a pass over the activations; here one kernel reads hidden and residual once and
-writes normed and new_residual once (the backward: one kernel plus a small sum for d_weight).
-Keeping the residual stream in fp32 keeps the sum of many bf16 block outputs accurate.
-
-The norm reads new_residual as stored (rounded to its dtype). Only new_residual and one fp32 rstd
-per row are saved for backward; xhat is recomputed. Triton runs on CUDA tensors (and on CPU
-tensors under TRITON_INTERPRET=1); CPU tensors, float64 and rows wider than 65536 use the PyTorch
-reference `add_rms_norm_ref`, which computes in fp32 (float64 when an input is float64).
-"""
+"""Triton kernels of the fused residual add + RMSNorm, forward and backward;
+seqbench.kernels.norm validates the inputs and dispatches here (semantics: norm/reference.py)."""
 
 from __future__ import annotations
 
@@ -29,27 +12,9 @@ import triton.language as tl
 from torch import Tensor
 
 from seqbench.kernels.launch import launch
-from seqbench.kernels.selective_scan import resolve_backend
 
-__all__ = ["add_rms_norm", "add_rms_norm_ref"]
+__all__ = ["add_rms_norm_triton"]
 
-_MAX_D = 65536  # one row per register tile; wider rows would spill (they take the reference)
-
-
-def _compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def add_rms_norm_ref(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float = 1e-5,
-                     residual_in_fp32: bool = True, out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-    """PyTorch reference of `add_rms_norm` (same semantics and output dtypes); differentiable."""
-    compute = _compute_dtype(hidden, residual, weight)
-    res_dtype = torch.promote_types(hidden.dtype, torch.float32) if residual_in_fp32 else hidden.dtype
-    total = hidden.to(compute) if residual is None else residual.to(compute) + hidden.to(compute)
-    new_residual = total.to(res_dtype)
-    r = new_residual.to(compute)
-    normed = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.to(compute)
-    return normed.to(out_dtype or weight.dtype), new_residual
 
 
 @triton.jit
@@ -195,32 +160,7 @@ class _AddRMSNormFn(torch.autograd.Function):
         return d_hidden, d_residual, d_weight, None, None, None
 
 
-def _check(hidden: Tensor, residual: Tensor | None, weight: Tensor) -> None:
-    if hidden.dim() < 1 or not hidden.is_floating_point():
-        raise ValueError(f"hidden must be a floating-point tensor (..., d), got {hidden.dtype} {tuple(hidden.shape)}")
-    if residual is not None and residual.shape != hidden.shape:
-        raise ValueError(f"residual must have hidden's shape {tuple(hidden.shape)}, got {tuple(residual.shape)}")
-    if tuple(weight.shape) != (hidden.shape[-1],):
-        raise ValueError(f"weight must be (d,) = ({hidden.shape[-1]},), got {tuple(weight.shape)}")
-    for name, t in (("residual", residual), ("weight", weight)):
-        if t is not None and t.device != hidden.device:
-            raise ValueError(f"{name} is on {t.device} but hidden is on {hidden.device}")
-
-
-def add_rms_norm(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float = 1e-5,
-                 residual_in_fp32: bool = True, out_dtype: torch.dtype | None = None,
-                 backend: str = "auto") -> tuple[Tensor, Tensor]:
-    """(normed, new_residual) of the pre-norm block (module docstring); differentiable in hidden,
-    residual and weight. backend: 'auto' (Triton on CUDA), 'triton' or 'reference'."""
-    _check(hidden, residual, weight)
-    chosen = resolve_backend(backend, hidden.device)
-    use_triton = (
-        chosen == "triton"
-        and torch.float64 not in (hidden.dtype, weight.dtype, residual.dtype if residual is not None else None)
-        and hidden.numel() > 0
-        and hidden.shape[-1] <= _MAX_D
-    )
-    if not use_triton:
-        return add_rms_norm_ref(hidden, residual, weight, eps, residual_in_fp32, out_dtype)
-    res_dtype = torch.float32 if residual_in_fp32 else hidden.dtype
-    return _AddRMSNormFn.apply(hidden, residual, weight, float(eps), res_dtype, out_dtype or weight.dtype)
+def add_rms_norm_triton(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float,
+                        residual_dtype: torch.dtype, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The Triton path (inputs validated by seqbench.kernels.norm); differentiable."""
+    return _AddRMSNormFn.apply(hidden, residual, weight, eps, residual_dtype, out_dtype)
