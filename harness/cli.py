@@ -320,6 +320,7 @@ def _print_result(result) -> None:
 def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -> None:
     """List the tasks, models or modalities that are available (built-ins and plugins)."""
     from seqbench.core.registry import registry
+    from seqbench.modalities import loadable_modalities
 
     names = registry(kind).names()
     if kind == "tasks":
@@ -328,20 +329,21 @@ def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -
         table.add_column("modalities")
         for name in names:
             task_cls = registry("tasks").load(name)
-            table.add_row(name, ", ".join(getattr(task_cls, "modalities", ())))
+            accepted = task_cls.modalities
+            table.add_row(name, ", ".join(loadable_modalities() if accepted is None else accepted))
         out.print(table)
         return
     if kind != "models":
         for name in names:
             out.print(name)
         return
-    from seqbench.models.presets import SIZES, count_parameters
+    from seqbench.models.presets import count_parameters, sizes_of
 
     table = Table(title="models (parameters counted at vocab 16 for synthetic, 50,280 for LM sizes)")
     table.add_column("model")
     table.add_column("sizes")
     for name in names:
-        sizes = SIZES.get(name, {})
+        sizes = sizes_of(name)
         table.add_row(name, ", ".join(f"{size} ({_short(count_parameters(name, size))})" for size in sizes) or "-")
     out.print(table)
 

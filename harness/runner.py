@@ -37,7 +37,7 @@ from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, r
 from seqbench.models import build_model
 from seqbench.models.backbone import cross_entropy, parameter_groups
 from seqbench.tasks import get_task
-from seqbench.tasks.base import IGNORE_INDEX, Task
+from seqbench.tasks.base import IGNORE_INDEX, MeasuringTask, Task
 
 
 @dataclass
@@ -182,11 +182,11 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     device = ctx.device
     task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed, **config.task_kwargs)
     config = replace(config, world_size=ctx.world_size).resolve(task, device.type)
-    if ctx.distributed and hasattr(task, "measure"):
+    if ctx.distributed and isinstance(task, MeasuringTask):
         raise SeqbenchError(f"{config.task} measures one device; run it without torchrun (or --nproc)")
     seed_everything(config.seed)
     model = build_model(config.model, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs)
-    if model.max_seq_len is not None and config.seq_len > model.max_seq_len and not hasattr(task, "measure"):
+    if model.max_seq_len is not None and config.seq_len > model.max_seq_len and not isinstance(task, MeasuringTask):
         raise SeqbenchError(f"{config.model} takes at most {format_length(model.max_seq_len)} tokens "
                             f"(its positions); cannot train at {format_length(config.seq_len)}")
     model = model.to(device)
@@ -212,7 +212,7 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     try:
-        if hasattr(task, "measure"):  # a speed task: measure instead of training
+        if isinstance(task, MeasuringTask):  # a speed task: measure instead of training
             def record(metrics: dict, tags: dict) -> None:
                 tracker.log_metrics(metrics, step=0)
                 tracker.set_tags(tags)

@@ -7,7 +7,7 @@ small sample data that the defaults and the tests use.
 
 from seqbench.modalities.base import LoadableModality, Modality, TokenStore, Window
 
-__all__ = ["LoadableModality", "Modality", "TokenStore", "Window", "get_modality", "load_source"]
+__all__ = ["LoadableModality", "Modality", "TokenStore", "Window", "get_modality", "load_source", "loadable_modalities"]
 
 
 def get_modality(name: str, **kwargs) -> Modality:
@@ -19,13 +19,19 @@ def get_modality(name: str, **kwargs) -> Modality:
 
 def load_source(modality: str, source=None, **options) -> TokenStore:
     """The token store of `source` for `modality`; with no source, the generated sample data."""
-    from seqbench.modalities.samples import sample_source
+    from seqbench.core.errors import SeqbenchError
 
     mod = get_modality(modality)
+    if not isinstance(mod, LoadableModality):
+        raise SeqbenchError(f"modality {modality!r} does not load data (no load/sample_source)")
     if source is None:
-        source = sample_source(modality)
-        if modality == "audio":
-            from seqbench.modalities.audio import SPOKEN_DIGIT
-
-            options.setdefault("labels", SPOKEN_DIGIT)
+        source, defaults = mod.sample_source()
+        options = {**defaults, **options}
     return mod.load(source, **options)
+
+
+def loadable_modalities() -> list[str]:
+    """The registered modalities (built-ins and plugins) that load data: what `lm` takes."""
+    from seqbench.core.registry import registry
+
+    return [name for name in registry("modalities").names() if isinstance(get_modality(name), LoadableModality)]

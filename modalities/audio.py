@@ -54,6 +54,14 @@ class AudioModality:
         self.specials: dict[str, int] = {}
         self._resamplers: dict[int, Resample] = {}
 
+    byte_level = True  # one mu-law id per sample: bits per byte of 8-bit audio
+
+    def sample_source(self) -> tuple[Path, dict]:
+        """The generated spoken-digit clips (modalities.samples), labelled by digit."""
+        from seqbench.modalities.samples import sample_source
+
+        return sample_source("audio"), {"labels": SPOKEN_DIGIT}
+
     # ---- waveform <-> ids --------------------------------------------------------------
     def to_mono(self, waveform: np.ndarray | torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """A (samples,) float32 tensor at `self.sample_rate` from (samples,) or a 2-D array whose

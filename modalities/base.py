@@ -45,9 +45,16 @@ class Modality(Protocol):
 
 @runtime_checkable
 class LoadableModality(Modality, Protocol):
-    """A modality that reads real sources (text, audio, dna)."""
+    """A modality that reads real sources (text, audio, dna, or a plugin's). `byte_level` says
+    whether one id is one byte of the data (losses are then reported in bits per byte);
+    `sample_source()` gives the source and load options of its small sample data, which tasks
+    use when no --data is given."""
+
+    byte_level: bool
 
     def load(self, source: str | Path, **options) -> "TokenStore": ...
+
+    def sample_source(self) -> tuple[str | Path, dict]: ...
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,14 @@ class DNAModality:
         self.vocab_size = len(BASES) + len(SPECIALS)
         self.specials = dict(SPECIALS)
 
+    byte_level = False  # one id per base
+
+    def sample_source(self) -> tuple[Path, dict]:
+        """The generated FASTA species (modalities.samples)."""
+        from seqbench.modalities.samples import sample_source
+
+        return sample_source("dna"), {}
+
     # ---- sequence <-> ids --------------------------------------------------------------
     def encode(self, data: str | bytes) -> list[int]:
         """A sequence string to ids; SeqbenchError on a symbol that is no letter nor - . *"""

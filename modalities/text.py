@@ -45,6 +45,17 @@ class TextModality:
             }
             self.dtype = np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
+    @property
+    def byte_level(self) -> bool:
+        """One id per byte unless a tokenizer file is used."""
+        return self._tok is None
+
+    def sample_source(self) -> tuple[Path, dict]:
+        """The generated sample text (modalities.samples)."""
+        from seqbench.modalities.samples import sample_source
+
+        return sample_source("text"), {}
+
     # ---- ids <-> text ------------------------------------------------------------------
     def encode(self, data: str | bytes) -> list[int]:
         """Text (str or UTF-8 bytes) to ids."""

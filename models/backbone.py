@@ -16,6 +16,22 @@ from seqbench.kernels.norm import add_rms_norm
 from seqbench.core.types import HeadSpec
 
 
+class Mixer(nn.Module):
+    """What a block's sequence mixer is (subclass it for a new family): `forward(hidden, state=None)`
+    maps (b, l, d) to (b, l, d) and, given a decoding state, fills it (prefill); `init_state`
+    makes that state; `step(hidden, state)` decodes one token (b, d) -> (b, d), updating it.
+    `graph_step` says whether the step has fixed shapes and no host decisions, so that a CUDA
+    graph can replay it (models.decoding)."""
+
+    graph_step: bool = False
+
+    def init_state(self, batch_size: int, max_len: int = 0, device=None, dtype=None) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} does not decode step by step")
+
+    def step(self, hidden: Tensor, state: dict) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not decode step by step")
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale (no bias), computed in fp32; the output takes
     the weight's dtype (so a bf16 model's fp32 residual stream feeds its layers bf16)."""
@@ -101,8 +117,12 @@ class SequenceModel(nn.Module):
         self.head_spec = head
         self.max_seq_len: int | None = None  # set by families that cannot take any length
         self.embedding = nn.Embedding(vocab_size, d_model)
+        mixers = [mixer_factory(i) for i in range(n_layers)]
+        for mixer in mixers:
+            if not isinstance(mixer, Mixer):
+                raise TypeError(f"a mixer must subclass seqbench.models.backbone.Mixer, got {type(mixer).__name__}")
         self.blocks = nn.ModuleList(
-            Block(d_model, mixer_factory(i), mlp_factory(i) if mlp_factory else None, residual_in_fp32, backend)
+            Block(d_model, mixers[i], mlp_factory(i) if mlp_factory else None, residual_in_fp32, backend)
             for i in range(n_layers)
         )
         self.norm = RMSNorm(d_model, backend=backend)

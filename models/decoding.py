@@ -21,7 +21,7 @@ from torch import Tensor
 def graph_decodable(model) -> bool:
     """Whether `model`'s decode step can be captured: every mixer says so (attention only with
     rotary positions; learned position tables are indexed from the host)."""
-    return all(getattr(block.mixer, "graph_step", False) for block in model.blocks)
+    return all(block.mixer.graph_step for block in model.blocks)
 
 
 @contextmanager

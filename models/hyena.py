@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from seqbench.models.backbone import SequenceModel
+from seqbench.models.backbone import Mixer, SequenceModel
 from seqbench.models.transformer import MLP
 from seqbench.core.types import HeadSpec
 
@@ -73,7 +73,7 @@ def fft_causal_conv(v: Tensor, h: Tensor) -> Tensor:
     return y.to(v.dtype)
 
 
-class HyenaMixer(nn.Module):
+class HyenaMixer(Mixer):
     """Order-2 Hyena operator: (b, l, d) -> (b, l, d)."""
 
     def __init__(self, d_model: int, max_len: int = 1 << 20, short_conv: int = 3, filter_width: int = 64,

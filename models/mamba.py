@@ -16,12 +16,12 @@ from torch import Tensor, nn
 
 from seqbench import kernels
 from seqbench.kernels import selective_scan
-from seqbench.models.backbone import SequenceModel
+from seqbench.models.backbone import Mixer, SequenceModel
 from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
 from seqbench.core.types import HeadSpec
 
 
-class MambaMixer(nn.Module):
+class MambaMixer(Mixer):
     """One selective-SSM mixer: (batch, length, d_model) -> (batch, length, d_model)."""
 
     graph_step = True  # the decode step has fixed shapes: a CUDA graph can replay it (models.decoding)

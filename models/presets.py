@@ -42,10 +42,20 @@ PUBLISHED = {("mamba", "130m"): 130e6, ("mamba", "370m"): 370e6, ("mamba", "790m
              ("transformer", "760m"): 760e6, ("transformer", "1.3b"): 1.3e9}
 
 
+def sizes_of(family: str) -> dict[str, dict]:
+    """The named sizes of `family`: the built-in table, or the `sizes` a plugin family declares
+    with `seqbench.models.model_family` (empty when it declares none)."""
+    if family in SIZES:
+        return SIZES[family]
+    from seqbench.core.registry import load
+
+    return dict(getattr(load("models", family), "sizes", {}))
+
+
 def preset(family: str, size: str) -> dict:
     """Model kwargs of `size` for `family`; SeqbenchError listing the sizes when unknown."""
-    sizes = SIZES.get(family)
-    if sizes is None:
+    sizes = sizes_of(family)
+    if not sizes:
         raise SeqbenchError(f"model {family!r} has no named sizes; pass --set d_model=... --set n_layers=...")
     if size not in sizes:
         raise SeqbenchError(f"unknown size {size!r} for {family}; choices: {', '.join(sizes)}")

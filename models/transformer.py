@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqbench.models.backbone import SequenceModel
+from seqbench.models.backbone import Mixer, SequenceModel
 from seqbench.core.types import HeadSpec
 
 
@@ -35,7 +35,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.to(x.dtype)
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(Mixer):
     """Multi-head causal self-attention with optional RoPE and a KV cache for decoding."""
 
     @property

@@ -1,8 +1,8 @@
 """Task plugins: data, head and metrics for each benchmark."""
 
-from seqbench.tasks.base import Batch, HeadSpec, Task, TaskDefaults
+from seqbench.tasks.base import Batch, GeneratedTask, HeadSpec, MeasuringTask, Task, TaskDefaults
 
-__all__ = ["Batch", "HeadSpec", "Task", "TaskDefaults", "get_task"]
+__all__ = ["Batch", "GeneratedTask", "HeadSpec", "MeasuringTask", "Task", "TaskDefaults", "get_task"]
 
 
 def get_task(name: str, modality: str | None = None, data: str | None = None, seed: int = 0, **options) -> Task:

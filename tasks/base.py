@@ -43,7 +43,8 @@ class Task(ABC):
     """A benchmark task. Subclasses set `name`, `modalities`, `defaults` and implement the data."""
 
     name: ClassVar[str]
-    modalities: ClassVar[tuple[str, ...]]
+    #: the modalities the task takes by name; None: any registered modality that loads data
+    modalities: ClassVar[tuple[str, ...] | None]
     defaults: ClassVar[TaskDefaults]
     main_metric: ClassVar[str] = "accuracy"
     #: True when only the last position carries a target: the model then computes the head there only.
@@ -51,7 +52,12 @@ class Task(ABC):
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0) -> None:
         self.modality = modality or self.defaults.modality
-        if self.modality not in self.modalities:
+        if self.modalities is None:  # any registered modality that loads data (plugins too)
+            from seqbench.modalities import LoadableModality, get_modality
+
+            if not isinstance(get_modality(self.modality), LoadableModality):
+                raise SeqbenchError(f"task {self.name!r} needs a modality that loads data; {self.modality!r} does not")
+        elif self.modality not in self.modalities:
             raise SeqbenchError(
                 f"task {self.name!r} does not take modality {self.modality!r}; accepted: {', '.join(self.modalities)}"
             )
@@ -137,3 +143,13 @@ def generator(seed: int, *stream: int) -> torch.Generator:
         mixed = (mixed * 6364136223846793005 + part * 1442695040888963407 + 1) % (1 << 63)
     g.manual_seed(mixed)
     return g
+
+
+class MeasuringTask(GeneratedTask):
+    """A task that measures a model instead of training it (the runner calls `measure` in place
+    of the training loop): subclasses implement `measure(model, config, device, record)`, where
+    `record(metrics, tags)` stores results as they come."""
+
+    @abstractmethod
+    def measure(self, model, config, device: torch.device, record) -> None:
+        """Measure `model` under the resolved run `config` on `device`."""

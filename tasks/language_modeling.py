@@ -28,7 +28,7 @@ class LanguageModeling(Task):
     """
 
     name = "lm"
-    modalities = ("text", "audio", "dna")
+    modalities = None  # any modality that loads data: text, audio, dna, or a plugin's
     main_metric = "loss"
     defaults = TaskDefaults(
         modality="text", seq_len=1024, steps=2000, batch_size=16, lr=1e-3, weight_decay=0.1, schedule="cosine",
@@ -53,8 +53,7 @@ class LanguageModeling(Task):
     @property
     def bits_name(self) -> str:
         """'bits_per_byte' where a token is a byte (byte-level text, mu-law audio), else per token."""
-        byte_level = self.modality == "audio" or (self.modality == "text" and self.adapter.vocab_size <= 260)
-        return "bits_per_byte" if byte_level else "bits_per_token"
+        return "bits_per_byte" if getattr(self.adapter, "byte_level", False) else "bits_per_token"
 
     def check_seq_len(self, seq_len: int) -> None:
         super().check_seq_len(seq_len)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from seqbench.tasks.base import Batch, GeneratedTask, TaskDefaults
+from seqbench.tasks.base import Batch, MeasuringTask, TaskDefaults
 
 
-class Speed(GeneratedTask):
+class Speed(MeasuringTask):
     """Forward / backward / generation speed and memory on random tokens (vocab 256)."""
 
     name = "speed"

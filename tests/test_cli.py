@@ -54,7 +54,7 @@ def test_list_shows_tasks_with_their_modalities_and_models_with_sizes():
     assert result.exit_code == 0
     rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
             if line.count("│") == 3}
-    assert rows["induction-heads"] == "tokens" and rows["lm"] == "text, audio, dna"
+    assert rows["induction-heads"] == "tokens" and rows["lm"] == "audio, dna, text"
     models = invoke("list", "models")
     assert models.exit_code == 0 and "130m (129.1M)" in models.stdout
     modalities = invoke("list", "modalities")
