@@ -123,6 +123,8 @@ def run(
     tracking_uri: Optional[str] = TRACKING_URI,
     experiment: Optional[str] = EXPERIMENT,
     resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one."),
+    checkpoint_every: int = typer.Option(0, help="Steps between periodic checkpoints (0: every --checkpoint-minutes)."),
+    checkpoint_minutes: float = typer.Option(5.0, help="Minutes between periodic checkpoints when --checkpoint-every is 0."),
     progress: bool = PROGRESS,
     nproc: int = typer.Option(1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process."),
 ) -> None:
@@ -136,8 +138,11 @@ def run(
         seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=eval_lengths,
         eval_samples=eval_samples, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
-        experiment=experiment, resume=resume,
+        experiment=experiment, resume=resume, checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
     )
+    if checkpoint_every < 0 or checkpoint_minutes <= 0:
+        raise SeqbenchError(f"--checkpoint-every must be >= 0 and --checkpoint-minutes > 0, got "
+                            f"{checkpoint_every} and {checkpoint_minutes}")
     if nproc != 1:  # after the cheap checks: bad input fails here once, not in every rank
         _exec_torchrun(nproc)
     from seqbench.harness.runner import run as run_one

@@ -48,7 +48,8 @@ def format_length(n: int) -> str:
 
 
 # Fields that do not change what a run computes: left out of the config hash.
-_NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "log_every", "progress", "run_name"}
+_NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
+               "log_every", "progress", "run_name"}
 
 
 @dataclass
@@ -81,6 +82,8 @@ class RunConfig:
     tracking_uri: str | None = None
     experiment: str | None = None
     checkpoint_dir: str = ".seqbench/checkpoints"
+    checkpoint_every: int = 0  # steps between periodic checkpoints; 0: every checkpoint_minutes
+    checkpoint_minutes: float = 5.0  # wall time between periodic checkpoints (when checkpoint_every is 0)
     resume: bool = False
     log_every: int = 10
     run_name: str | None = None
@@ -103,9 +106,9 @@ class RunConfig:
         resolved = replace(
             self,
             modality=task.modality,
-            seq_len=self.seq_len or d.seq_len,
+            seq_len=d.seq_len if self.seq_len is None else self.seq_len,
             steps=d.steps if self.steps is None else self.steps,
-            batch_size=self.batch_size or d.batch_size,
+            batch_size=d.batch_size if self.batch_size is None else self.batch_size,
             lr=d.lr if self.lr is None else self.lr,
             weight_decay=d.weight_decay if self.weight_decay is None else self.weight_decay,
             schedule=self.schedule or d.schedule,
@@ -118,6 +121,9 @@ class RunConfig:
             experiment=self.experiment or task.name,
         )
         resolved.validate()
+        from seqbench.models import check_model_settings
+
+        check_model_settings(self.model, resolved.model_kwargs)
         task.check_seq_len(resolved.seq_len)
         for n in resolved.eval_lengths:
             task.check_seq_len(n)

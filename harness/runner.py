@@ -132,8 +132,45 @@ def eval_plan(config: RunConfig, seq_len: int) -> tuple[int, int]:
     return samples, batch
 
 
-def checkpoint_path(config: RunConfig) -> Path:
-    return Path(config.checkpoint_dir) / f"{config.task}-{config.model}-{config.hash()}.pt"
+def checkpoint_path(config: RunConfig, run_id: str) -> Path:
+    """One checkpoint per run (runs of one config started together never overwrite each other)."""
+    return Path(config.checkpoint_dir) / f"{config.task}-{config.model}-{config.hash()}-{run_id}.pt"
+
+
+def find_checkpoint(config: RunConfig, run_id: str | None) -> Path | None:
+    """The checkpoint to resume: run_id's own, else the newest one of this config."""
+    if run_id is not None:
+        path = checkpoint_path(config, run_id)
+        return path if path.exists() else None
+    found = sorted(Path(config.checkpoint_dir).glob(f"{config.task}-{config.model}-{config.hash()}-*.pt"),
+                   key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint's contents; a truncated or foreign file is one line naming it (SeqbenchError)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated, random bytes, another format: nothing to continue from
+        raise SeqbenchError(f"checkpoint {path} cannot be read ({type(exc).__name__}); "
+                            f"delete it to start afresh") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "run_id"} <= set(state):
+        raise SeqbenchError(f"checkpoint {path} is not a seqbench checkpoint; delete it to start afresh")
+    return state
+
+
+def _run_in_store(config: RunConfig, run_id: str) -> bool:
+    """Whether the store this run logs to holds `run_id` (a checkpoint may come from another store)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(config.tracking_uri)
+    setup_experiment(uri, config.experiment)
+    try:
+        MlflowClient(uri).get_run(run_id)
+        return True
+    except MlflowException:
+        return False
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, run_id: str) -> None:
@@ -193,19 +230,25 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay, config.lr), lr=config.lr,
                                   betas=(0.9, 0.95))
 
-    ckpt = checkpoint_path(config)
     start_step = 0
-    if config.resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        if run_id is None or state["run_id"] == run_id:  # a checkpoint of another run is left alone
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_step, run_id = state["step"], state["run_id"]
-            if ctx.is_main:
-                console.print(f"resuming from {ckpt} at step {start_step}")
+    found = find_checkpoint(config, run_id) if config.resume else None
+    if found is not None:
+        state = load_checkpoint(found, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, run_id = state["step"], state["run_id"]
+        if ctx.is_main:
+            console.print(f"resuming from {found} at step {start_step}")
+            if not _run_in_store(config, run_id):
+                console.print(f"its run {run_id} is not in {resolve_tracking_uri(config.tracking_uri)}: "
+                              f"training continues from step {start_step} as a new run there")
+                run_id = None
+    elif config.resume and ctx.is_main:
+        console.print(f"--resume: no checkpoint of this config in {config.checkpoint_dir}; training starts at step 0")
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
 
     tracker = _tracker(config, ctx, model, device, parent_run_id, run_id)
+    ckpt = checkpoint_path(config, tracker.run_id)
     if start_step == 0 and run_id is not None and ctx.is_main:
         _mark_restart(tracker, ckpt, console)
     result = RunResult(status="ok", run_id=tracker.run_id, config=config, steps_done=start_step)
@@ -220,7 +263,7 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
 
             task.measure(model, config, device, record)
         else:
-            _train(config, task, trained, optimizer, tracker, ctx, console, progress, result, start_step)
+            _train(config, task, trained, optimizer, tracker, ctx, console, progress, result, start_step, ckpt)
             if result.status == "ok" and ctx.is_main:  # no collective follows: other ranks just finish
                 start = time.perf_counter()
                 try:
@@ -335,13 +378,16 @@ def _record_rank_failure(run_id: str, ctx: distributed.Context, result: RunResul
     tracker.finish(result.status)
 
 
-def _train(config, task, model, optimizer, tracker, ctx, console, progress, result, start_step) -> None:
-    """The training loop; `model` may be DDP-wrapped (evaluation uses the module inside)."""
+def _train(config, task, model, optimizer, tracker, ctx, console, progress, result, start_step, ckpt) -> None:
+    """The training loop; `model` may be DDP-wrapped (evaluation uses the module inside). Rank 0
+    also checkpoints every `checkpoint_every` steps (or `checkpoint_minutes`), so a run that is
+    killed outright (SIGKILL, the OOM killer, a lost node) loses at most that much on --resume."""
     device = ctx.device
     module = getattr(model, "module", model)
     model.train()
     tokens = 0
     train_seconds = 0.0
+    last_save = time.monotonic()
     with _progress(console, progress) as bar:
         job = bar.add_task("train", total=config.steps, completed=start_step, info="")
         for step in range(start_step, config.steps):
@@ -365,6 +411,10 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
             result.metrics["train_seconds"] = train_seconds  # kept up to date: a stopped run logs it too
             tokens += global_batch.inputs.numel()  # every rank's tokens
             result.steps_done = step + 1
+            if ctx.is_main and step + 1 < config.steps and _checkpoint_due(config, step + 1, last_save):
+                tracker.flush()  # the metrics up to the checkpoint are stored with it
+                save_checkpoint(ckpt, module, optimizer, step + 1, tracker.run_id)
+                last_save = time.monotonic()
             if step % config.log_every == 0 or step + 1 == config.steps:
                 tracker.log_metrics({"train_loss": value, "lr": learning_rate(config, step),
                                      "grad_norm": float(grad_norm),
@@ -384,6 +434,12 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
     result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
     result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
     tracker.log_metrics({"train_tokens_per_s": result.metrics["train_tokens_per_s"]}, step=result.steps_done)
+
+
+def _checkpoint_due(config: RunConfig, steps_done: int, last_save: float) -> bool:
+    if config.checkpoint_every > 0:
+        return steps_done % config.checkpoint_every == 0
+    return time.monotonic() - last_save >= config.checkpoint_minutes * 60
 
 
 def _add_seconds(result: RunResult, key: str, since: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,22 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MLFLOW_STATUS = {"ok": "FINISHED", "interrupted": "KILLED", "running": "RUNNING"}
 
 
+# Stores MLflow can keep runs in (a database through SQLAlchemy, a server, a folder).
+_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory;
+    a URI MLflow cannot keep runs in, or an in-memory one that would lose them, is refused in one line."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
+    if scheme not in _SCHEMES:
+        raise SeqbenchError(f"tracking URI {uri!r} has no store MLflow can keep runs in; accepted: "
+                            f"sqlite:///FILE, http(s)://SERVER, postgresql://..., mysql://..., a folder")
+    if scheme == "sqlite" and (uri.rstrip("/") in ("sqlite:", "sqlite:/") or uri.endswith(":memory:")):
+        raise SeqbenchError(f"tracking URI {uri!r} is an in-memory store: the runs would exist nowhere; "
+                            f"use sqlite:///FILE")
+    return uri
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -40,13 +54,59 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (db.resolve().parent / "mlruns" / experiment).as_uri()
 
 
-def setup_experiment(uri: str, experiment: str) -> str:
-    """Create the store (if new) and the experiment (if missing); return the experiment id."""
-    from mlflow.tracking import MlflowClient
+@contextmanager
+def _store_lock(db: Path | None):
+    """An inter-process lock beside a SQLite store (`<db>.lock`), held while the store is created
+    or upgraded and the experiment made: MLflow's schema set-up is not safe when several
+    processes open a new store at once (they crash, and can leave `_alembic_tmp_*` tables behind)."""
+    if db is None:
+        yield
+        return
+    import fcntl
 
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _check_store_file(db: Path) -> None:
+    """One line instead of a traceback for a store path that is no usable SQLite database."""
+    if not db.exists():
+        return
+    if db.is_dir():
+        raise SeqbenchError(f"tracking store {db} is a directory; pass a database file, e.g. sqlite:///{db}/mlflow.db")
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            tables = [row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")]
+    except sqlite3.DatabaseError:
+        raise SeqbenchError(f"tracking store {db} is not an SQLite database; pass another --tracking-uri") from None
+    leftovers = [t for t in tables if t.startswith("_alembic_tmp_")]
+    if leftovers:
+        raise SeqbenchError(f"tracking store {db} was left half-upgraded by an interrupted schema migration "
+                            f"(table {leftovers[0]}); move it aside and start a new store, or repair it with "
+                            f"`mlflow db upgrade sqlite:///{db}`")
+
+
+def setup_experiment(uri: str, experiment: str) -> str:
+    """Create the store (if new) and the experiment (if missing) under the store's lock; return
+    the experiment id."""
     db = sqlite_path(uri)
     if db is not None and not db.resolve().parent.is_dir():
         raise SeqbenchError(f"tracking store folder {db.resolve().parent} does not exist")
+    if db is not None:
+        _check_store_file(db)
+    with _store_lock(db):
+        return _get_or_create_experiment(uri, experiment)
+
+
+def _get_or_create_experiment(uri: str, experiment: str) -> str:
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:

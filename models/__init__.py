@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from seqbench.models.backbone import Mixer, SequenceModel
 
-__all__ = ["Mixer", "SequenceModel", "build_model", "model_family"]
+__all__ = ["Mixer", "SequenceModel", "build_model", "check_model_settings", "model_family"]
 
 
 def build_model(name: str, vocab_size: int, head, **kwargs) -> SequenceModel:
@@ -26,3 +26,47 @@ def model_family(sizes: dict[str, dict] | None = None) -> Callable:
         return builder
 
     return mark
+
+
+def _settings_of(builder: Callable) -> dict:
+    """The keyword settings a builder takes (following `forwards_to` through **kwargs)."""
+    import inspect
+
+    params = {}
+    while builder is not None:
+        sig = inspect.signature(builder)
+        for name, param in sig.parameters.items():
+            if name not in ("vocab_size", "head") and param.kind is not inspect.Parameter.VAR_KEYWORD:
+                params.setdefault(name, param.default)
+        forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+        builder = getattr(builder, "forwards_to", None) if forwards else None
+    return params
+
+
+def check_model_settings(name: str, settings: dict) -> None:
+    """Refuse, in one line, a --set key the family does not take (listing those it takes), a value
+    of the wrong type (an integer setting given text, ...) or out of range (a size or count below 1)."""
+    from seqbench.core.errors import SeqbenchError
+    from seqbench.core.registry import load
+
+    accepted = _settings_of(load("models", name))
+    for key, value in settings.items():
+        if key not in accepted:
+            raise SeqbenchError(f"model {name!r} has no setting {key!r}; accepted: {', '.join(accepted) or 'none'}")
+        default = accepted[key]
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            if ok and default > 0 and value < 1:
+                raise SeqbenchError(f"--set {key} must be >= 1, got {value}")
+        elif isinstance(default, float):
+            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            if ok and default > 0 and value <= 0:
+                raise SeqbenchError(f"--set {key} must be > 0, got {value}")
+        elif isinstance(default, str):
+            ok, expected = isinstance(value, str), "text"
+        else:
+            ok, expected = True, ""
+        if not ok:
+            raise SeqbenchError(f"--set {key} takes {expected}, got {value!r}")

@@ -188,3 +188,7 @@ def build_transformer_abs(vocab_size: int, head: HeadSpec, max_len: int = 16384,
 def build_transformer_pp(vocab_size: int, head: HeadSpec, **kwargs) -> Transformer:
     """Transformer++: RMSNorm, no biases, SwiGLU MLP, RoPE."""
     return build_transformer(vocab_size, head, positions="rope", mlp="swiglu", bias=False, **kwargs)
+
+
+build_transformer_abs.forwards_to = build_transformer  # its **kwargs are build_transformer's settings
+build_transformer_pp.forwards_to = build_transformer

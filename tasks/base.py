@@ -112,6 +112,11 @@ class GeneratedTask(Task):
 
     vocab: int
 
+    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0) -> None:
+        if data is not None:
+            raise SeqbenchError(f"task {self.name!r} generates its data from the seed; it takes no --data")
+        super().__init__(modality, data, seed)
+
     @property
     def vocab_size(self) -> int:
         return self.vocab

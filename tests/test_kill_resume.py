@@ -1,0 +1,85 @@
+"""A run killed outright (SIGKILL: the OOM killer, a lost node, scancel --signal=KILL) loses at
+most its last checkpoint interval: --resume continues the same MLflow run from the periodic
+checkpoint to the end."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+RUN = ["run", "induction-heads", "--steps", "2000", "--batch-size", "2", "--eval-samples", "2", "--eval-lengths", "64",
+       "--set", "d_model=8", "--set", "n_layers=1", "--device", "cpu", "--no-progress", "--checkpoint-every", "25"]
+
+
+def test_sigkill_then_resume_continues_the_same_run_from_the_periodic_checkpoint(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    command = [sys.executable, "-m", "seqbench.harness.cli", *RUN, "--tracking-uri", uri]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / ".seqbench" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not (checkpoints.is_dir() and list(checkpoints.glob("*.pt"))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    client = MlflowClient(uri)
+    (killed,) = client.search_runs([client.get_experiment_by_name("induction-heads").experiment_id])
+    assert killed.info.status == "RUNNING"  # what a SIGKILL leaves: nothing could record the ending
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    runs = client.search_runs([killed.info.experiment_id])
+    assert [r.info.run_id for r in runs] == [killed.info.run_id]  # the same run, no orphan beside it
+    finished = runs[0]
+    assert finished.info.status == "FINISHED" and finished.data.tags["status"] == "ok"
+    steps = [m.step for m in client.get_metric_history(killed.info.run_id, "train_loss")]
+    assert max(steps) == 1999 and min(steps) == 0
+    assert Path(finished.data.tags["checkpoint"]).exists()
+
+
+SHORT = ["run", "induction-heads", "--steps", "20", "--batch-size", "2", "--eval-samples", "2", "--eval-lengths", "64",
+         "--set", "d_model=8", "--set", "n_layers=1", "--device", "cpu", "--no-progress"]
+
+
+def _cli(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "seqbench.harness.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_resume_against_another_store_continues_there_as_a_new_run(tmp_path):
+    first = _cli(tmp_path, *SHORT, "--tracking-uri", f"sqlite:///{tmp_path / 'a.db'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    other = _cli(tmp_path, *SHORT, "--tracking-uri", f"sqlite:///{tmp_path / 'b.db'}", "--resume")
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "as a new run there" in other.stderr and "Traceback" not in other.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'b.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("induction-heads").experiment_id])
+    assert run.data.tags["status"] == "ok"
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    fresh = _cli(tmp_path, *SHORT, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--resume")
+    assert fresh.returncode == 0 and "no checkpoint of this config" in fresh.stderr, fresh.stderr[-2000:]
+
+
+def test_a_corrupt_checkpoint_is_one_line_naming_it_and_exit_2(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert _cli(tmp_path, *SHORT, "--tracking-uri", uri).returncode == 0
+    (ckpt,) = (tmp_path / ".seqbench" / "checkpoints").glob("*.pt")
+    for content in (b"", b"\x00garbage" * 50):
+        ckpt.write_bytes(content)
+        broken = _cli(tmp_path, *SHORT, "--tracking-uri", uri, "--resume")
+        lines = [line for line in broken.stderr.splitlines() if line.strip()]
+        assert broken.returncode == 2 and len(lines) == 1 and str(ckpt.name) in lines[0], broken.stderr[-2000:]
+
+
+def test_two_runs_of_one_config_at_once_keep_a_checkpoint_each(tmp_path):
+    command = [sys.executable, "-m", "seqbench.harness.cli", *SHORT, "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    procs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read()[-1500:] for p in procs]
+    assert len(list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))) == 2
