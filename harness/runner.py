@@ -181,7 +181,19 @@ def save_checkpoint(path: Path, model, optimizer, step: int, run_id: str) -> Non
     os.replace(tmp, path)
 
 
+def _plain_progress_seconds() -> float:
+    """Seconds between plain progress lines when the console is no terminal (Slurm and CI logs,
+    `| tee`): $SEQBENCH_PROGRESS_SECONDS, default 10."""
+    try:
+        return max(0.0, float(os.environ.get("SEQBENCH_PROGRESS_SECONDS", "10")))
+    except ValueError:
+        return 10.0
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
+    """A live bar on a terminal; elsewhere none (a rich bar there would print once, at the end:
+    the training loop prints plain lines instead)."""
+    enabled = enabled and console.is_terminal
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -388,6 +400,8 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
     tokens = 0
     train_seconds = 0.0
     last_save = time.monotonic()
+    plain = progress and not console.is_terminal
+    plain_every, last_line, started = _plain_progress_seconds(), time.monotonic(), time.monotonic()
     with _progress(console, progress) as bar:
         job = bar.add_task("train", total=config.steps, completed=start_step, info="")
         for step in range(start_step, config.steps):
@@ -431,6 +445,12 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
                     result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
                 distributed.barrier(ctx)
             bar.update(job, advance=1, info=info)
+            if plain and (time.monotonic() - last_line >= plain_every or step + 1 == config.steps):
+                last_line = time.monotonic()
+                done = step + 1 - start_step
+                eta = (last_line - started) / done * (config.steps - step - 1)
+                console.print(f"train step {step + 1}/{config.steps}  {info}  "
+                              f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s  eta {eta:,.0f} s", highlight=False)
     result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
     result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
     tracker.log_metrics({"train_tokens_per_s": result.metrics["train_tokens_per_s"]}, step=result.steps_done)
