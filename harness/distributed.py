@@ -49,11 +49,6 @@ def _env_int(name: str, default: int) -> int:
         raise SeqbenchError(f"${name} must be an integer (torchrun sets it), got {text!r}") from None
 
 
-def launched_by_torchrun() -> bool:
-    """True in a process torchrun started (it sets WORLD_SIZE and RANK)."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def setup(device_choice: str) -> Context:
     """Read torchrun's environment and join the process group; a plain process gets rank 0 of 1.
 

@@ -21,10 +21,10 @@ from typing import Callable, Sequence
 from seqbench.harness.config import format_length
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.schedule import Schedule, schedule_of
+from seqbench.harness.sweep_plan import model_label
 from seqbench.harness.tracking import resolve_tracking_uri, sqlite_path
+from seqbench.harness import records
 
-SWEEP_TAG = "seqbench.sweep"
-PARENT_TAG = "mlflow.parentRunId"
 ARTIFACT_FOLDER = "report"
 THROUGHPUT = "train_tokens_per_s"  # per length from the speed task, else the training run's own
 FILES = ("report.md", "report.csv", "metric_vs_length.png", "time_per_token_vs_length.png", "memory_vs_length.png")
@@ -157,16 +157,16 @@ def _experiment_ids(client) -> list[str]:
 def _newest_sweep(client, experiment_ids: list[str]):
     if not experiment_ids:
         return None
-    found = client.search_runs(experiment_ids, f"tags.`{SWEEP_TAG}` = 'true'", max_results=1,
+    found = client.search_runs(experiment_ids, f"tags.`{records.SWEEP}` = 'true'", max_results=1,
                                order_by=["attributes.start_time DESC"])
     return found[0] if found else None
 
 
 def _children(client, parent) -> list:
-    children = _search(client, _experiment_ids(client), f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    children = _search(client, _experiment_ids(client), f"tags.`{records.PARENT}` = '{parent.info.run_id}'")
     if not children:
         raise SeqbenchError(f"run {parent.info.run_id} has no child runs; --sweep takes the id of a sweep's "
-                            f"parent run (tag {SWEEP_TAG}=true) that has started at least one cell")
+                            f"parent run (tag {records.SWEEP}=true) that has started at least one cell")
     return children
 
 
@@ -191,13 +191,13 @@ def select_runs(client, sweep_run_id: str | None = None, experiment: str | None 
         parent = _newest_sweep(client, [found.experiment_id])
         if parent is not None:
             return parent, _children(client, parent)
-        runs = [r for r in _search(client, [found.experiment_id]) if PARENT_TAG not in r.data.tags]
+        runs = [r for r in _search(client, [found.experiment_id]) if records.PARENT not in r.data.tags]
         if not runs:
             raise SeqbenchError(f"experiment {experiment!r} has no runs")
         return None, runs
     parent = _newest_sweep(client, _experiment_ids(client))
     if parent is None:
-        raise SeqbenchError(f"no sweep (a run tagged {SWEEP_TAG}=true) in {client.tracking_uri}; "
+        raise SeqbenchError(f"no sweep (a run tagged {records.SWEEP}=true) in {client.tracking_uri}; "
                             f"pass --experiment NAME to report on an experiment's runs")
     return parent, _children(client, parent)
 
@@ -212,25 +212,22 @@ def main_metric_of(task: str) -> str:
     return registry("tasks").load(task).main_metric
 
 
-def model_label(tags: dict[str, str], params: dict[str, str] | None = None) -> str:
-    """'mamba:130m' when the run has a size, else the family 'mamba'."""
-    from seqbench.harness.sweep import model_label as label
-
-    size = tags.get("size") or (params or {}).get("size")
-    return label(tags.get("model", "?"), size if size != "None" else None)
+def run_label(tags: dict[str, str], params: dict[str, str] | None = None) -> str:
+    """A run's model label (sweep_plan.model_label) from its tags, or its params for older runs."""
+    return model_label(tags.get(records.MODEL, "?"), tags.get(records.SIZE) or (params or {}).get("size"))
 
 
 def _length_status(run_status: str, tags: dict[str, str], seq_len: int) -> tuple[str, str]:
     """A finished run may still have missed this length: speed's status/<L>, the runner's
     skipped/<L> (beyond the model's positions) or eval_oom_from."""
     if run_status != "ok":
-        return run_status, tags.get("error", "")
+        return run_status, tags.get(records.ERROR, "")
     status, _, detail = tags.get(f"status/{seq_len}", "ok").partition(": ")
     if status != "ok":
         return status, detail
     if f"skipped/{seq_len}" in tags:
         return "skipped", tags[f"skipped/{seq_len}"]
-    oom_from = tags.get("eval_oom_from", "")
+    oom_from = tags.get(records.EVAL_OOM_FROM, "")
     if oom_from.isdigit() and int(oom_from) <= seq_len:
         return "oom", f"evaluation ran out of memory from {format_length(int(oom_from))}"
     return "ok", ""
@@ -240,14 +237,14 @@ def row_of(run, main_metric: str) -> ReportRow | None:
     """The report row of one child run; None for a run without a seq_len tag (not a sweep cell)."""
     tags, metrics = run.data.tags, run.data.metrics
     try:
-        seq_len = int(tags.get("seq_len", ""))
+        seq_len = int(tags.get(records.SEQ_LEN, ""))
     except ValueError:
         return None
-    run_status = tags.get("status") or _STATUS_OF_MLFLOW.get(run.info.status, run.info.status.lower())
+    run_status = tags.get(records.STATUS) or _STATUS_OF_MLFLOW.get(run.info.status, run.info.status.lower())
     status, error = _length_status(run_status, tags, seq_len)
     memory_gb = metrics.get(f"peak_memory_gb/{seq_len}")
     return ReportRow(
-        model=model_label(tags, run.data.params), seq_len=seq_len, status=status, error=error,
+        model=run_label(tags, run.data.params), seq_len=seq_len, status=status, error=error,
         main_value=metrics.get(f"{main_metric}/{seq_len}"),
         tokens_per_s=metrics.get(f"{THROUGHPUT}/{seq_len}", metrics.get(THROUGHPUT)),
         peak_memory_mb=memory_gb * 1024 if memory_gb is not None else metrics.get("peak_memory_mb"),
@@ -261,7 +258,7 @@ def _newest_per_cell(runs: list) -> list:
     """A re-run cell keeps only its newest run."""
     newest = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        newest[(model_label(run.data.tags, run.data.params), run.data.tags.get("seq_len"))] = run
+        newest[(run_label(run.data.tags, run.data.params), run.data.tags.get(records.SEQ_LEN))] = run
     return list(newest.values())
 
 
@@ -635,27 +632,27 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
     parent, runs = select_runs(client, sweep_run_id, experiment)
     runs = _newest_per_cell(runs)
     if parent is not None:
-        task = parent.data.tags.get("task") or next((r.data.tags["task"] for r in runs if "task" in r.data.tags), "")
+        task = parent.data.tags.get(records.TASK) or next((r.data.tags[records.TASK] for r in runs if records.TASK in r.data.tags), "")
         name = parent.info.run_name or parent.info.run_id
         source, started = f"sweep `{name}` (run {parent.info.run_id})", parent.info.start_time
     else:
         newest = max(runs, key=lambda r: r.info.start_time or 0)
-        task = newest.data.tags.get("task", "")
-        runs = [r for r in runs if r.data.tags.get("task") == task]  # an experiment may mix tasks
+        task = newest.data.tags.get(records.TASK, "")
+        runs = [r for r in runs if r.data.tags.get(records.TASK) == task]  # an experiment may mix tasks
         source, started = f"experiment `{experiment}`, newest run per model and length", newest.info.start_time
     if not task:
         raise SeqbenchError(f"the runs in {uri} have no task tag; only runs recorded by seqbench can be reported")
     main = main_metric_of(task)
-    model_order = [m for m in (parent.data.tags.get("models", "") if parent else "").split(",") if m]
+    model_order = [m for m in (parent.data.tags.get(records.MODELS, "") if parent else "").split(",") if m]
     rows = _ordered([_with_last_validation(client, row, main)
                      for run in runs if (row := row_of(run, main)) is not None], model_order)
     if not rows:
         raise SeqbenchError(f"none of the runs of {source} has a seq_len tag; nothing to report")
-    planned = parent.data.tags.get("lengths", "") if parent else ""
+    planned = parent.data.tags.get(records.LENGTHS, "") if parent else ""
     lengths = sorted({r.seq_len for r in rows} | {int(n) for n in planned.split(",") if n.strip().isdigit()})
     report = Report(parent_run_id=parent.info.run_id if parent else None, task=task, main_metric=main,
                     rows=rows, exponents=_fits(rows), lengths=lengths, source=source,
-                    schedule=schedule_of(parent, runs, lambda r: model_label(r.data.tags, r.data.params))
+                    schedule=schedule_of(parent, runs, lambda r: run_label(r.data.tags, r.data.params))
                     if parent is not None else None)
     report.paths = _write_files(report, Path(out_dir), started)
     if parent is not None and log_to_parent:

@@ -38,6 +38,7 @@ from seqbench.models import build_model
 from seqbench.models.backbone import cross_entropy, parameter_groups
 from seqbench.tasks import get_task
 from seqbench.tasks.base import IGNORE_INDEX, MeasuringTask, Task
+from seqbench.harness import records
 
 
 @dataclass
@@ -203,7 +204,6 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 # Endings one rank can reach alone; that rank records them (see the module docstring).
 RANK_FAILURES = ("oom", "failed")
-FAILED_RANK_TAG = "failed_rank"
 
 
 def run(config: RunConfig, console: Console | None = None, progress: bool = True,
@@ -301,9 +301,9 @@ def _mark_restart(tracker: RunTracker, ckpt: Path, console: Console) -> None:
     say so in the run (tag `restarts`) and on the console, so the two curves are not read as one."""
     if not tracker.client.get_metric_history(tracker.run_id, "train_loss"):
         return  # a run created ahead of time (a sweep's child) that has not trained yet
-    previous = tracker.client.get_run(tracker.run_id).data.tags.get("restarts", "0")
+    previous = tracker.client.get_run(tracker.run_id).data.tags.get(records.RESTARTS, "0")
     restarts = int(previous) + 1 if previous.isdigit() else 1
-    tracker.set_tags({"restarts": str(restarts)})
+    tracker.set_tags({records.RESTARTS: str(restarts)})
     console.print(f"no checkpoint of this run at {ckpt}: training starts again at step 0 "
                   f"(restart {restarts}; the run's metric history keeps the earlier curve too)")
 
@@ -330,10 +330,10 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
               parent_run_id: str | None, run_id: str | None) -> RunTracker:
     uri = resolve_tracking_uri(config.tracking_uri)
     experiment_id = setup_experiment(uri, config.experiment)
-    tags = {"task": config.task, "modality": config.modality, "model": config.model,
-            "seq_len": str(config.seq_len), "status": "running", "config_hash": config.hash()}
+    tags = {records.TASK: config.task, records.MODALITY: config.modality, records.MODEL: config.model,
+            records.SEQ_LEN: str(config.seq_len), records.STATUS: "running", records.CONFIG_HASH: config.hash()}
     if config.size:
-        tags["size"] = config.size
+        tags[records.SIZE] = config.size
     name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
     tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
     params = config.to_params()
@@ -363,19 +363,19 @@ def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, re
         return False
     if ctx.distributed and result.status != "ok":
         tags = tracker.client.get_run(tracker.run_id).data.tags
-        if FAILED_RANK_TAG in tags:
-            result.status, result.message = tags.get("status", result.status), tags.get("error", "")
+        if records.FAILED_RANK in tags:
+            result.status, result.message = tags.get(records.STATUS, result.status), tags.get(records.ERROR, "")
             return True
     device = ctx.device
     try:
         if result.steps_done > 0 and result.status in ("ok", "interrupted"):
             save_checkpoint(ckpt, model, optimizer, result.steps_done, tracker.run_id)
-            tracker.set_tags({"checkpoint": str(ckpt.resolve())})
+            tracker.set_tags({records.CHECKPOINT: str(ckpt.resolve())})
         # Where the run's time went (this attempt): the rest of a process's life is its fixed cost.
         times = {k: result.metrics[k] for k in ("train_seconds", "eval_seconds") if k in result.metrics}
         tracker.log_metrics({"peak_memory_mb": peak_memory_mb(device), **times}, step=result.steps_done)
         if result.message:
-            tracker.set_tags({"error": result.message[:5000]})
+            tracker.set_tags({records.ERROR: result.message[:5000]})
     finally:
         tracker.finish(result.status)
     return False
@@ -386,7 +386,7 @@ def _record_rank_failure(run_id: str, ctx: distributed.Context, result: RunResul
     (and torchrun stops it once this rank exits non-zero), so the ending is recorded from here."""
     result.message = f"rank {ctx.rank}: {result.message}"
     tracker = RunTracker(resolve_tracking_uri(result.config.tracking_uri), "", run_id=run_id)
-    tracker.set_tags({FAILED_RANK_TAG: str(ctx.rank), "error": result.message[:5000]})
+    tracker.set_tags({records.FAILED_RANK: str(ctx.rank), records.ERROR: result.message[:5000]})
     tracker.finish(result.status)
 
 
@@ -494,7 +494,7 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 skipped = [format_length(s) for s in config.eval_lengths[n:]]
-                tracker.set_tags({"eval_oom_from": str(seq_len)})
+                tracker.set_tags({records.EVAL_OOM_FROM: str(seq_len)})
                 console.print(f"[yellow]evaluation ran out of memory at length {label}; skipped {', '.join(skipped)}")
                 break
             bar.update(job, advance=1)

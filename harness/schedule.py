@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from seqbench.harness import records
+
 # Tags the sweep sets on each child as it launches it: the worker slot (a GPU under --jobs on a
 # multi-GPU machine) and the launch time in ms since the epoch (a retried child's run is older;
 # a Slurm job's launch is its submission, so its time in the queue counts).
-SLOT_TAG, LAUNCHED_TAG = "sweep_slot", "sweep_launched_ms"
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,12 @@ def schedule_of(parent, runs: list, label_of: Callable[[object], str]) -> Schedu
     spans = []
     for run in runs:
         tags = run.data.tags
-        if SLOT_TAG not in tags or LAUNCHED_TAG not in tags:
+        if records.SLOT not in tags or records.LAUNCHED not in tags:
             continue  # never launched: skipped before its turn
-        launched = int(tags[LAUNCHED_TAG])
+        launched = int(tags[records.LAUNCHED])
         ended = run.info.end_time or now_ms
-        spans.append(ChildSpan(model=label_of(run), seq_len=int(tags.get("seq_len", 0)),
-                               status=tags.get("status", "?"), slot=int(tags[SLOT_TAG]),
+        spans.append(ChildSpan(model=label_of(run), seq_len=int(tags.get(records.SEQ_LEN, 0)),
+                               status=tags.get(records.STATUS, "?"), slot=int(tags[records.SLOT]),
                                start_s=(launched - start_ms) / 1000, seconds=max(0.0, (ended - launched) / 1000),
                                train_s=run.data.metrics.get("train_seconds"),
                                eval_s=run.data.metrics.get("eval_seconds")))

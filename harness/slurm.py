@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from seqbench.core.errors import SeqbenchError
-from seqbench.harness.sweep import Child, write_spec
+from seqbench.harness.sweep_plan import Child, write_spec
 
 DEFAULT_TIME_MINUTES = 60
 

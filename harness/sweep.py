@@ -21,8 +21,6 @@ reads the log of "a launched child", so every rule above holds for both.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -39,8 +37,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
-from seqbench.harness.schedule import LAUNCHED_TAG, SLOT_TAG
+from seqbench.harness.sweep_plan import Child, child_stem, model_label, plan, sweep_hash, write_spec
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
+from seqbench.harness import records
 
 if TYPE_CHECKING:
     from seqbench.harness.slurm import SlurmOptions
@@ -55,99 +54,11 @@ GRACE_SECONDS = 30.0
 LAUNCHERS = ("local", "slurm", "local-submitit")
 
 
-def parse_models(text: str) -> list[tuple[str, str | None]]:
-    """'mamba,transformer:125m' -> [('mamba', None), ('transformer', '125m')], names checked."""
-    from seqbench.core.registry import registry
-
-    models = []
-    for item in text.split(","):
-        family, _, size = item.strip().partition(":")
-        if not family:
-            raise SeqbenchError(f"--model takes comma-separated families (optionally family:size), got {text!r}")
-        registry("models").target(family)
-        if size:
-            from seqbench.models.presets import preset
-
-            preset(family, size)
-        models.append((family, size or None))
-    if len(set(models)) != len(models):
-        raise SeqbenchError(f"--model lists a model twice: {text!r}")
-    return models
-
-
-def model_label(family: str, size: str | None) -> str:
-    return f"{family}:{size}" if size else family
-
-
-@dataclass
-class Child:
-    """One (model, length) of a sweep: its config, MLflow run and outcome."""
-
-    config: RunConfig  # as asked (the child process resolves it again, to the same hash)
-    label: str
-    seq_len: int
-    config_hash: str
-    params: dict[str, str]
-    run_id: str | None = None
-    status: str = "pending"
-    message: str = ""
-    seconds: float = 0.0
-    metric: float | None = None
-    stopped_as: tuple[str, str] | None = None  # (status, message) the sweep stopped it with, if it did
-
-
-def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str,
-         batch_tokens: int | None = None) -> list[Child]:
-    """Every (model, length) child, shortest length first, each config resolved and checked.
-
-    Children evaluate at their own training length unless `base.eval_lengths` says otherwise.
-    With `batch_tokens`, every child's batch holds that many tokens (batch = tokens // length, at
-    least one sequence), so every length trains on the same number of tokens per step."""
-    from seqbench.tasks import get_task
-
-    if batch_tokens is not None and base.batch_size is not None:
-        raise SeqbenchError("--batch-tokens and --batch-size both set the batch; give one")
-    if batch_tokens is not None and batch_tokens < 1:
-        raise SeqbenchError(f"--batch-tokens must be >= 1, got {batch_tokens}")
-    task = get_task(base.task, modality=base.modality, data=base.data, seed=base.seed, **base.task_kwargs)
-    children = []
-    for seq_len in sorted(lengths):
-        batch_size = max(1, batch_tokens // seq_len) if batch_tokens is not None else base.batch_size
-        for family, size in models:
-            config = replace(base, model=family, size=size, seq_len=seq_len, batch_size=batch_size,
-                             eval_lengths=base.eval_lengths or [seq_len], resume=False)
-            resolved = config.resolve(task, device_type)
-            label = model_label(family, size)
-            children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
-                                  params=resolved.to_params()))
-    return children
-
-
-def sweep_hash(task: str, children: list[Child]) -> str:
-    """Identity of a sweep: its task and the set of its children's config hashes."""
-    payload = json.dumps([task, sorted(c.config_hash for c in children)])
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
 @dataclass
 class SweepResult:
     parent_run_id: str
     status: str  # ok (every child has an outcome) or interrupted
     children: list[Child]
-
-
-def child_stem(child: Child) -> str:
-    """File-name stem of a child's spec and log: 'transformer-125m-4k'."""
-    return f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
-
-
-def write_spec(workdir: Path, child: Child, spec: dict) -> Path:
-    """The child's spec file (written whole, then renamed into place)."""
-    path = workdir / f"{child_stem(child)}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(spec))
-    os.replace(tmp, path)
-    return path
 
 
 class LaunchedChild(Protocol):
@@ -320,21 +231,21 @@ class Sweep:
         identity = sweep_hash(self.base.task, self.children)
         if self.resume:
             found = self.client.search_runs(
-                [experiment_id], f"tags.`seqbench.sweep` = 'true' and tags.sweep_hash = '{identity}'",
+                [experiment_id], f"tags.`{records.SWEEP}` = 'true' and tags.`{records.SWEEP_HASH}` = '{identity}'",
                 order_by=["attributes.start_time DESC"], max_results=1)
             if found:
                 self.console.print(f"resuming sweep {found[0].info.run_id}")
                 parent = RunTracker(self.uri, experiment_id, run_id=found[0].info.run_id)
-                parent.set_tags({"status": "running"})
+                parent.set_tags({records.STATUS: "running"})
                 return parent
-        tags = {"seqbench.sweep": "true", "sweep_hash": identity, "task": self.base.task,
-                "modality": self.children[0].params["modality"], "status": "running",
-                "models": ",".join(model_label(*m) for m in self.models),
-                "lengths": ",".join(str(n) for n in self.lengths)}
+        tags = {records.SWEEP: "true", records.SWEEP_HASH: identity, records.TASK: self.base.task,
+                records.MODALITY: self.children[0].params["modality"], records.STATUS: "running",
+                records.MODELS: ",".join(model_label(*m) for m in self.models),
+                records.LENGTHS: ",".join(str(n) for n in self.lengths)}
         parent = RunTracker(self.uri, experiment_id, run_name=f"sweep-{self.base.task}", tags=tags)
         params = {k: v for k, v in self.children[0].params.items() if k not in ("model", "size", "seq_len", "config_hash")
                   and not k.startswith("model.")}
-        params.update({"models": tags["models"], "lengths": tags["lengths"], "jobs": str(self.jobs),
+        params.update({"models": tags[records.MODELS], "lengths": tags[records.LENGTHS], "jobs": str(self.jobs),
                        "launcher": self.launcher_name,
                        "order": "longest-first" if self.longest_first else "shortest-first",
                        "time_budget_s": str(self.time_budget)})
@@ -346,18 +257,18 @@ class Sweep:
 
     def _recall_finished(self, parent_id: str, experiment_id: str) -> None:
         """On resume: children that finished under this parent keep their outcome and run."""
-        previous = self.client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        previous = self.client.search_runs([experiment_id], f"tags.`{records.PARENT}` = '{parent_id}'")
         by_hash = {}
         for run in sorted(previous, key=lambda r: r.info.start_time):
-            by_hash[run.data.tags.get("config_hash")] = run
+            by_hash[run.data.tags.get(records.CONFIG_HASH)] = run
         for child in self.children:
             run = by_hash.get(child.config_hash)
             if run is None:
                 continue
             child.run_id = run.info.run_id
-            status = run.data.tags.get("status", "")
+            status = run.data.tags.get(records.STATUS, "")
             if status in FINAL:
-                child.status, child.message = status, run.data.tags.get("error", "")
+                child.status, child.message = status, run.data.tags.get(records.ERROR, "")
                 child.metric = self._main_metric(run.data.metrics, child)
                 if status in STOPS_FAMILY:
                     self._stop_family(child)
@@ -366,10 +277,10 @@ class Sweep:
         """The child's run, created by the sweep so that every cell has a row whatever happens."""
         if child.run_id:
             return RunTracker(self.uri, experiment_id, run_id=child.run_id)
-        tags = {"task": self.base.task, "modality": child.params["modality"], "model": child.config.model,
-                "seq_len": str(child.seq_len), "status": "pending", "config_hash": child.config_hash}
+        tags = {records.TASK: self.base.task, records.MODALITY: child.params["modality"], records.MODEL: child.config.model,
+                records.SEQ_LEN: str(child.seq_len), records.STATUS: "pending", records.CONFIG_HASH: child.config_hash}
         if child.config.size:
-            tags["size"] = child.config.size
+            tags[records.SIZE] = child.config.size
         tracker = RunTracker(self.uri, experiment_id, run_name=f"{self.base.task}-{child.label}-{format_length(child.seq_len)}",
                              tags=tags, parent_run_id=parent_id)
         tracker.log_params(child.params)
@@ -455,7 +366,7 @@ class Sweep:
                                 retry = child.run_id is not None
                                 slot = free.pop(0)
                                 tracker = self._child_tracker(child, experiment_id, parent.run_id)
-                                tracker.set_tags({SLOT_TAG: str(slot), LAUNCHED_TAG: str(int(time.time() * 1000))})
+                                tracker.set_tags({records.SLOT: str(slot), records.LAUNCHED: str(int(time.time() * 1000))})
                                 running[slot] = launcher.start(child, self._spec(child, parent.run_id, retry),
                                                                workdir, slot)
                                 child.status, child.stopped_as = "running", None
@@ -495,7 +406,7 @@ class Sweep:
     def _record_skip(self, child: Child, reason: str, experiment_id: str, parent_id: str) -> None:
         tracker = self._child_tracker(child, experiment_id, parent_id)
         child.status, child.message = "skipped", reason
-        tracker.set_tags({"error": reason})
+        tracker.set_tags({records.ERROR: reason})
         tracker.finish("skipped")
         self.console.print(f"{child.label} {format_length(child.seq_len)}: skipped ({reason})")
 
@@ -513,7 +424,7 @@ class Sweep:
         child = proc.child
         child.seconds = proc.elapsed()
         run = self.client.get_run(child.run_id)
-        recorded = run.data.tags.get("status", "pending")
+        recorded = run.data.tags.get(records.STATUS, "pending")
         child.metric = self._main_metric(run.data.metrics, child)
         code = proc.returncode
         if recorded == "ok":  # finished just as it was being stopped
@@ -525,12 +436,12 @@ class Sweep:
             message = (f"killed by signal {-code} (SIGKILL often means the host ran out of memory)"
                        if code is not None and code < 0 else f"exited with code {code}: {proc.log_tail()}")
         else:
-            status, message = recorded, run.data.tags.get("error", "")
+            status, message = recorded, run.data.tags.get(records.ERROR, "")
         child.status, child.message = status, message
         if status != recorded:
             tracker = RunTracker(self.uri, experiment_id, run_id=child.run_id)
             if message:
-                tracker.set_tags({"error": message[:5000]})
+                tracker.set_tags({records.ERROR: message[:5000]})
             tracker.finish(status)
         for path in proc.log_paths:
             if path.exists():

@@ -21,16 +21,17 @@ from seqbench.core.devices import is_out_of_memory
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.runner import run
 from seqbench.harness.tracking import RunTracker
+from seqbench.harness import records
 
 
 def _record(config: RunConfig, run_id: str, status: str, message: str) -> None:
     """Record an ending the runner did not (it records its own once the run is tracked)."""
     from mlflow.tracking import MlflowClient
 
-    if MlflowClient(config.tracking_uri).get_run(run_id).data.tags.get("status") not in ("pending", "running"):
+    if MlflowClient(config.tracking_uri).get_run(run_id).data.tags.get(records.STATUS) not in ("pending", "running"):
         return
     tracker = RunTracker(config.tracking_uri, "", run_id=run_id)
-    tracker.set_tags({"error": message[:5000]})
+    tracker.set_tags({records.ERROR: message[:5000]})
     tracker.finish(status)
 
 

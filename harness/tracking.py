@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from seqbench.core.errors import SeqbenchError
+from seqbench.harness import records
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -145,7 +146,7 @@ class RunTracker:
         self.uri = uri
         all_tags = dict(tags or {})
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[records.PARENT] = parent_run_id
         if run_id is None:
             run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
             self.run_id = run.info.run_id
@@ -189,7 +190,7 @@ class RunTracker:
     def finish(self, status: str) -> None:
         """Flush, tag `status` (ok/oom/diverged/interrupted/failed/...) and close the run."""
         self.flush()
-        self.client.set_tag(self.run_id, "status", status)
+        self.client.set_tag(self.run_id, records.STATUS, status)
         self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(status, "FAILED"))
 
 
