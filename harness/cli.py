@@ -214,7 +214,7 @@ def sweep(
     """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run."""
     from seqbench.harness.slurm import SlurmOptions
     from seqbench.harness.sweep import Sweep
-    from seqbench.harness.sweep_plan import parse_models
+    from seqbench.harness.sweep.plan import parse_models
 
     models = parse_models(model)
     base = _base_config(
@@ -456,7 +456,7 @@ def bench_models(
 def _family_sizes(text: str) -> list[tuple[str, str]]:
     """'mamba:130m,transformer:125m' -> [('mamba', '130m'), ('transformer', '125m')]: like a
     sweep's --model, but every family needs its size."""
-    from seqbench.harness.sweep_plan import parse_models
+    from seqbench.harness.sweep.plan import parse_models
 
     models = parse_models(text)
     for family, size in models:

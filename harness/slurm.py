@@ -3,7 +3,7 @@
 `SubmititLauncher` is the sweep's launcher for `--launcher slurm`: every child the scheduler can
 start goes out in one `executor.batch()`, i.e. one Slurm job array, at once (the first pass starts
 all of them, since the launcher has a slot per child); Slurm runs at most `--max-parallel` of the
-array at a time (`slurm_array_parallelism`). Each job runs the same `seqbench.harness.sweep_child` a local
+array at a time (`slurm_array_parallelism`). Each job runs the same `seqbench.harness.sweep.child` a local
 child runs, so it records its own ending on its MLflow run.
 
 The rules of the local launcher hold because the sweep's scheduler stays in charge: it polls the
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from seqbench.core.errors import SeqbenchError
-from seqbench.harness.sweep_plan import Child, write_spec
+from seqbench.harness.sweep.plan import Child, write_spec
 
 DEFAULT_TIME_MINUTES = 60
 
@@ -84,7 +84,7 @@ def run_child(spec_path: str, env: dict[str, str]) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # submitit's own handler would ignore it
-    from seqbench.harness.sweep_child import main
+    from seqbench.harness.sweep.child import main
 
     return main(spec_path)
 

@@ -17,7 +17,7 @@ from seqbench.harness.config import RunConfig
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.records import LAUNCHED as LAUNCHED_TAG, SLOT as SLOT_TAG
 from seqbench.harness.sweep import Sweep
-from seqbench.harness.sweep_plan import parse_models, plan, sweep_hash
+from seqbench.harness.sweep.plan import parse_models, plan, sweep_hash
 
 TINY = {"d_model": 16, "n_layers": 1}
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-# kernels/CONTRACT.md, measured on the lent H200: (batch, dim, length) -> (fwd ms, fwd+bwd ms, flash fwd ms)
+# kernels/CONTRACT.md, measured on an H200: (batch, dim, length) -> (fwd ms, fwd+bwd ms, flash fwd ms)
 REFERENCE_MS: dict[tuple[int, int, int], tuple[float, float, float]] = {
     (8, 1536, 2048): (0.449, 2.188, 0.220),
     (1, 1536, 2048): (0.069, 0.344, 0.064),

@@ -1,6 +1,6 @@
 """What a sweep is, before it runs: the (model, length) children of a task, each config resolved
 and checked, the sweep's identity, and the spec file a child process reads. The scheduler
-(harness/sweep.py) and the Slurm launcher (harness/slurm.py) both build on it."""
+(sweep/scheduler.py, sweep/launch.py) and the Slurm launcher (harness/slurm.py) both build on it."""
 
 from __future__ import annotations
 

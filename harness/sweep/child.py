@@ -1,4 +1,4 @@
-"""The process one sweep child runs in: `python -m seqbench.harness.sweep_child SPEC.json`.
+"""The process one sweep child runs in: `python -m seqbench.harness.sweep.child SPEC.json`.
 
 The spec names the child's config, the MLflow run the sweep created for it and the parent run.
 Whatever happens is recorded on that run: the runner records its own endings; what fails before

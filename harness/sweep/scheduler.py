@@ -1,57 +1,36 @@
-"""Sequence-length sweeps: one parent MLflow run, one child run per (model, length).
-
-Each child trains and evaluates in its own process (`seqbench.harness.sweep_child`), so an out-of-memory,
-a crash or a run past its time budget ends that child only: it becomes the child's status (`oom`,
-`failed`, `timeout`) and the sweep goes on. A family that ran out of memory or time at length L is
-not tried at longer lengths (`skipped`, "oom at 4k"). Children run shortest length first (longest
-first on request, so that under K slots the slowest do not start last), K at a time (`jobs`): one
-per GPU where there are several, CPU processes sharing the cores otherwise. Each child is tagged
-with its slot and launch time; the report draws the schedule (`seqbench.harness.schedule`).
-
-The store and the experiment are set up, and every child's config resolved and checked, before
-any child starts: bad input fails at once and SQLite never sees two processes creating its schema.
-`resume` reopens the newest sweep with the same children (the same config hashes) and skips the
-children that finished there (ok, oom, diverged); the others run again, from their checkpoints.
-
-Where a child runs is the launcher's business: `LocalLauncher` starts processes on this machine,
-`seqbench.harness.slurm.SubmititLauncher` submits Slurm jobs. The scheduler only starts, polls, stops and
-reads the log of "a launched child", so every rule above holds for both.
-"""
+"""The sweep itself: its parent MLflow run and one child run per (model, length), resumed by
+config hash; children started K at a time, shortest first (or longest), stopped on a time budget
+or Ctrl-C, and a family's longer lengths skipped after an out-of-memory or a timeout."""
 
 from __future__ import annotations
 
 import functools
-import os
-import signal
-import subprocess
-import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
+from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
-from seqbench.harness.sweep_plan import Child, child_stem, model_label, plan, sweep_hash, write_spec
+from seqbench.harness.sweep.plan import Child, model_label, plan, sweep_hash
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
+from seqbench.harness.sweep.launch import LaunchedChild, Launcher, LocalLauncher, _check_launcher, _children_device_type
+
 
 if TYPE_CHECKING:
     from seqbench.harness.slurm import SlurmOptions
 
+
 # Statuses a resumed sweep keeps: running them again would give the same answer.
 FINAL = ("ok", "oom", "diverged")
+
+
 # Statuses after which a family is not tried at longer lengths.
 STOPS_FAMILY = ("oom", "timeout")
-# Seconds a child gets to checkpoint and record itself after SIGINT before it is killed.
-GRACE_SECONDS = 30.0
-# Where children run: processes here, Slurm jobs (submitit), or submitit's local executor (tests).
-LAUNCHERS = ("local", "slurm", "local-submitit")
 
 
 @dataclass
@@ -59,137 +38,6 @@ class SweepResult:
     parent_run_id: str
     status: str  # ok (every child has an outcome) or interrupted
     children: list[Child]
-
-
-class LaunchedChild(Protocol):
-    """A child being run somewhere: what the scheduler needs, whatever the launcher."""
-
-    child: Child
-
-    def poll(self) -> int | None:
-        """None while it runs; its exit code once it has ended."""
-
-    def stop(self) -> None:
-        """Ask it to stop (it checkpoints and records itself); asking again changes nothing."""
-
-    def elapsed(self) -> float:
-        """Seconds it has been running (not waiting in a queue)."""
-
-    @property
-    def returncode(self) -> int | None: ...
-
-    @property
-    def log_paths(self) -> list[Path]: ...
-
-    def log_tail(self, lines: int = 1) -> str: ...
-
-
-class Launcher(Protocol):
-    """Starts children: `slots` at a time; those started inside one `submitting()` go out together."""
-
-    slots: int
-
-    def submitting(self) -> AbstractContextManager: ...
-
-    def start(self, child: Child, spec: dict, workdir: Path, slot: int) -> LaunchedChild: ...
-
-
-class ChildProcess:
-    """A child's process: started with its own spec file and log, stopped politely then firmly."""
-
-    def __init__(self, child: Child, spec: dict, workdir: Path, env: dict[str, str]) -> None:
-        self.spec_path = write_spec(workdir, child, spec)
-        self.log_path = workdir / f"{child_stem(child)}.log"
-        self.child = child
-        self.started = time.monotonic()
-        self._stopped_at: float | None = None
-        with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "seqbench.harness.sweep_child", str(self.spec_path)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def stop(self) -> None:
-        """SIGINT: the runner checkpoints and records itself; killed if it has not ended in time."""
-        if self._stopped_at is None:
-            self._stopped_at = time.monotonic()
-            self._signal(signal.SIGINT)
-
-    def poll(self) -> int | None:
-        code = self.proc.poll()
-        if code is None and self._stopped_at is not None and time.monotonic() - self._stopped_at > GRACE_SECONDS:
-            self._signal(signal.SIGKILL)
-        return code
-
-    def _signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    @property
-    def returncode(self) -> int | None:
-        return self.proc.returncode
-
-    @property
-    def log_paths(self) -> list[Path]:
-        return [self.log_path]
-
-    def log_tail(self, lines: int = 1) -> str:
-        text = self.log_path.read_text(errors="replace").strip().splitlines() if self.log_path.exists() else []
-        return " | ".join(text[-lines:])
-
-
-class LocalLauncher:
-    """Children as processes on this machine, `jobs` at a time (a GPU each, or a share of the cores)."""
-
-    def __init__(self, jobs: int, device_type: str) -> None:
-        self.envs = _slots(jobs, device_type)
-        self.slots = jobs
-
-    def submitting(self) -> AbstractContextManager:
-        return nullcontext()
-
-    def start(self, child: Child, spec: dict, workdir: Path, slot: int) -> ChildProcess:
-        return ChildProcess(child, spec, workdir, {**os.environ, **self.envs[slot]})
-
-
-def _slots(jobs: int, device_type: str) -> list[dict[str, str]]:
-    """Environment of each of the `jobs` worker slots: a GPU each (round robin) or a share of the cores."""
-    if device_type == "cuda":
-        import torch
-
-        gpus = max(1, torch.cuda.device_count())
-        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(jobs)]
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "SEQBENCH_THREADS": threads}] * jobs
-
-
-def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> None:
-    """Bad launcher flags and a missing submitit or Slurm fail before anything is tracked."""
-    if launcher not in LAUNCHERS:
-        raise SeqbenchError(f"--launcher must be local or slurm, got {launcher!r}")
-    if launcher == "local":
-        if slurm is not None and slurm.given():
-            raise SeqbenchError("--partition, --gpus-per-job, --max-parallel and --time are for --launcher slurm")
-        return
-    if jobs != 1:
-        raise SeqbenchError("--jobs is for --launcher local; with slurm, --max-parallel caps the jobs running at once")
-    from seqbench.harness.slurm import SlurmOptions, require_submitit
-
-    require_submitit("slurm" if launcher == "slurm" else "local")
-    (slurm or SlurmOptions()).executor_parameters()
-
-
-def _children_device_type(device: str, launcher: str, slurm: "SlurmOptions | None") -> str:
-    """The device type the children will resolve their configs on (their hashes depend on it): this
-    machine's, except for Slurm jobs given GPUs, which run on GPU nodes whatever the login node has."""
-    from seqbench.core.devices import pick_device
-
-    if launcher == "slurm" and slurm is not None and slurm.gpus_per_job and device != "cpu":
-        return "cuda"
-    return pick_device(device).type
 
 
 def _stop(proc: LaunchedChild, status: str, message: str) -> None:

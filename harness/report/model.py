@@ -1,0 +1,69 @@
+"""What a sweep report holds: its rows (one per model and length), the fitted scaling exponents,
+and the files it writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seqbench.harness.schedule import Schedule
+
+
+
+ARTIFACT_FOLDER = "report"
+
+
+THROUGHPUT = "train_tokens_per_s"  # per length from the speed task, else the training run's own
+
+
+FILES = ("report.md", "report.csv", "metric_vs_length.png", "time_per_token_vs_length.png", "memory_vs_length.png")
+
+
+SCHEDULE_PLOT = "schedule.png"  # written too for a sweep whose children carry their slots
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One (model, length) cell: the child run's outcome and measurements (None where not logged)."""
+
+    model: str  # label: family, or family:size
+    seq_len: int
+    status: str  # ok, oom, timeout, skipped, failed, ...; for a length the run could not reach, that reason
+    error: str
+    main_value: float | None
+    tokens_per_s: float | None
+    peak_memory_mb: float | None
+    run_id: str
+    at_eval_length: dict[int, float] = field(default_factory=dict)  # main metric at every length evaluated
+    last_validation: tuple[int, float] | None = None  # unfinished run: (steps, val_<main metric>) last logged
+
+    @property
+    def seconds_per_token(self) -> float | None:
+        return 1.0 / self.tokens_per_s if self.tokens_per_s else None
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """time per sequence ∝ L^exponent, fitted over `lengths`."""
+
+    exponent: float
+    lengths: tuple[int, ...]
+
+
+@dataclass
+class Report:
+    """What `write_report` found and wrote."""
+
+    parent_run_id: str | None
+    task: str
+    main_metric: str
+    rows: list[ReportRow]
+    exponents: dict[str, ScalingFit]
+    lengths: list[int] = field(default_factory=list)  # the sweep's lengths, ascending, run or not
+    paths: list[Path] = field(default_factory=list)
+    source: str = ""  # one line: which runs these are
+    schedule: Schedule | None = None  # when and on which slot each child ran (sweeps that tag it)
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(row.model for row in self.rows))
