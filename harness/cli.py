@@ -17,8 +17,10 @@ import functools
 import gc
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -370,17 +372,51 @@ def ui(
     """Start the MLflow UI on the store the runs use (loopback only) and print its URL."""
     from seqbench.harness.tracking import resolve_tracking_uri, sqlite_path
 
+    if not 1 <= port <= 65535:
+        raise SeqbenchError(f"--port must be in 1..65535, got {port}")
     uri = resolve_tracking_uri(tracking_uri)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         raise SeqbenchError(f"no tracking store at {db}; run `seqbench run ...` first or pass --tracking-uri")
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     out.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    # The server (uvicorn, its workers, huey consumers) runs in a process group of its own, which
+    # goes down with this command however it is stopped: Ctrl-C, SIGTERM, a closed terminal.
+    server = subprocess.Popen([mlflow_bin, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                               "--port", str(port)], start_new_session=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        subprocess.run([mlflow_bin, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
-                       check=False)
+        server.wait()
     except KeyboardInterrupt:
         pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop_group(server)
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to a process group started with start_new_session, SIGKILL if it outlives grace_s."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + wait_s  # the leader is gone; give the rest of its group the same time
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 @bench_app.command("kernels")

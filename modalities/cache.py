@@ -4,7 +4,9 @@ An entry is a folder `<cache>/<adapter>-<key>/` holding `tokens.bin` (the raw id
 bytes, mu-law audio and bases) and `meta.json` (records, labels, counts). The key hashes the
 adapter, its settings and every input file's path, size and mtime, so editing a file or changing
 a setting makes a new entry. A conversion writes into a temporary folder that is renamed into
-place only when complete: an interrupted or failed conversion leaves no entry behind.
+place only when complete: an interrupted or failed conversion leaves no entry behind. The meta
+records a checksum of `tokens.bin`; the first time a process maps an entry it checks it (the whole
+file up to 1 GiB, 64 spread-out blocks beyond), and a damaged entry is removed and rebuilt.
 
 The cache lives in `$SEQBENCH_CACHE`, else `~/.cache/seqbench`.
 """
@@ -24,7 +26,10 @@ import numpy as np
 
 from seqbench.modalities.base import TokenStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta holds the checksum of tokens.bin
+FULL_CHECK_BYTES = 1 << 30  # files up to this size are checked whole, larger ones by sampled blocks
+_SAMPLE_BLOCKS, _BLOCK = 64, 1 << 20
+_verified: set[str] = set()  # entries this process has checked
 STALE_TMP_SECONDS = 24 * 3600
 
 
@@ -73,6 +78,7 @@ class StoreWriter:
         self.labels: list[str | None] = []
         self.stats: dict = {}
         self._open: int | None = None
+        self._hash = hashlib.blake2b(digest_size=16)
 
     def begin(self, name: str, label: str | None = None) -> None:
         """Start a record; its tokens follow through `write`."""
@@ -84,8 +90,14 @@ class StoreWriter:
 
     def write(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=self.dtype)
-        self._file.write(ids.tobytes())
+        raw = ids.tobytes()
+        self._file.write(raw)
+        self._hash.update(raw)
         self.n_tokens += len(ids)
+
+    @property
+    def checksum(self) -> str:
+        return self._hash.hexdigest()
 
     def end(self) -> None:
         if self._open is not None:
@@ -152,12 +164,15 @@ def load_or_build(
             "labels": labels,
             "label_names": label_names,
             "stats": writer.stats,
+            "checksum": writer.checksum if writer.n_tokens * writer.dtype.itemsize <= FULL_CHECK_BYTES
+            else file_checksum(tmp / "tokens.bin", sampled_like="sampled:"),
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f)
         try:
             os.replace(tmp, entry)
+            _verified.add(str(entry))  # its checksum was just computed from the bytes written
         except OSError:
             # Another process finished the same entry first: use theirs.
             if _open_entry(entry) is None:
@@ -193,6 +208,10 @@ def _open_entry(entry: Path) -> TokenStore | None:
         data = entry / "tokens.bin"
         if data.stat().st_size != n * dtype.itemsize or meta.get("format") != FORMAT_VERSION:
             raise ValueError("size mismatch")
+        if str(entry) not in _verified:
+            if meta.get("checksum") != file_checksum(data, sampled_like=meta["checksum"]):
+                raise ValueError("checksum mismatch")
+            _verified.add(str(entry))
     except (OSError, ValueError, KeyError, TypeError):
         shutil.rmtree(entry, ignore_errors=True)
         return None
@@ -207,6 +226,22 @@ def _open_entry(entry: Path) -> TokenStore | None:
         label_names=meta.pop("label_names"),
         meta={**meta, "cache_entry": str(entry), "first_load": False},
     )
+
+
+def file_checksum(path: Path, sampled_like: str = "") -> str:
+    """blake2b of the file as StoreWriter computes it. Files above FULL_CHECK_BYTES are checked by
+    sampling: the stored checksum then is 'sampled:' + the hash of 64 blocks spread over the file."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        if size <= FULL_CHECK_BYTES and not sampled_like.startswith("sampled:"):
+            for chunk in iter(lambda: f.read(8 << 20), b""):
+                digest.update(chunk)
+            return digest.hexdigest()
+        for i in range(_SAMPLE_BLOCKS):
+            f.seek(max(0, size - _BLOCK) * i // max(1, _SAMPLE_BLOCKS - 1))
+            digest.update(f.read(_BLOCK))
+    return "sampled:" + digest.hexdigest()
 
 
 def _sweep_stale(root: Path) -> None:

@@ -4,6 +4,7 @@ cache (reuse, invalidation, atomic writes) and clear errors for corrupt inputs. 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -346,6 +347,32 @@ def test_damaged_entry_is_rebuilt(tmp_path, _cache):
         f.truncate(3)
     again = TextModality().load(path)
     assert again.meta["first_load"] and again.window(0, 6).tobytes() == b"abcdef"
+
+
+def test_an_entry_corrupted_in_place_is_rebuilt_on_its_first_use_in_a_process(tmp_path, _cache, monkeypatch):
+    path = tmp_path / "doc.txt"
+    path.write_text("abcdefgh" * 100 + "\n")
+    entry = Path(TextModality().load(path).meta["cache_entry"])
+    with open(entry / "tokens.bin", "r+b") as f:  # same size, bytes zeroed: only the checksum sees it
+        f.seek(10)
+        f.write(b"\x00" * 20)
+    monkeypatch.setattr(cache_mod, "_verified", set())  # a new process: nothing checked yet
+    again = TextModality().load(path)
+    assert again.meta["first_load"] and again.window(0, 40).tobytes() == (b"abcdefgh" * 5)
+
+
+def test_a_large_entry_is_checked_by_sampled_blocks(tmp_path, _cache, monkeypatch):
+    monkeypatch.setattr(cache_mod, "FULL_CHECK_BYTES", 1 << 10)  # treat 4 MiB as large
+    ids = (np.arange(4 << 20) % 251).astype(np.uint8)
+    store = cache_mod.load_or_build("big", {}, ["src"], lambda w: w.add("all", ids))
+    entry = Path(store.meta["cache_entry"])
+    assert json.loads((entry / "meta.json").read_text())["checksum"].startswith("sampled:")
+    monkeypatch.setattr(cache_mod, "_verified", set())
+    assert not cache_mod.load_or_build("big", {}, ["src"], lambda w: w.add("all", ids)).meta["first_load"]
+    with open(entry / "tokens.bin", "r+b") as f:  # zero the first sampled block
+        f.write(b"\x00" * 1000)
+    monkeypatch.setattr(cache_mod, "_verified", set())
+    assert cache_mod.load_or_build("big", {}, ["src"], lambda w: w.add("all", ids)).meta["first_load"]
 
 
 def test_store_sampling_subsets_and_determinism():
