@@ -160,20 +160,6 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
     return state
 
 
-def _run_in_store(config: RunConfig, run_id: str) -> bool:
-    """Whether the store this run logs to holds `run_id` (a checkpoint may come from another store)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    uri = resolve_tracking_uri(config.tracking_uri)
-    setup_experiment(uri, config.experiment)
-    try:
-        MlflowClient(uri).get_run(run_id)
-        return True
-    except MlflowException:
-        return False
-
-
 def save_checkpoint(path: Path, model, optimizer, step: int, run_id: str) -> None:
     """Write to a temporary name, then rename: an interrupted save leaves the old checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,15 +237,11 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         start_step, run_id = state["step"], state["run_id"]
         if ctx.is_main:
             console.print(f"resuming from {found} at step {start_step}")
-            if not _run_in_store(config, run_id):
-                console.print(f"its run {run_id} is not in {resolve_tracking_uri(config.tracking_uri)}: "
-                              f"training continues from step {start_step} as a new run there")
-                run_id = None
     elif config.resume and ctx.is_main:
         console.print(f"--resume: no checkpoint of this config in {config.checkpoint_dir}; training starts at step 0")
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
 
-    tracker = _tracker(config, ctx, model, device, parent_run_id, run_id)
+    tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step)
     ckpt = checkpoint_path(config, tracker.run_id)
     if start_step == 0 and run_id is not None and ctx.is_main:
         _mark_restart(tracker, ckpt, console)
@@ -281,7 +263,7 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
                 try:
                     _final_eval(config, task, model, tracker, device, console, progress, result)
                 finally:
-                    _add_seconds(result, "eval_seconds", start)
+                    _add_seconds(result, records.EVAL_SECONDS, start)
     except KeyboardInterrupt:
         result.status, result.message = "interrupted", "interrupted by the user (Ctrl-C)"
     except Exception as exc:
@@ -299,7 +281,7 @@ def _mark_restart(tracker: RunTracker, ckpt: Path, console: Console) -> None:
     """A reopened run that already trained but has no checkpoint here (e.g. a sweep resumed on
     another machine) starts again at step 0 and logs a second curve into the same metric history;
     say so in the run (tag `restarts`) and on the console, so the two curves are not read as one."""
-    if not tracker.client.get_metric_history(tracker.run_id, "train_loss"):
+    if not tracker.client.get_metric_history(tracker.run_id, records.TRAIN_LOSS):
         return  # a run created ahead of time (a sweep's child) that has not trained yet
     previous = tracker.client.get_run(tracker.run_id).data.tags.get(records.RESTARTS, "0")
     restarts = int(previous) + 1 if previous.isdigit() else 1
@@ -309,7 +291,8 @@ def _mark_restart(tracker: RunTracker, ckpt: Path, console: Console) -> None:
 
 
 def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.device,
-             parent_run_id: str | None, run_id: str | None) -> RunTracker | SilentTracker:
+             parent_run_id: str | None, run_id: str | None, console: Console,
+             start_step: int) -> RunTracker | SilentTracker:
     """Rank 0 opens (or reopens) the MLflow run and logs the params; other ranks get a silent
     tracker that knows the run id."""
     if not ctx.is_main:
@@ -318,7 +301,7 @@ def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.d
             raise SeqbenchError("rank 0 could not open the MLflow run (its error says why)")
         return SilentTracker(run_id)
     try:
-        tracker = _open_run(config, ctx, model, device, parent_run_id, run_id)
+        tracker = _open_run(config, ctx, model, device, parent_run_id, run_id, console, start_step)
     except BaseException:
         distributed.broadcast(None, ctx)  # the other ranks stop too instead of waiting
         raise
@@ -327,9 +310,21 @@ def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.d
 
 
 def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.device,
-              parent_run_id: str | None, run_id: str | None) -> RunTracker:
+              parent_run_id: str | None, run_id: str | None, console: Console, start_step: int) -> RunTracker:
+    """Open `run_id` (a resumed or a sweep's run), or a new run when it is None or not in this
+    store (a checkpoint brought from another store continues as a new run here, saying so)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     uri = resolve_tracking_uri(config.tracking_uri)
     experiment_id = setup_experiment(uri, config.experiment)
+    if run_id is not None:
+        try:
+            MlflowClient(uri).get_run(run_id)
+        except MlflowException:
+            console.print(f"run {run_id} is not in {uri}: training continues from step {start_step} "
+                          f"as a new run there")
+            run_id = None
     tags = {records.TASK: config.task, records.MODALITY: config.modality, records.MODEL: config.model,
             records.SEQ_LEN: str(config.seq_len), records.STATUS: "running", records.CONFIG_HASH: config.hash()}
     if config.size:
@@ -372,8 +367,8 @@ def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, re
             save_checkpoint(ckpt, model, optimizer, result.steps_done, tracker.run_id)
             tracker.set_tags({records.CHECKPOINT: str(ckpt.resolve())})
         # Where the run's time went (this attempt): the rest of a process's life is its fixed cost.
-        times = {k: result.metrics[k] for k in ("train_seconds", "eval_seconds") if k in result.metrics}
-        tracker.log_metrics({"peak_memory_mb": peak_memory_mb(device), **times}, step=result.steps_done)
+        times = {k: result.metrics[k] for k in (records.TRAIN_SECONDS, records.EVAL_SECONDS) if k in result.metrics}
+        tracker.log_metrics({records.PEAK_MEMORY_MB: peak_memory_mb(device), **times}, step=result.steps_done)
         if result.message:
             tracker.set_tags({records.ERROR: result.message[:5000]})
     finally:
@@ -415,14 +410,14 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
             value = distributed.mean(float(loss.detach()), ctx)
             if not math.isfinite(value):
                 result.status, result.message = "diverged", f"loss became {value} at step {step}"
-                tracker.log_metrics({"train_loss": value if math.isfinite(value) else 1e30}, step=step)
+                tracker.log_metrics({records.TRAIN_LOSS: value if math.isfinite(value) else 1e30}, step=step)
                 return
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             train_seconds += time.perf_counter() - t0
-            result.metrics["train_seconds"] = train_seconds  # kept up to date: a stopped run logs it too
+            result.metrics[records.TRAIN_SECONDS] = train_seconds  # kept up to date: a stopped run logs it too
             tokens += global_batch.inputs.numel()  # every rank's tokens
             result.steps_done = step + 1
             if ctx.is_main and step + 1 < config.steps and _checkpoint_due(config, step + 1, last_save):
@@ -430,16 +425,16 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
                 save_checkpoint(ckpt, module, optimizer, step + 1, tracker.run_id)
                 last_save = time.monotonic()
             if step % config.log_every == 0 or step + 1 == config.steps:
-                tracker.log_metrics({"train_loss": value, "lr": learning_rate(config, step),
+                tracker.log_metrics({records.TRAIN_LOSS: value, "lr": learning_rate(config, step),
                                      "grad_norm": float(grad_norm),
-                                     "train_tokens_per_s": tokens / max(train_seconds, 1e-9)}, step=step)
+                                     records.TRAIN_TOKENS_PER_S: tokens / max(train_seconds, 1e-9)}, step=step)
             info = f"loss {value:.3f}"
             if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
                 if ctx.is_main:
                     t0 = time.perf_counter()
                     samples, eval_batch = eval_plan(config, config.seq_len)
                     metrics = evaluate(module, task, config.seq_len, samples, eval_batch, device)
-                    _add_seconds(result, "eval_seconds", t0)
+                    _add_seconds(result, records.EVAL_SECONDS, t0)
                     tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
                     info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
                     result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
@@ -451,9 +446,9 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
                 eta = (last_line - started) / done * (config.steps - step - 1)
                 console.print(f"train step {step + 1}/{config.steps}  {info}  "
                               f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s  eta {eta:,.0f} s", highlight=False)
-    result.metrics["train_loss"] = value if config.steps > start_step else float("nan")
-    result.metrics["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
-    tracker.log_metrics({"train_tokens_per_s": result.metrics["train_tokens_per_s"]}, step=result.steps_done)
+    result.metrics[records.TRAIN_LOSS] = value if config.steps > start_step else float("nan")
+    result.metrics[records.TRAIN_TOKENS_PER_S] = tokens / max(train_seconds, 1e-9)
+    tracker.log_metrics({records.TRAIN_TOKENS_PER_S: result.metrics[records.TRAIN_TOKENS_PER_S]}, step=result.steps_done)
 
 
 def _checkpoint_due(config: RunConfig, steps_done: int, last_save: float) -> bool:

@@ -95,8 +95,8 @@ def schedule_of(parent, runs: list, label_of: Callable[[object], str]) -> Schedu
         spans.append(ChildSpan(model=label_of(run), seq_len=int(tags.get(records.SEQ_LEN, 0)),
                                status=tags.get(records.STATUS, "?"), slot=int(tags[records.SLOT]),
                                start_s=(launched - start_ms) / 1000, seconds=max(0.0, (ended - launched) / 1000),
-                               train_s=run.data.metrics.get("train_seconds"),
-                               eval_s=run.data.metrics.get("eval_seconds")))
+                               train_s=run.data.metrics.get(records.TRAIN_SECONDS),
+                               eval_s=run.data.metrics.get(records.EVAL_SECONDS)))
     if not spans:
         return None
     end_ms = parent.info.end_time or max(now_ms if r.info.end_time is None else r.info.end_time for r in runs)

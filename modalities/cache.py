@@ -78,7 +78,6 @@ class StoreWriter:
         self.labels: list[str | None] = []
         self.stats: dict = {}
         self._open: int | None = None
-        self._hash = hashlib.blake2b(digest_size=16)
 
     def begin(self, name: str, label: str | None = None) -> None:
         """Start a record; its tokens follow through `write`."""
@@ -90,14 +89,8 @@ class StoreWriter:
 
     def write(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=self.dtype)
-        raw = ids.tobytes()
-        self._file.write(raw)
-        self._hash.update(raw)
+        self._file.write(ids.tobytes())
         self.n_tokens += len(ids)
-
-    @property
-    def checksum(self) -> str:
-        return self._hash.hexdigest()
 
     def end(self) -> None:
         if self._open is not None:
@@ -164,15 +157,14 @@ def load_or_build(
             "labels": labels,
             "label_names": label_names,
             "stats": writer.stats,
-            "checksum": writer.checksum if writer.n_tokens * writer.dtype.itemsize <= FULL_CHECK_BYTES
-            else file_checksum(tmp / "tokens.bin", sampled_like="sampled:"),
+            "checksum": file_checksum(tmp / "tokens.bin"),  # just written: read back from the page cache
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f)
         try:
             os.replace(tmp, entry)
-            _verified.add(str(entry))  # its checksum was just computed from the bytes written
+            _verified.add(str(entry))  # its checksum was just computed
         except OSError:
             # Another process finished the same entry first: use theirs.
             if _open_entry(entry) is None:
@@ -209,7 +201,7 @@ def _open_entry(entry: Path) -> TokenStore | None:
         if data.stat().st_size != n * dtype.itemsize or meta.get("format") != FORMAT_VERSION:
             raise ValueError("size mismatch")
         if str(entry) not in _verified:
-            if meta.get("checksum") != file_checksum(data, sampled_like=meta["checksum"]):
+            if meta["checksum"] != file_checksum(data):
                 raise ValueError("checksum mismatch")
             _verified.add(str(entry))
     except (OSError, ValueError, KeyError, TypeError):
@@ -228,13 +220,13 @@ def _open_entry(entry: Path) -> TokenStore | None:
     )
 
 
-def file_checksum(path: Path, sampled_like: str = "") -> str:
-    """blake2b of the file as StoreWriter computes it. Files above FULL_CHECK_BYTES are checked by
-    sampling: the stored checksum then is 'sampled:' + the hash of 64 blocks spread over the file."""
+def file_checksum(path: Path) -> str:
+    """blake2b of a token file, whole up to FULL_CHECK_BYTES; above that 'sampled:' + the hash of
+    64 blocks spread over the file (cheap enough to check on every first use)."""
     size = path.stat().st_size
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
-        if size <= FULL_CHECK_BYTES and not sampled_like.startswith("sampled:"):
+        if size <= FULL_CHECK_BYTES:
             for chunk in iter(lambda: f.read(8 << 20), b""):
                 digest.update(chunk)
             return digest.hexdigest()

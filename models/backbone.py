@@ -16,6 +16,11 @@ from seqbench.kernels.norm import add_rms_norm
 from seqbench.core.types import HeadSpec
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """Autocast's dtype when autocast is on for `device_type`, else None."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 class Mixer(nn.Module):
     """What a block's sequence mixer is (subclass it for a new family): `forward(hidden, state=None)`
     maps (b, l, d) to (b, l, d) and, given a decoding state, fills it (prefill); `init_state`
@@ -43,16 +48,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(self.weight.dtype)
+        return self.add(x, None)[0]
 
     def add(self, hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool = True) -> tuple[Tensor, Tensor]:
         """(norm(residual + hidden), residual + hidden) in one fused kernel (kernels.rmsnorm; the
         reference on CPU). The sum is kept in fp32 when `residual_in_fp32`; the normed output
         is in autocast's dtype when autocast is on (it feeds a projection), else the weight's."""
-        device = hidden.device.type
-        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.weight.dtype
+        out_dtype = autocast_dtype(hidden.device.type) or self.weight.dtype
         return add_rms_norm(hidden, residual, self.weight, self.eps, residual_in_fp32, out_dtype, self.backend)
 
 
@@ -75,17 +77,16 @@ class Block(nn.Module):
         """hidden, residual (b, l, d) -> the next block's (hidden, residual); residual None at the
         first block. With `state` (from the mixer's init_state) the mixer also records what
         decoding needs (prefill)."""
-        normed, residual = self.norm.add(hidden, residual, self.residual_in_fp32)
-        hidden = self.mixer(normed) if state is None else self.mixer(normed, state=state)
-        if self.mlp is not None:
-            normed, residual = self.mlp_norm.add(hidden, residual, self.residual_in_fp32)
-            hidden = self.mlp(normed)
-        return hidden, residual
+        mix = self.mixer if state is None else (lambda normed: self.mixer(normed, state=state))
+        return self._residual(hidden, residual, mix)
 
     def step(self, hidden: Tensor, residual: Tensor | None, state: dict) -> tuple[Tensor, Tensor]:
         """One token, (b, d) each: the same computation as `forward` at the next position."""
+        return self._residual(hidden, residual, lambda normed: self.mixer.step(normed, state))
+
+    def _residual(self, hidden: Tensor, residual: Tensor | None, mix: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
         normed, residual = self.norm.add(hidden, residual, self.residual_in_fp32)
-        hidden = self.mixer.step(normed, state)
+        hidden = mix(normed)
         if self.mlp is not None:
             normed, residual = self.mlp_norm.add(hidden, residual, self.residual_in_fp32)
             hidden = self.mlp(normed)
@@ -114,6 +115,7 @@ class SequenceModel(nn.Module):
     ) -> None:
         super().__init__()
         self.family = family
+        self.residual_in_fp32 = residual_in_fp32
         self.head_spec = head
         self.max_seq_len: int | None = None  # set by families that cannot take any length
         self.embedding = nn.Embedding(vocab_size, d_model)
@@ -156,8 +158,7 @@ class SequenceModel(nn.Module):
 
     def final_norm(self, hidden: Tensor, residual: Tensor | None) -> Tensor:
         """The last residual add fused with the final norm."""
-        residual_in_fp32 = self.blocks[0].residual_in_fp32 if len(self.blocks) else True
-        return self.norm.add(hidden, residual, residual_in_fp32)[0]
+        return self.norm.add(hidden, residual, self.residual_in_fp32)[0]
 
     def forward(self, input_ids: Tensor, last_only: bool = False) -> Tensor:
         """Token head: logits (batch, length, n_out), or (batch, 1, n_out) with `last_only`.
@@ -206,7 +207,7 @@ class SequenceModel(nn.Module):
         if self.head_spec.kind != "token":
             raise ValueError("generate needs a next-token head")
         device = prompt.device
-        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        dtype = autocast_dtype(device.type)
         max_len = prompt.shape[1] + max_new_tokens
         graphed = None
         if cuda_graph and device.type == "cuda" and max_new_tokens > 1:

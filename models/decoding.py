@@ -104,8 +104,9 @@ def held_step(model, batch_size: int, max_len: int, device: torch.device, dtype:
     prompt: reused when the last call had the same shape (and the weights have not moved), else
     captured anew on a fresh state (the previous one is freed first). Its `state` is the decoding
     state to prefill into."""
-    autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-    key = (batch_size, max_len, device, dtype, autocast, model.training, _weights_key(model))
+    from seqbench.models.backbone import autocast_dtype
+
+    key = (batch_size, max_len, device, dtype, autocast_dtype("cuda"), model.training, _weights_key(model))
     step = _held.get(model)
     if step is not None and step.key == key:
         step.reset()

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from seqbench import kernels
 from seqbench.kernels import selective_scan
-from seqbench.models.backbone import Mixer, SequenceModel
+from seqbench.kernels.backend import resolve_backend
+from seqbench.models.backbone import Mixer, SequenceModel, autocast_dtype
 from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
 from seqbench.core.types import HeadSpec
 
@@ -87,7 +88,7 @@ class MambaMixer(Mixer):
         Inside, every tensor is channel-major (b, channels, l), the layout the conv and the scan
         read: the projections write it directly (models.channel_major), so nothing is transposed
         or copied between the kernels, forward or backward."""
-        dtype = _compute_dtype(hidden)
+        dtype = autocast_dtype(hidden.device.type) or hidden.dtype
         cast = lambda w: None if w is None else w.to(dtype)  # noqa: E731  (autocast's job, done once here)
         di, R, N = self.d_inner, self.dt_rank, self.d_state
         x, z = tokens_to_channels(hidden.to(dtype), cast(self.in_proj.weight), (di, di))
@@ -98,30 +99,29 @@ class MambaMixer(Mixer):
             tail = x[:, :, -self.d_conv:]
             state["conv"].copy_(F.pad(tail, (self.d_conv - tail.shape[-1], 0)))
         if state is None and torch.is_grad_enabled() and self._fused(x):
-            from seqbench.kernels.mamba_block import mamba_inner
+            from seqbench.kernels.mamba_block import mamba_inner  # imports Triton: only where it runs
 
             out = mamba_inner(x, z, cast(self.conv_weight), cast(self.conv_bias), cast(self.x_proj.weight),
                               cast(self.dt_proj.weight), self.A_log, self.D, self.dt_proj.bias,
                               cast(self.out_proj.weight), R, N)
-            return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
-        x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu", backend=self.backend)
-        x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
-        dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
-        y = selective_scan(
-            x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
-            D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-            return_last_state=state is not None, backend=self.backend,
-        )
-        if state is not None:
-            y, last = y
-            state["ssm"].copy_(last)
-        out = channels_to_tokens(y, cast(self.out_proj.weight))
+        else:
+            x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu",
+                                      backend=self.backend)
+            x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
+            dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
+            y = selective_scan(
+                x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
+                D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                return_last_state=state is not None, backend=self.backend,
+            )
+            if state is not None:
+                y, last = y
+                state["ssm"].copy_(last)
+            out = channels_to_tokens(y, cast(self.out_proj.weight))
         return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
 
     def _fused(self, x: Tensor) -> bool:
-        """Training on the Triton scan goes through the one-node block (kernels.mamba_inner)."""
-        from seqbench.kernels.backend import resolve_backend
-
+        """Training on the Triton scan goes through the one-node block (kernels.mamba_block)."""
         return resolve_backend(self.backend, x.device) == "triton" and x.dtype != torch.float64
 
     def init_state(self, batch_size: int, max_len: int = 0, device=None, dtype=None) -> dict:
@@ -161,13 +161,6 @@ def mamba_mixer_reference(mixer: MambaMixer, hidden: Tensor) -> Tensor:
                            C.transpose(1, 2), D=mixer.D.float(), z=z.transpose(1, 2),
                            delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
     return mixer.out_proj(y.transpose(1, 2))
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """The dtype the block computes in: autocast's when it is on, else the input's."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return x.dtype
 
 
 def build_mamba(

@@ -175,9 +175,7 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
             if "generation" in parts:
                 for batch in GEN_BATCHES:
                     ours = _generate_tokens_per_s(ours_model, False, batch)
-                    from seqbench.models.decoding import release_held_step
-
-                    release_held_step(ours_model)
+                    ours_model.release_decoding()
                     theirs = None if their_model is None else _generate_tokens_per_s(their_model, True, batch)
                     if their_model is not None and hasattr(their_model, "_decoding_cache"):
                         del their_model._decoding_cache  # its graphs and cache hold the batch's memory

@@ -6,19 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqbench.harness import records
 from seqbench.harness.schedule import Schedule
 
 
-
 ARTIFACT_FOLDER = "report"
-
-
-THROUGHPUT = "train_tokens_per_s"  # per length from the speed task, else the training run's own
-
-
+THROUGHPUT = records.TRAIN_TOKENS_PER_S  # per length from the speed task, else the training run's own
 FILES = ("report.md", "report.csv", "metric_vs_length.png", "time_per_token_vs_length.png", "memory_vs_length.png")
-
-
 SCHEDULE_PLOT = "schedule.png"  # written too for a sweep whose children carry their slots
 
 

@@ -139,8 +139,8 @@ def row_of(run, main_metric: str) -> ReportRow | None:
     return ReportRow(
         model=run_label(tags, run.data.params), seq_len=seq_len, status=status, error=error,
         main_value=metrics.get(f"{main_metric}/{seq_len}"),
-        tokens_per_s=metrics.get(f"{THROUGHPUT}/{seq_len}", metrics.get(THROUGHPUT)),
-        peak_memory_mb=memory_gb * 1024 if memory_gb is not None else metrics.get("peak_memory_mb"),
+        tokens_per_s=metrics.get(records.at_length(THROUGHPUT, seq_len), metrics.get(THROUGHPUT)),
+        peak_memory_mb=memory_gb * 1024 if memory_gb is not None else metrics.get(records.PEAK_MEMORY_MB),
         run_id=run.info.run_id,
         at_eval_length={int(n): v for key, v in metrics.items()
                         if (n := key.removeprefix(f"{main_metric}/")).isdigit()},

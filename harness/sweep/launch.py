@@ -20,11 +20,8 @@ if TYPE_CHECKING:
     from seqbench.harness.slurm import SlurmOptions
 
 
-
 # Seconds a child gets to checkpoint and record itself after SIGINT before it is killed.
 GRACE_SECONDS = 30.0
-
-
 # Where children run: processes here, Slurm jobs (submitit), or submitit's local executor (tests).
 LAUNCHERS = ("local", "slurm", "local-submitit")
 
@@ -134,7 +131,7 @@ def _slots(jobs: int, device_type: str) -> list[dict[str, str]]:
     return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "SEQBENCH_THREADS": threads}] * jobs
 
 
-def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> None:
+def check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> None:
     """Bad launcher flags and a missing submitit or Slurm fail before anything is tracked."""
     if launcher not in LAUNCHERS:
         raise SeqbenchError(f"--launcher must be local or slurm, got {launcher!r}")
@@ -150,7 +147,7 @@ def _check_launcher(launcher: str, jobs: int, slurm: "SlurmOptions | None") -> N
     (slurm or SlurmOptions()).executor_parameters()
 
 
-def _children_device_type(device: str, launcher: str, slurm: "SlurmOptions | None") -> str:
+def children_device_type(device: str, launcher: str, slurm: "SlurmOptions | None") -> str:
     """The device type the children will resolve their configs on (their hashes depend on it): this
     machine's, except for Slurm jobs given GPUs, which run on GPU nodes whatever the login node has."""
     from seqbench.core.devices import pick_device

@@ -18,7 +18,7 @@ from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.sweep.plan import Child, model_label, plan, sweep_hash
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
-from seqbench.harness.sweep.launch import LaunchedChild, Launcher, LocalLauncher, _check_launcher, _children_device_type
+from seqbench.harness.sweep.launch import LaunchedChild, Launcher, LocalLauncher, check_launcher, children_device_type
 
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 # Statuses a resumed sweep keeps: running them again would give the same answer.
 FINAL = ("ok", "oom", "diverged")
-
-
 # Statuses after which a family is not tried at longer lengths.
 STOPS_FAMILY = ("oom", "timeout")
 
@@ -57,10 +55,10 @@ class Sweep:
                  longest_first: bool = False) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
-        _check_launcher(launcher, jobs, slurm)
+        check_launcher(launcher, jobs, slurm)
         if time_budget is not None and time_budget <= 0:
             raise SeqbenchError(f"--time-budget must be > 0 seconds, got {time_budget}")
-        self.device_type = _children_device_type(base.device, launcher, slurm)
+        self.device_type = children_device_type(base.device, launcher, slurm)
         self.uri = resolve_tracking_uri(base.tracking_uri)
         self.base = replace(base, tracking_uri=self.uri, experiment=base.experiment or base.task)
         self.models, self.lengths = models, sorted(lengths)
