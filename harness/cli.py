@@ -3,12 +3,16 @@
     seqbench run TASK [--model M] [--modality X] [--data SRC] [--seq-len L] [--steps N] [--nproc N] ...
     seqbench sweep TASK --model M1,M2 --seq-len L1,L2 [--jobs K] [--launcher local|slurm ...]
     seqbench list tasks|models|modalities
+    seqbench report [--sweep ID | --experiment NAME] --out DIR [--format md,csv,png,json]
     seqbench ui [--tracking-uri URI] [--port P]
     seqbench bench kernels [--out FILE]
+    seqbench --version | --install-completion | --show-completion
 
 Bad input (unknown name, impossible length, missing file, ...) prints one line on stderr and
 exits with code 2; a finished run exits 0, a run that ended otherwise (oom, diverged,
-interrupted) exits 1 after its status is recorded.
+interrupted) exits 1 after its status is recorded. Every next step the CLI suggests (open the UI,
+write the report, resume) is printed as a command that works as printed: with the tracking store
+and experiment of the command that printed it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,15 +34,32 @@ from rich.console import Console
 from rich.table import Table
 
 from seqbench.harness.config import RunConfig, format_length, parse_length, parse_lengths
+from seqbench.harness.config_file import apply_config_file, config_option
+from seqbench.harness.data_cli import data_app
 from seqbench.core.errors import SeqbenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA.")
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Speed benchmarks (scripts, not tests).")
 app.add_typer(bench_app, name="bench")
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from seqbench import __version__
+
+        typer.echo(f"seqbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print `seqbench <version>` and exit.")) -> None:
+    """Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA."""
 
 
 def user_errors(fn):
@@ -74,61 +96,105 @@ def _parse_settings(pairs: list[str]) -> dict:
 
 
 # Options `run` and `sweep` share (one definition each).
+# Every option shows its default in --help; where the default is the task's, the help says so
+# (`seqbench list tasks` shows each task's length, steps and batch).
+TASK_DEFAULT = "default: the task's (see `seqbench list tasks`)"
 MODALITY = typer.Option(None, help="Modality; default: the task's.")
-DATA = typer.Option(None, help="The modality's source: a file, folder or dataset name.")
-STEPS = typer.Option(None, help="Training steps; default: the task's.")
-BATCH_SIZE = typer.Option(None, help="Training batch size; default: the task's.")
+DATA = typer.Option(None, help="The modality's source: a file, folder or dataset name; "
+                               "default: the modality's generated sample data (none for generated tasks).")
+STEPS = typer.Option(None, help=f"Training steps; {TASK_DEFAULT}.")
+BATCH_SIZE = typer.Option(None, help=f"Training batch size; {TASK_DEFAULT}.")
 LR = typer.Option(None, help="Peak learning rate; default: the task's.")
-SEED = typer.Option(0, help="Seed for the data and the initialisation.")
-DEVICE = typer.Option("auto", help="auto (CUDA if present), cpu or cuda.")
-EVAL_SAMPLES = typer.Option(256, help="Evaluation sequences per length (fewer at very long lengths).")
-MODEL_SETTINGS = typer.Option([], "--set", help="Model setting key=value, e.g. --set d_model=128.")
-TASK_SETTINGS = typer.Option([], "--task-set", help="Task setting key=value, e.g. --task-set kv=32.")
+SEED = typer.Option(0, help="Seed for the data and the initialisation.", show_default=True)
+DEVICE = typer.Option("auto", help="auto (CUDA if present), cpu or cuda.", show_default=True)
+EVAL_SAMPLES = typer.Option(256, help="Evaluation sequences per length (fewer at very long lengths).",
+                            show_default=True)
+MODEL_SETTINGS = typer.Option([], "--set", help="Model setting key=value, e.g. --set d_model=128; "
+                                                "default: the task's size for the family.")
+TASK_SETTINGS = typer.Option([], "--task-set", help="Task setting key=value, e.g. --task-set kv=32; "
+                                                    "default: the task's own defaults.")
 TRACKING_URI = typer.Option(None, help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
 EXPERIMENT = typer.Option(None, help="MLflow experiment; default: the task's name.")
-PROGRESS = typer.Option(True, help="Show progress bars.")
+PROGRESS = typer.Option(True, help="Show progress bars.", show_default=True)
+PRECISION = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on the CPU), bf16 or fp32; recorded as param dtype.")
+TRAIN_STEP = typer.Option("auto", help="auto (a captured CUDA-graph step on one GPU, else eager), eager or captured.")
 
 
 def _base_config(task: str, model: str, **options) -> RunConfig:
-    """A RunConfig from the shared options (names checked before anything heavy is imported)."""
+    """A RunConfig from the shared options: names checked before anything heavy is imported, then
+    the task's settings against its signature and the tracking store (a server must answer)."""
     from seqbench.core.registry import registry
+    from seqbench.harness.tracking import check_server, resolve_tracking_uri
 
     registry("tasks").target(task)
     eval_lengths = options.pop("eval_lengths")
-    return RunConfig(
+    config = RunConfig(
         task=task, model=model, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
         model_kwargs=_parse_settings(options.pop("set_")), task_kwargs=_parse_settings(options.pop("task_set")),
         **options,
     )
+    check_server(resolve_tracking_uri(config.tracking_uri))
+    from seqbench.tasks import check_task_settings
+
+    check_task_settings(task, config.task_kwargs)
+    return config
+
+
+def _output_path(path: Path | None, option: str) -> None:
+    """A file the command will write at the end: refused now, not after the work, when it cannot be."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise SeqbenchError(f"{option} {path} is a folder; give a file name, e.g. {path / 'run.json'}")
+    if not path.parent.is_dir():
+        raise SeqbenchError(f"{option} {path}: folder {path.parent} does not exist")
 
 
 @app.command()
 @user_errors
 def run(
+    ctx: typer.Context,
     task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
-    model: str = typer.Option("mamba", help="Model family (see `seqbench list models`)."),
-    size: Optional[str] = typer.Option(None, help="Named size of the family, e.g. 130m (see `seqbench list models`)."),
+    model: str = typer.Option("mamba", help="Model family (see `seqbench list models`).", show_default=True),
+    size: Optional[str] = typer.Option(None, help="Named size of the family, e.g. 130m (see `seqbench list models`); "
+                                                  "default: the task's size for the family."),
     modality: Optional[str] = MODALITY,
     data: Optional[str] = DATA,
-    seq_len: Optional[str] = typer.Option(None, help="Training length: 256, 1k, 64k, 1m, 2^20."),
+    seq_len: Optional[str] = typer.Option(None, help="Training length: 256, 1k, 64k, 1m, 2^20 (up to 2^40); "
+                                                     "default: the task's (induction-heads: 256; "
+                                                     "see `seqbench list tasks`)."),
     steps: Optional[int] = STEPS,
     batch_size: Optional[int] = BATCH_SIZE,
     lr: Optional[float] = LR,
-    seq_warmup_start: Optional[str] = typer.Option(None, help="Sequence-length warmup: first length (doubles up to --seq-len)."),
-    seq_warmup_every: int = typer.Option(0, help="Sequence-length warmup: steps between doublings (batch halves)."),
+    seq_warmup_start: Optional[str] = typer.Option(
+        None, help="Sequence-length warmup: first length (doubles up to --seq-len); default: none, no warmup."),
+    seq_warmup_every: int = typer.Option(0, help="Sequence-length warmup: steps between doublings (batch halves).",
+                                         show_default=True),
     seed: int = SEED,
     device: str = DEVICE,
-    eval_lengths: Optional[str] = typer.Option(None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k."),
+    eval_lengths: Optional[str] = typer.Option(
+        None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k; default: the task's (on the CPU only "
+                   "those up to 4x --seq-len, and --seq-len itself)."),
     eval_samples: int = EVAL_SAMPLES,
     set_: list[str] = MODEL_SETTINGS,
     task_set: list[str] = TASK_SETTINGS,
     tracking_uri: Optional[str] = TRACKING_URI,
     experiment: Optional[str] = EXPERIMENT,
-    resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one."),
-    checkpoint_every: int = typer.Option(0, help="Steps between periodic checkpoints (0: every --checkpoint-minutes)."),
-    checkpoint_minutes: float = typer.Option(5.0, help="Minutes between periodic checkpoints when --checkpoint-every is 0."),
+    resume: bool = typer.Option(False, help="Continue from this config's checkpoint if there is one.",
+                                show_default=True),
+    checkpoint_every: int = typer.Option(0, help="Steps between periodic checkpoints (0: every --checkpoint-minutes).",
+                                         show_default=True),
+    checkpoint_minutes: float = typer.Option(
+        5.0, help="Minutes between periodic checkpoints when --checkpoint-every is 0.", show_default=True),
+    output_json: Optional[Path] = typer.Option(
+        None, help="Also write the run's status, config, versions, device and metrics to this JSON file "
+                   "(README: Machine-readable results); default: none."),
     progress: bool = PROGRESS,
-    nproc: int = typer.Option(1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process."),
+    precision: str = PRECISION,
+    train_step: str = TRAIN_STEP,
+    nproc: int = typer.Option(
+        1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process.", show_default=True),
+    config_file: Optional[Path] = config_option(),
 ) -> None:
     """Train and evaluate one model on one task at one length, tracked in MLflow."""
     from seqbench.core.registry import registry
@@ -141,17 +207,25 @@ def run(
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=eval_lengths,
         eval_samples=eval_samples, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume, checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
+        precision=precision, train_step=train_step,
     )
+    config = apply_config_file(ctx, config)  # the file's settings that have no flag, its [set] and [task_set]
     if checkpoint_every < 0 or checkpoint_minutes <= 0:
         raise SeqbenchError(f"--checkpoint-every must be >= 0 and --checkpoint-minutes > 0, got "
                             f"{checkpoint_every} and {checkpoint_minutes}")
+    _output_path(output_json, "--output-json")
     if nproc != 1:  # after the cheap checks: bad input fails here once, not in every rank
         _exec_torchrun(nproc)
     from seqbench.harness.runner import run as run_one
 
     result = run_one(config, console=err, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
-        _print_result(result)
+        _print_result(result, ctx)
+        if output_json is not None:
+            from seqbench.harness.results import write_run_json
+
+            write_run_json(output_json, result)
+            out.print(f"wrote {output_json}")
     if result.status != "ok":
         raise typer.Exit(1)
 
@@ -181,15 +255,18 @@ def _exec_torchrun(nproc: int) -> None:
 @app.command()
 @user_errors
 def sweep(
+    ctx: typer.Context,
     task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
-    model: str = typer.Option("mamba,transformer,hyena", help="Comma-separated families, each optionally family:size."),
+    model: str = typer.Option("mamba,transformer,hyena", help="Comma-separated families, each optionally family:size.",
+                              show_default=True),
     seq_len: str = typer.Option(..., help="Comma-separated training lengths, e.g. 256,1k,4k,16k,64k,256k,1m."),
     modality: Optional[str] = MODALITY,
     data: Optional[str] = DATA,
     steps: Optional[int] = STEPS,
     batch_size: Optional[int] = BATCH_SIZE,
     batch_tokens: Optional[str] = typer.Option(
-        None, help="Tokens per training batch at every length (batch = tokens // length, at least 1), e.g. 64k."),
+        None, help="Tokens per training batch at every length (batch = tokens // length, at least 1), e.g. 64k; "
+                   "default: none, the task's batch (or --batch-size) at every length."),
     lr: Optional[float] = LR,
     seed: int = SEED,
     device: str = DEVICE,
@@ -197,40 +274,57 @@ def sweep(
     eval_samples: int = EVAL_SAMPLES,
     set_: list[str] = MODEL_SETTINGS,
     task_set: list[str] = TASK_SETTINGS,
-    time_budget: Optional[float] = typer.Option(None, help="Seconds one child may run; past it the child is stopped (timeout)."),
-    jobs: int = typer.Option(1, help="Children run at once: one per GPU where there are several, else CPU processes."),
+    time_budget: Optional[float] = typer.Option(
+        None, help="Seconds one child may run; past it the child is stopped (timeout); default: no limit."),
+    jobs: int = typer.Option(1, help="Children run at once: one per GPU where there are several, else CPU processes.",
+                             show_default=True),
     longest_first: bool = typer.Option(
         False, help="Start the longest lengths first: with --jobs K the slowest children do not start last, "
-                    "but a failure no longer skips a family's longer lengths (they ran first)."),
-    resume: bool = typer.Option(False, help="Continue the same sweep: skip children that finished, retry the rest."),
-    report_dir: Optional[Path] = typer.Option(None, "--report", help="Also write the report (table, plots) here."),
+                    "but a failure no longer skips a family's longer lengths (they ran first).", show_default=True),
+    resume: bool = typer.Option(False, help="Continue the same sweep: skip children that finished, retry the rest.",
+                                show_default=True),
+    report_dir: Optional[Path] = typer.Option(
+        None, "--report", help="Also write the report (table, plots) here; default: only to the parent run's "
+                               "artifacts (and .seqbench/sweeps/<parent run>/report)."),
     tracking_uri: Optional[str] = TRACKING_URI,
     experiment: Optional[str] = EXPERIMENT,
     progress: bool = PROGRESS,
-    launcher: str = typer.Option("local", help="Where children run: local (processes here) or slurm (a job array via submitit)."),
-    partition: Optional[str] = typer.Option(None, help="Slurm partition of the jobs (sbatch --partition)."),
-    gpus_per_job: Optional[int] = typer.Option(None, help="GPUs per Slurm job (sbatch --gpus-per-node)."),
-    max_parallel: Optional[int] = typer.Option(None, help="Slurm jobs of the array running at once (sbatch --array=...%K)."),
+    precision: str = PRECISION,
+    train_step: str = TRAIN_STEP,
+    launcher: str = typer.Option(
+        "local", help="Where children run: local (processes here) or slurm (a job array via submitit).",
+        show_default=True),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition of the jobs (sbatch --partition); "
+                                                       "default: the cluster's."),
+    gpus_per_job: Optional[int] = typer.Option(None, help="GPUs per Slurm job (sbatch --gpus-per-node); "
+                                                          "default: none asked (the partition's)."),
+    max_parallel: Optional[int] = typer.Option(None, help="Slurm jobs of the array running at once "
+                                                          "(sbatch --array=...%K); default: no limit."),
     time_limit: Optional[int] = typer.Option(None, "--time", help="Slurm time limit per job in minutes (sbatch --time); default 60."),
+    config_file: Optional[Path] = config_option(),
 ) -> None:
     """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run."""
+    from seqbench.harness.report import check_out_dir
     from seqbench.harness.slurm import SlurmOptions
     from seqbench.harness.sweep import Sweep
     from seqbench.harness.sweep.plan import parse_models
 
+    if report_dir is not None:
+        check_out_dir(report_dir, "--report")  # now, not after the sweep's hours
     models = parse_models(model)
     base = _base_config(
         task, models[0][0], modality=modality, data=data, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
         device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, set_=set_, task_set=task_set,
-        tracking_uri=tracking_uri, experiment=experiment,
+        tracking_uri=tracking_uri, experiment=experiment, precision=precision, train_step=train_step,
     )
+    base = apply_config_file(ctx, base)  # the file's settings that have no flag, its [set] and [task_set]
     slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
                          time_minutes=time_limit)
     result = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
                    console=err, progress=progress, launcher=launcher, slurm=slurm,
                    batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
-                   longest_first=longest_first).run()
-    _print_sweep(result)
+                   longest_first=longest_first, resume_command=_command_line(ctx, resume=True)).run()
+    _print_sweep(result, base.tracking_uri)
     # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
     _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",
             base.tracking_uri, sweep_run_id=result.parent_run_id, show=report_dir is not None)
@@ -242,10 +336,55 @@ def _token_count(text: str) -> int:
     try:
         return parse_length(text)
     except SeqbenchError:
-        raise SeqbenchError(f"--batch-tokens takes a token count such as 65536, 64k or 1m, got {text!r}") from None
+        raise SeqbenchError(f"--batch-tokens takes a token count such as 65536, 64k or 1m (up to 2^40), "
+                            f"got {text!r}") from None
 
 
-def _print_sweep(result) -> None:
+def _store_flags(tracking_uri: str | None) -> str:
+    """' --tracking-uri URI' when the store is not the default one, so that a printed command reaches
+    the same store as the command that printed it; else ''."""
+    from seqbench.harness.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return "" if uri == DEFAULT_TRACKING_URI else f" --tracking-uri {shlex.quote(uri)}"
+
+
+def _command_line(ctx: typer.Context, resume: bool = False, world_size: int = 1) -> str:
+    """The running command as `seqbench ...` with the options it was given (on the command line or
+    through their environment variables), however it was started (console script, python -m,
+    torchrun), optionally with --resume. A run that torchrun started gets its --nproc, so the
+    resumed run has the same world size and config hash."""
+    def given(name: str) -> bool:  # by name: typer carries its own copy of click's ParameterSource
+        return getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+
+    names, up = [], ctx
+    while up.parent is not None:
+        names.append(up.info_name)
+        up = up.parent
+    words = ["seqbench", *reversed(names)]
+    for param in ctx.command.params:
+        if not given(param.name) or (resume and param.name == "resume"):
+            continue
+        value = ctx.params[param.name]
+        if param.param_type_name == "argument":
+            words.append(str(value))
+        elif getattr(param, "is_flag", False) and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif getattr(param, "is_flag", False):
+            words += [param.opts[0]] if value else []
+        elif getattr(param, "multiple", False):
+            for item in value:
+                words += [param.opts[0], str(item)]
+        else:
+            words += [param.opts[0], str(value)]
+    if world_size > 1 and not given("nproc") and "nproc" in ctx.params:
+        words += ["--nproc", str(world_size)]
+    if resume:
+        words.append("--resume")
+    return shlex.join(words)
+
+
+def _print_sweep(result, tracking_uri: str | None = None) -> None:
     children = result.children
     lengths = sorted({c.seq_len for c in children})
     labels = list(dict.fromkeys(c.label for c in children))
@@ -264,14 +403,16 @@ def _print_sweep(result) -> None:
                 row.append(c.status + (f" ({c.message})" if c.status == "skipped" else ""))
         table.add_row(label, *row)
     out.print(table)
-    out.print(f"MLflow parent run {result.parent_run_id} · report: seqbench report --sweep {result.parent_run_id} --out DIR")
+    _say(f"MLflow parent run {result.parent_run_id} · report: seqbench report --sweep {result.parent_run_id} "
+         f"--out DIR{_store_flags(tracking_uri)}")
 
 
 def _report(out_dir: Path, tracking_uri: str | None, sweep_run_id: str | None = None,
-            experiment: str | None = None, show: bool = True) -> None:
-    from seqbench.harness.report import render_console_table, write_report
+            experiment: str | None = None, show: bool = True, formats: tuple[str, ...] | None = None) -> None:
+    from seqbench.harness.report import DEFAULT_FORMATS, render_console_table, write_report
 
-    report = write_report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment)
+    report = write_report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment,
+                          formats=formats or DEFAULT_FORMATS)
     if show:
         out.print(render_console_table(report))
         out.print("wrote " + ", ".join(str(p) for p in report.paths))
@@ -282,16 +423,22 @@ def _report(out_dir: Path, tracking_uri: str | None, sweep_run_id: str | None = 
 @app.command()
 @user_errors
 def report(
-    experiment: Optional[str] = typer.Option(None, help="Report the newest sweep of this experiment (or its runs)."),
-    sweep_run_id: Optional[str] = typer.Option(None, "--sweep", help="Report this sweep (its parent run id)."),
-    out_dir: Path = typer.Option(..., "--out", help="Folder for report.md, report.csv and the PNG plots."),
+    experiment: Optional[str] = typer.Option(
+        None, help="Report the newest sweep of this experiment (or its runs); default: any experiment's."),
+    sweep_run_id: Optional[str] = typer.Option(
+        None, "--sweep", help="Report this sweep (its parent run id); default: the newest sweep."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for report.md, report.csv, report.json and the PNG plots."),
     tracking_uri: Optional[str] = TRACKING_URI,
+    formats: str = typer.Option("md,csv,png", "--format", show_default=True,
+                                help="Comma-separated files to write: md, csv, png, json (the CSV's numbers)."),
 ) -> None:
     """Table and log-log plots of a sweep: metric, time per token (fitted exponent) and memory vs length."""
-    _report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment)
+    from seqbench.harness.report import parse_formats
+
+    _report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment, formats=parse_formats(formats))
 
 
-def _print_result(result) -> None:
+def _print_result(result, ctx: typer.Context) -> None:
     config = result.config
     table = Table(title=f"{config.task} · {config.model} · trained at {format_length(config.seq_len)} "
                         f"for {result.steps_done} steps · status {result.status}")
@@ -320,39 +467,88 @@ def _print_result(result) -> None:
         out.print("generation tokens/s: " + ", ".join(f"batch {k.split('/b')[-1]}: {v:,.0f}" for k, v in generation.items()))
     if result.message:
         out.print(f"[yellow]{result.message}")
-    out.print(f"MLflow run {result.run_id} · open with: seqbench ui")
+    _say(f"MLflow run {result.run_id} · open with: seqbench ui{_store_flags(config.tracking_uri)}")
+    if result.status == "interrupted":
+        from seqbench.harness.runner import checkpoint_path
+
+        ckpt = checkpoint_path(config, result.run_id)
+        if ckpt.exists():
+            _say(f"checkpoint: {ckpt.resolve()}")
+            _say(f"continue with: {_command_line(ctx, resume=True, world_size=config.world_size)}")
+        else:
+            _say("no checkpoint (interrupted before the first step finished): run the same command to start again")
+
+
+def _say(text: str) -> None:
+    """A line meant to be copied (a command, a path): printed as is, never wrapped or styled."""
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("list")
 @user_errors
 def list_(kind: str = typer.Argument(..., help="tasks, models or modalities")) -> None:
     """List the tasks, models or modalities that are available (built-ins and plugins)."""
+    import difflib
+
+    from seqbench.core.registry import KINDS, registry
+
+    if kind not in KINDS:
+        close = difflib.get_close_matches(kind, KINDS, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise SeqbenchError(f"unknown kind {kind!r}.{hint} Choices: {', '.join(KINDS)}")
+    names = registry(kind).names()
+    {"tasks": _list_tasks, "models": _list_models, "modalities": _list_modalities}[kind](names)
+
+
+def _summary(obj) -> str:
+    """The first line of a docstring (its summary), without a dangling ',' or ';'."""
+    lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return lines[0].strip().rstrip(",;") if lines else ""
+
+
+def _list_tasks(names: list[str]) -> None:
     from seqbench.core.registry import registry
     from seqbench.modalities import loadable_modalities
 
-    names = registry(kind).names()
-    if kind == "tasks":
-        table = Table(title="tasks")
-        table.add_column("task")
-        table.add_column("modalities")
-        for name in names:
-            task_cls = registry("tasks").load(name)
-            accepted = task_cls.modalities
-            table.add_row(name, ", ".join(loadable_modalities() if accepted is None else accepted))
-        out.print(table)
-        return
-    if kind != "models":
-        for name in names:
-            out.print(name)
-        return
+    table = Table(title="tasks (defaults: training length, steps, batch; --seq-len, --steps, --batch-size change them)")
+    for column in ("task", "modalities", "length", "steps", "batch", "description"):
+        table.add_column(column, justify="right" if column in ("length", "steps", "batch") else "left")
+    for name in names:
+        task_cls = registry("tasks").load(name)
+        accepted = task_cls.modalities
+        d = task_cls.defaults
+        table.add_row(name, ", ".join(loadable_modalities() if accepted is None else accepted),
+                      format_length(d.seq_len), f"{d.steps:,}", str(d.batch_size), _summary(task_cls))
+    out.print(table)
+
+
+def _list_models(names: list[str]) -> None:
+    from seqbench.core.registry import registry
     from seqbench.models.presets import count_parameters, sizes_of
 
     table = Table(title="models (parameters counted at vocab 16 for synthetic, 50,280 for LM sizes)")
-    table.add_column("model")
-    table.add_column("sizes")
+    for column in ("model", "sizes", "description"):
+        table.add_column(column)
     for name in names:
         sizes = sizes_of(name)
-        table.add_row(name, ", ".join(f"{size} ({_short(count_parameters(name, size))})" for size in sizes) or "-")
+        table.add_row(name, ", ".join(f"{size} ({_short(count_parameters(name, size))})" for size in sizes) or "-",
+                      _summary(registry("models").load(name)))
+    out.print(table)
+
+
+def _list_modalities(names: list[str]) -> None:
+    from seqbench.core.registry import registry
+    from seqbench.modalities import LoadableModality, get_modality
+
+    table = Table(title="modalities (--modality; --data gives a loading modality its source)")
+    for column in ("modality", "vocab", "data", "description"):
+        table.add_column(column, justify="right" if column == "vocab" else "left")
+    for name in names:
+        modality = get_modality(name)
+        loads = isinstance(modality, LoadableModality)
+        table.add_row(name, f"{modality.vocab_size:,}" if loads else "the task's",
+                      "--data, else its sample data" if loads else "generated by the task",
+                      _summary(registry("modalities").load(name)))
     out.print(table)
 
 
@@ -422,11 +618,11 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 @bench_app.command("kernels")
 @user_errors
 def bench_kernels(
-    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write; default: none, the table is printed only."),
     shapes: str = typer.Option("table", help="table (every shape) or small (lengths up to 32k)."),
     flash: bool = typer.Option(True, help="Also time flash attention at the matching shapes."),
     variants: bool = typer.Option(False, help="Compare tile configurations side by side instead."),
-    profile: Optional[str] = typer.Option(None, help="batch,dim,length: per-kernel times of one fwd+bwd."),
+    profile: Optional[str] = typer.Option(None, help="batch,dim,length: per-kernel times of one fwd+bwd; default: none, the timing table."),
     conv: bool = typer.Option(False, help="Time the conv and decode-step kernels against PyTorch."),
     host: bool = typer.Option(False, help="Short shapes: device and host time per call (with --variants, more)."),
 ) -> None:
@@ -455,11 +651,27 @@ def bench_generation_split(out_file: Path = typer.Option(..., "--out", help="CSV
     run_generation_split(out_file)
 
 
+@bench_app.command("step-time")
+@user_errors
+def bench_step_time(
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
+    profile: bool = typer.Option(False, help="Also print each row's top kernels (one eager step)."),
+) -> None:
+    """Training-step wall time of the paper's small synthetic models, eager vs captured, beside GPU busy time."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SeqbenchError("`seqbench bench step-time` times CUDA graphs and needs a CUDA device")
+    from seqbench.harness.bench.step_time import run_step_time
+
+    run_step_time(out_file, profile)
+
+
 @bench_app.command("operators")
 @user_errors
 def bench_operators(
     seq_len: str = typer.Option(",".join(str(2**k) for k in range(9, 21)), help="Comma-separated lengths."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV to write (a PNG plot goes beside it)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV to write (a PNG plot goes beside it); default: none, the table is printed only."),
 ) -> None:
     """Paper Figure 8 (left): our scan vs flash attention vs FFT convolution vs PyTorch scans."""
     import torch
@@ -477,7 +689,7 @@ def bench_models(
     model: str = typer.Option("mamba:130m,transformer:125m", help="Comma-separated family:size pairs."),
     seq_len: str = typer.Option("2048", help="Comma-separated lengths."),
     batch_size: int = typer.Option(8, help="Batch size."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write; default: none, the table is printed only."),
 ) -> None:
     """Forward and forward+backward time, training tokens/s and peak memory per model size."""
     import torch
@@ -505,7 +717,7 @@ def _family_sizes(text: str) -> list[tuple[str, str]]:
 @user_errors
 def bench_mamba_ssm(
     parts: str = typer.Option("train,prefill,generation,scan", help="Comma-separated parts to measure."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png); default: none, printed only."),
 ) -> None:
     """seqbench's Mamba against the authors' mamba_ssm (when importable) in one process: training,
     prefill, generation and the scan alone."""
@@ -531,7 +743,7 @@ def bench_generation(
     batch_sizes: str = typer.Option("1,8,32,128", help="Comma-separated batch sizes."),
     cuda_graph: bool = typer.Option(True, help="Replay the decode step as a CUDA graph where the family allows it."),
     dtype: str = typer.Option("bf16", help="Weights: bf16 (inference as deployed) or fp32 (under bf16 autocast)."),
-    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png); default: none, printed only."),
     replot: bool = typer.Option(False, help="Measure nothing: redraw the plot of the existing --out CSV."),
 ) -> None:
     """Generation throughput (batch × new tokens / time) per model size and batch size."""
