@@ -58,9 +58,9 @@ def _callback(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Pa
 
 def config_option() -> Any:
     """The `--config FILE.toml` option of run and sweep."""
-    return typer.Option(None, "--config", callback=_callback, is_eager=True, dir_okay=False,
-                        help="TOML file of options: the flags' names as keys (seq_len = 256), [set] and "
-                             "[task_set] tables, and weight_decay, schedule, ...; flags given here override it.")
+    return typer.Option(None, "--config", callback=_callback, is_eager=True,
+                        help="TOML file of options: the flags' names as keys (seq_len = 256), tables set and "
+                             "task_set, and weight_decay, schedule, ...; flags given here override it.")
 
 
 def apply_config_file(ctx: typer.Context, config: RunConfig) -> RunConfig:

@@ -58,8 +58,9 @@ def list_() -> None:
 @data_app.command()
 @_one_line_errors
 def get(names: list[str] = typer.Argument(..., help="Data set names (see `seqbench data list`).")) -> None:
-    """Download data sets into the data cache ($SEQBENCH_DATA, else $XDG_CACHE_HOME/seqbench/data,
-    else ~/.cache/seqbench/data), each file checked against its size and SHA-256."""
+    """Download data sets into the data cache, each file checked against its size and SHA-256.
+
+    The cache is $SEQBENCH_DATA, else $XDG_CACHE_HOME/seqbench/data, else ~/.cache/seqbench/data."""
     sets = [catalog.dataset(name) for name in names]  # every name checked before anything is fetched
     for ds in sets:
         path = catalog.fetch(ds)

@@ -190,9 +190,9 @@ def url_of(ds: Dataset, remote: Remote) -> str:
 
 def fetch(ds: Dataset) -> Path:
     """The set's local path, downloading what is missing and checking every file against the
-    manifest (also those already there, downloaded before or put there by hand: a few
-    milliseconds, so a damaged copy is never used). An unreachable host is one line naming every
-    URL and where it goes."""
+    manifest, also those already there (downloaded before or put there by hand; a fraction of a
+    second, so a damaged copy is never used). An unreachable host is one line naming every URL and
+    where it goes."""
     root = folder(ds)
     root.mkdir(parents=True, exist_ok=True)
     _sweep_stale(root)
@@ -224,6 +224,7 @@ def _by_hand(ds: Dataset) -> str:
 
 
 def _check_file(path: Path, remote: Remote) -> None:
+    """SeqbenchError when a file already in the cache is not the manifest's."""
     size = path.stat().st_size
     if size != remote.size or sha256_of(path) != remote.sha256:
         raise SeqbenchError(f"{path} is not the expected file ({size:,} bytes; expected {remote.size:,} bytes "
@@ -235,7 +236,7 @@ def _fetch_archive(ds: Dataset) -> None:
     into a temporary folder, check them, then rename that folder into place."""
     members, remote, root, target = ds.members, ds.files[0], folder(ds), local_path(ds)
     if target.is_dir():
-        _check_members(target, members, ds.name)
+        _check_members(target, members, ds.name, f"remove {target} and run again")
         return
     placed = root / remote.file
     archive = placed if placed.is_file() else temp_path(placed)
@@ -245,7 +246,7 @@ def _fetch_archive(ds: Dataset) -> None:
             download(url_of(ds, remote), archive, label=f"{ds.name}/{remote.file}")
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=root))
         _unpack(archive, staging, members)
-        _check_members(staging, members, ds.name)
+        _check_members(staging, members, ds.name, "nothing was kept")
         try:
             os.rename(staging, target)
         except OSError:
@@ -273,7 +274,8 @@ def _unpack(archive: Path, into: Path, members: Members) -> None:
         raise SeqbenchError(f"{archive.name} is truncated or not a tar archive ({e}); nothing was kept") from None
 
 
-def _check_members(where: Path, members: Members, name: str) -> None:
+def _check_members(where: Path, members: Members, name: str, then: str) -> None:
+    """SeqbenchError ending with `then` when the files in `where` are not the manifest's."""
     files = sorted(p.name for p in where.iterdir() if p.is_file())
     listing = "".join(f"{sha256_of(where / f)}  {f}\n" for f in files)
     digest = hashlib.sha256(listing.encode()).hexdigest()
@@ -281,7 +283,7 @@ def _check_members(where: Path, members: Members, name: str) -> None:
     if (len(files), size, digest) != (members.count, members.size, members.listing_sha256):
         raise SeqbenchError(f"the files of {name} differ from the manifest ({len(files):,} files, {size:,} bytes, "
                             f"listing SHA-256 {digest[:16]}...; expected {members.count:,}, {members.size:,}, "
-                            f"{members.listing_sha256[:16]}...); nothing was kept")
+                            f"{members.listing_sha256[:16]}...); {then}")
 
 
 def _sweep_stale(root: Path) -> None:

@@ -63,7 +63,8 @@ def download(url: str, dest: Path, size: int | None = None, sha256: str | None =
     try:
         received = _fetch(url, tmp, size, label)
         if size is not None and received != size:
-            raise SeqbenchError(f"{url} sent {received:,} bytes, expected {size:,}: not the expected file")
+            raise SeqbenchError(f"{url} sent {received:,} bytes, expected {size:,}: not the expected file; "
+                                f"nothing was kept")
         if sha256 is not None:
             actual = sha256_of(tmp)
             if actual != sha256:
@@ -106,6 +107,9 @@ def _fetch(url: str, tmp: Path, size: int | None, label: str) -> int:
                     except OSError as e:
                         raise SeqbenchError(f"cannot write {tmp.parent} ({_describe(e)})") from None
                     received += len(block)
+                    if size is not None and received > size:  # an error page or another file: stop early
+                        raise SeqbenchError(f"{url} sends more than the expected {size:,} bytes: not the "
+                                            f"expected file; nothing was kept")
                     progress.update(received)
         except (http.client.HTTPException, OSError) as e:
             raise SeqbenchError(f"the connection to {urlsplit(url).netloc} dropped after {received:,} of "
