@@ -11,9 +11,15 @@ from seqbench.core.errors import SeqbenchError
 
 _SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
+MAX_LENGTH = 1 << 40
+"""The longest length (or token count) accepted: far beyond any device's memory, and far enough
+below 2^63 that offsets into a batch of such sequences still fit int64 indexing."""
+MAX_INDEX = (1 << 63) - 1  # tensors are indexed with int64: no batch may hold more elements
+
 
 def parse_length(text: str | int) -> int:
-    """'4096', '1k' (1024), '64K', '1m' (2^20), '2^10' -> int. SeqbenchError on anything else."""
+    """'4096', '1k' (1024), '64K', '1m' (2^20), '2^10' -> int in 1..MAX_LENGTH (2^40).
+    SeqbenchError on anything else."""
     if isinstance(text, int):
         value = text
     else:
@@ -21,14 +27,26 @@ def parse_length(text: str | int) -> int:
         power = re.fullmatch(r"2\^(\d+)", s)
         match = re.fullmatch(r"(\d+)\s*([kmg]?)", s)
         if power:
-            value = 1 << int(power.group(1))
+            exponent = int(power.group(1))
+            value = 1 << exponent if exponent <= 64 else MAX_LENGTH + 1  # 2^999999 is not worth computing
         elif match:
             value = int(match.group(1)) * _SUFFIX[match.group(2)]
         else:
             raise SeqbenchError(f"cannot read length {text!r}; use an integer, 1k/64k/1m or 2^N")
     if value < 1:
         raise SeqbenchError(f"length must be >= 1, got {value}")
+    check_length(value, text)
     return value
+
+
+def check_length(value: int, text: str | int | None = None) -> None:
+    """SeqbenchError when `value` is above MAX_LENGTH: no machine holds such a sequence, and its
+    offsets would overflow the int64 indices tensors use."""
+    if value > MAX_LENGTH:
+        shown = text.strip() if isinstance(text, str) else (f"2^{value.bit_length() - 1}"
+                                                             if value & (value - 1) == 0 else f"{value:,}")
+        raise SeqbenchError(f"length {shown} is beyond what this machine can address; lengths up to "
+                            f"2^40 ({MAX_LENGTH:,}) are accepted")
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -98,15 +116,16 @@ class RunConfig:
 
             model_kwargs = preset(self.model, self.size)
         model_kwargs.update(self.model_kwargs)
+        seq_len = d.seq_len if self.seq_len is None else self.seq_len
         eval_lengths = self.eval_lengths
         if eval_lengths is None:
-            eval_lengths = list(d.eval_lengths) or [self.seq_len or d.seq_len]
-            if device_type != "cuda":  # the CPU path is slow at very long lengths; say so, don't hide it
-                eval_lengths = [n for n in eval_lengths if n <= CPU_DEFAULT_MAX_EVAL_LENGTH]
+            eval_lengths = list(d.eval_lengths) or [seq_len]
+            if device_type != "cuda":  # a CPU run stays quick: a smoke run, not the paper's length scan
+                eval_lengths = [n for n in eval_lengths if n <= CPU_EVAL_LENGTH_FACTOR * seq_len] + [seq_len]
         resolved = replace(
             self,
             modality=task.modality,
-            seq_len=d.seq_len if self.seq_len is None else self.seq_len,
+            seq_len=seq_len,
             steps=d.steps if self.steps is None else self.steps,
             batch_size=d.batch_size if self.batch_size is None else self.batch_size,
             lr=d.lr if self.lr is None else self.lr,
@@ -145,6 +164,12 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise SeqbenchError(message)
+        for n in [self.seq_len or 1, *(self.eval_lengths or [])]:
+            check_length(n)
+        global_batch = self.batch_size * max(1, self.world_size)
+        if (self.seq_len or 1) * global_batch > MAX_INDEX:
+            raise SeqbenchError(f"--seq-len {format_length(self.seq_len)} × batch {global_batch:,} is more tokens "
+                                f"than int64 indexing addresses (2^63); use a shorter length or a smaller batch")
 
     def length_schedule(self, step: int) -> tuple[int, int]:
         """(length, batch) at `step`. With a sequence-length warmup the length starts at
@@ -178,4 +203,6 @@ class RunConfig:
         return params
 
 
-CPU_DEFAULT_MAX_EVAL_LENGTH = 1 << 14
+CPU_EVAL_LENGTH_FACTOR = 4
+"""Without --eval-lengths, a CPU run evaluates the task's evaluation lengths up to this many times
+its training length (and the training length itself); CUDA runs evaluate them all."""

@@ -40,6 +40,40 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+SERVER_PROBE_SECONDS = 3.0  # how long a tracking server may take to answer before it counts as down
+
+
+def check_server(uri: str, timeout: float = SERVER_PROBE_SECONDS) -> None:
+    """For an http(s) store, one short request to the server before MLflow is touched: MLflow
+    itself retries a server that does not answer for minutes, then prints pages of traceback.
+    Any HTTP answer counts (a proxy's 401 too); no answer within `timeout` is one line."""
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answered: MLflow reports what it says
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            return  # a TLS server answered; MLflow has its own certificate settings
+        raise SeqbenchError(f"no MLflow server answers at {uri} ({_reason(exc.reason)}); start one "
+                            f"(`mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri") from None
+    except (OSError, ValueError) as exc:  # a time-out while reading, a malformed URL
+        raise SeqbenchError(f"no MLflow server answers at {uri} ({_reason(exc)}); start one "
+                            f"(`mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri") from None
+
+
+def _reason(exc: object) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer within a few seconds"
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a sqlite:/// URI (relative paths against the working directory)."""
     if not uri.startswith("sqlite:///"):
@@ -96,6 +130,7 @@ def _check_store_file(db: Path) -> None:
 def setup_experiment(uri: str, experiment: str) -> str:
     """Create the store (if new) and the experiment (if missing) under the store's lock; return
     the experiment id."""
+    check_server(uri)
     db = sqlite_path(uri)
     if db is not None and not db.resolve().parent.is_dir():
         raise SeqbenchError(f"tracking store folder {db.resolve().parent} does not exist")

@@ -133,7 +133,7 @@ class AudioModality:
             ds, key = open_dataset(source, kind, config, split, [column, label_column])
             return load_or_build(
                 "audio", settings, key, lambda w: self._build_dataset(w, ds, column, label_column),
-                source=f"{source}[{split}].{column}", cache=cache,
+                source=f"{source}[{split}].{column}", cache=cache, vocab_size=self.vocab_size,
             )
         path = Path(str(source)).expanduser()
         rule = label_rule(labels)
@@ -159,7 +159,8 @@ class AudioModality:
             w.stats.update(clips=len(items), seconds=round(seconds, 2))
 
         return load_or_build(
-            "audio", settings, file_fingerprint(f for f, _, _ in items), build, source=str(path), cache=cache
+            "audio", settings, file_fingerprint(f for f, _, _ in items), build, source=str(path), cache=cache,
+            vocab_size=self.vocab_size,
         )
 
     def _build_dataset(self, w: StoreWriter, ds, column: str, label_column: str | None) -> None:
@@ -185,7 +186,8 @@ class AudioModality:
                 data, rate = read_audio(Path(item["path"]))
                 data = data.mean(axis=1)
             elif isinstance(item, dict) and "array" in item:
-                data, rate = np.asarray(item["array"], dtype=np.float32), int(item["sampling_rate"])
+                data = _with_samples(np.asarray(item["array"], dtype=np.float32), where)
+                rate = int(item["sampling_rate"])
             else:
                 raise SeqbenchError(f"column {column!r} of {where} holds no audio bytes, path or array")
             label = None
@@ -250,7 +252,15 @@ def _read_soundfile(file, where: str) -> tuple[np.ndarray, int]:
         raise SeqbenchError(f"audio file {where} is truncated or corrupt (soundfile: {e})") from e
     if len(data) < declared:
         raise SeqbenchError(f"audio file {where} is truncated ({len(data)} of {declared} frames)")
-    return data, rate
+    return _with_samples(data, where), rate
+
+
+def _with_samples(data: np.ndarray, where: str) -> np.ndarray:
+    """`data`, or SeqbenchError naming the clip when it holds no samples: an empty clip would become
+    an empty record, and the task would fail later without saying which file is to blame."""
+    if len(data) == 0:
+        raise SeqbenchError(f"audio file {where} holds no samples (0 frames); remove it or give a clip with sound")
+    return data
 
 
 def _check_wav(path: Path) -> None:
@@ -287,4 +297,4 @@ def _read_torchcodec(path: Path) -> tuple[np.ndarray, int]:
         samples = AudioDecoder(str(path)).get_all_samples()
     except Exception as e:
         raise SeqbenchError(f"audio file {path} is truncated or corrupt (torchcodec: {str(e).splitlines()[0]})") from e
-    return samples.data.numpy().T.astype(np.float32), int(samples.sample_rate)
+    return _with_samples(samples.data.numpy().T.astype(np.float32), str(path)), int(samples.sample_rate)

@@ -6,7 +6,10 @@ adapter, its settings and every input file's path, size and mtime, so editing a 
 a setting makes a new entry. A conversion writes into a temporary folder that is renamed into
 place only when complete: an interrupted or failed conversion leaves no entry behind. The meta
 records a checksum of `tokens.bin`; the first time a process maps an entry it checks it (the whole
-file up to 1 GiB, 64 spread-out blocks beyond), and a damaged entry is removed and rebuilt.
+file up to 1 GiB, 64 spread-out blocks beyond), and a damaged entry is removed and rebuilt. The meta
+also records the largest id; an entry holding ids beyond the modality's vocabulary (written by
+another version of a modality, say) is rebuilt too, and a conversion that itself produces such ids
+is one line, so no model ever indexes its embedding out of range.
 
 The cache lives in `$SEQBENCH_CACHE`, else `~/.cache/seqbench`.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqbench.core.errors import SeqbenchError
 from seqbench.modalities.base import TokenStore
 
 FORMAT_VERSION = 2  # 2: meta holds the checksum of tokens.bin
@@ -77,6 +81,7 @@ class StoreWriter:
         self.names: list[str] = []
         self.labels: list[str | None] = []
         self.stats: dict = {}
+        self.max_id = -1  # the largest id written (-1: none yet)
         self._open: int | None = None
 
     def begin(self, name: str, label: str | None = None) -> None:
@@ -91,6 +96,8 @@ class StoreWriter:
         ids = np.ascontiguousarray(ids, dtype=self.dtype)
         self._file.write(ids.tobytes())
         self.n_tokens += len(ids)
+        if len(ids):
+            self.max_id = max(self.max_id, int(ids.max()))
 
     def end(self) -> None:
         if self._open is not None:
@@ -120,17 +127,20 @@ def load_or_build(
     dtype: np.dtype | type = np.uint8,
     source: str = "",
     cache: str | Path | None = None,
+    vocab_size: int | None = None,
 ) -> TokenStore:
     """The store for (adapter, settings, sources): mapped from the cache when present, else
     built by `build(writer)` into a temporary folder that is renamed into place when complete.
 
     `sources` is anything JSON-able that changes when the input changes (use `file_fingerprint`).
-    `build` raises SeqbenchError for a bad input; nothing is then left in the cache.
+    `build` raises SeqbenchError for a bad input; nothing is then left in the cache. With
+    `vocab_size` (the modality's), a cached entry holding a larger id is rebuilt, and a build
+    that writes one raises SeqbenchError (nothing cached).
     """
     root = cache_dir(cache)
     key = cache_key(adapter, settings, sources)
     entry = root / f"{adapter}-{key}"
-    store = _open_entry(entry)
+    store = _open_entry(entry, vocab_size)
     if store is not None:
         return store
     root.mkdir(parents=True, exist_ok=True)
@@ -143,6 +153,9 @@ def load_or_build(
             build(writer)
         finally:
             writer.close()
+        if vocab_size is not None and writer.max_id >= vocab_size:
+            raise SeqbenchError(f"{source or adapter}: the {adapter} conversion wrote token id {writer.max_id}, "
+                                f"outside the modality's ids 0..{vocab_size - 1}; nothing was cached")
         labels, label_names = _label_ids(writer.labels)
         meta = {
             "format": FORMAT_VERSION,
@@ -157,6 +170,7 @@ def load_or_build(
             "labels": labels,
             "label_names": label_names,
             "stats": writer.stats,
+            "max_id": writer.max_id,
             "checksum": file_checksum(tmp / "tokens.bin"),  # just written: read back from the page cache
             "build_seconds": round(time.perf_counter() - started, 3),
         }
@@ -167,12 +181,12 @@ def load_or_build(
             _verified.add(str(entry))  # its checksum was just computed
         except OSError:
             # Another process finished the same entry first: use theirs.
-            if _open_entry(entry) is None:
+            if _open_entry(entry, vocab_size) is None:
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    store = _open_entry(entry)
+    store = _open_entry(entry, vocab_size)
     if store is None:
         raise RuntimeError(f"cache entry {entry} unreadable right after it was written")
     store.meta["first_load"] = True
@@ -188,8 +202,9 @@ def _label_ids(labels: Sequence[str | None]) -> tuple[list[int] | None, list[str
     return ids.tolist(), names
 
 
-def _open_entry(entry: Path) -> TokenStore | None:
-    """Map a complete entry, or None when it is missing or damaged (then it is removed)."""
+def _open_entry(entry: Path, vocab_size: int | None = None) -> TokenStore | None:
+    """Map a complete entry, or None when it is missing, damaged or holds ids of `vocab_size` or
+    more (then it is removed, to be rebuilt)."""
     meta_path = entry / "meta.json"
     if not meta_path.exists():
         return None
@@ -208,6 +223,14 @@ def _open_entry(entry: Path) -> TokenStore | None:
         shutil.rmtree(entry, ignore_errors=True)
         return None
     tokens = np.memmap(data, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype=dtype)
+    if vocab_size is not None:
+        if not isinstance(meta.get("max_id"), int):  # an entry written before meta kept it: once
+            meta["max_id"] = int(tokens.max()) if n else -1
+            _rewrite_meta(meta_path, meta)
+        if meta["max_id"] >= vocab_size:
+            del tokens
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
     labels = meta.pop("labels")
     return TokenStore(
         tokens=tokens,
@@ -218,6 +241,16 @@ def _open_entry(entry: Path) -> TokenStore | None:
         label_names=meta.pop("label_names"),
         meta={**meta, "cache_entry": str(entry), "first_load": False},
     )
+
+
+def _rewrite_meta(meta_path: Path, meta: dict) -> None:
+    """Replace an entry's meta.json whole (temporary name, then rename); a read-only cache keeps the old one."""
+    tmp = meta_path.with_name(f".meta-{os.getpid()}.json.tmp")
+    try:
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def file_checksum(path: Path) -> str:

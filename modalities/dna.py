@@ -128,7 +128,8 @@ class DNAModality:
                 w.stats["non_acgt_symbols"] = dict(sorted(symbols.items()))
 
         return load_or_build(
-            "dna", {"labels": labels}, file_fingerprint(files), build, source=str(path), cache=cache
+            "dna", {"labels": labels}, file_fingerprint(files), build, source=str(path), cache=cache,
+            vocab_size=self.vocab_size,
         )
 
     def _records(self, path: Path):

@@ -102,7 +102,7 @@ class TextModality:
             ds, key = open_dataset(source, kind, config, split, [column])
             return load_or_build(
                 "text", settings, key, lambda w: self._build_dataset(w, ds, column, str(source)),
-                dtype=self.dtype, source=f"{source}[{split}].{column}", cache=cache,
+                dtype=self.dtype, source=f"{source}[{split}].{column}", cache=cache, vocab_size=self.vocab_size,
             )
         path = Path(str(source)).expanduser()
         files = [path] if kind == "file" else list_files(path, TEXT_SUFFIXES)
@@ -121,7 +121,8 @@ class TextModality:
                 w.end()
 
         return load_or_build(
-            "text", settings, file_fingerprint(files), build, dtype=self.dtype, source=str(path), cache=cache
+            "text", settings, file_fingerprint(files), build, dtype=self.dtype, source=str(path), cache=cache,
+            vocab_size=self.vocab_size,
         )
 
     def _build_dataset(self, w: StoreWriter, ds, column: str, source: str) -> None:

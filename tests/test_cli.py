@@ -1,4 +1,5 @@
-"""CLI: exit code 2 and one clear line on stderr for bad input; listings."""
+"""CLI: exit code 2 and one clear line on stderr for bad input; listings, --version, completion and
+the defaults every option shows in --help."""
 
 import subprocess
 import sys
@@ -37,6 +38,13 @@ def invoke(*args):
      "--batch-tokens and --batch-size both set the batch"),
     (["sweep", "induction-heads", "--seq-len", "64", "--time-budget", "-1"], "--time-budget must be > 0"),
     (["list", "widgets"], "unknown kind 'widgets'"),
+    (["list", "task"], "unknown kind 'task'. Did you mean 'tasks'? Choices: tasks, models, modalities"),
+    (["list", "modality"], "Did you mean 'modalities'?"),
+    (["run", "induction-heads", "--task-set", "vocab=abc"], "--task-set vocab takes an integer, got 'abc'"),
+    (["run", "mqar", "--task-set", "kv=many"], "--task-set kv takes an integer or none, got 'many'"),
+    (["run", "induction-heads", "--seq-len", "2^99"], "beyond what this machine can address"),
+    (["sweep", "induction-heads", "--seq-len", "64,2^41"], "length 2^41 is beyond"),
+    (["report", "--out", "x", "--format", "html"], "--format takes comma-separated md, csv, png, json"),
     (["ui", "--tracking-uri", "sqlite:///does/not/exist.db"], "no tracking store"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
@@ -49,16 +57,74 @@ def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()  # nothing is created for a rejected run
 
 
-def test_list_shows_tasks_with_their_modalities_and_models_with_sizes():
-    result = invoke("list", "tasks")
-    assert result.exit_code == 0
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.stdout.splitlines()
-            if line.count("│") == 3}
-    assert rows["induction-heads"] == "tokens" and rows["lm"] == "audio, dna, text"
-    models = invoke("list", "models")
-    assert models.exit_code == 0 and "130m (129.1M)" in models.stdout
-    modalities = invoke("list", "modalities")
-    assert set(modalities.stdout.split()) == {"audio", "dna", "text", "tokens"}
+def table_rows(text: str) -> dict[str, list[str]]:
+    """A rich table's rows by their first cell, continuation lines (wrapped cells) joined in."""
+    rows: dict[str, list[str]] = {}
+    last = None
+    for line in text.splitlines():
+        if "│" not in line:
+            continue
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells[0]:
+            last = cells[0]
+            rows[last] = cells
+        elif last is not None:
+            rows[last] = [f"{a} {b}".strip() for a, b in zip(rows[last], cells)]
+    return rows
+
+
+def test_list_shows_tables_with_descriptions():
+    from seqbench.core.registry import registry
+
+    wide = {"COLUMNS": "250"}
+    tasks = runner.invoke(app, ["list", "tasks"], env=wide)
+    assert tasks.exit_code == 0
+    rows = table_rows(tasks.stdout)
+    assert set(rows) >= set(registry("tasks").names())
+    assert rows["induction-heads"][:5] == ["induction-heads", "tokens", "256", "1,200", "16"]
+    assert rows["induction-heads"][5] == "Recall the token that followed the first occurrence of the special token."
+    assert rows["lm"][1] == "audio, dna, text"
+    models = table_rows(runner.invoke(app, ["list", "models"], env=wide).stdout)
+    assert "130m (129.1M)" in models["mamba"][1]
+    assert models["transformer++"][2] == "Transformer++: RMSNorm, no biases, SwiGLU MLP, RoPE."
+    modalities = table_rows(runner.invoke(app, ["list", "modalities"], env=wide).stdout)
+    assert set(modalities) == set(registry("modalities").names()) >= {"audio", "dna", "text", "tokens"}
+    assert modalities["text"][1] == "259" and modalities["tokens"][1] == "the task's"
+    assert modalities["dna"][3] == "Bases A C G T N (ids 0-4) plus pad/bos/eos (5-7)."
+
+
+def test_version_and_shell_completion():
+    from seqbench import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"seqbench {__version__}\n"
+    help_text = invoke("--help").stdout
+    assert "--install-completion" in help_text and "--show-completion" in help_text
+    shown = runner.invoke(app, ["--show-completion", "bash"], prog_name="seqbench")
+    assert shown.exit_code == 0 and "_SEQBENCH_COMPLETE" in shown.stdout
+
+
+@pytest.mark.parametrize("command", [["run"], ["sweep"], ["report"], ["ui"], ["list"], ["bench", "kernels"],
+                                     ["bench", "operators"], ["bench", "models"], ["bench", "generation"],
+                                     ["bench", "mamba-ssm"], ["bench", "generation-split"]])
+def test_help_shows_every_default(command):
+    """Every option says what it defaults to: its value, or in words where the value is the
+    task's (or another None that means something)."""
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    for name in command:
+        cmd = cmd.get_command(None, name)
+    for param in cmd.params:
+        if param.param_type_name != "option" or param.name in ("help", "config_file"):
+            continue
+        if param.required:
+            continue
+        shown = param.default not in (None, [], ()) and param.show_default is not False
+        assert shown or "default" in (param.help or "").lower(), f"{command[0]} {param.opts[0]}"
+    text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"}).stdout
+    if command == ["run"]:
+        assert "default: the task's (induction-heads: 256" in text and "[default: mamba]" in text
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):

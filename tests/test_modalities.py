@@ -223,6 +223,18 @@ def test_truncated_wav_is_a_clear_error_and_leaves_no_entry(samples, tmp_path, _
     assert entries(_cache) == []
 
 
+def test_a_wav_without_samples_is_one_line_naming_it_and_leaves_no_entry(samples, tmp_path, _cache):
+    folder = tmp_path / "clips"
+    shutil.copytree(samples / "audio/digits", folder)
+    sf.write(folder / "7_eve_0.wav", np.zeros(0, dtype=np.float32), 8000, subtype="PCM_16")
+    assert (folder / "7_eve_0.wav").stat().st_size == 44  # a header and an empty data chunk
+    for source in (folder, folder / "7_eve_0.wav"):
+        with pytest.raises(SeqbenchError, match=r"7_eve_0\.wav holds no samples") as err:
+            AudioModality().load(source, labels=SPOKEN_DIGIT)
+        assert "\n" not in str(err.value)
+        assert entries(_cache) == []
+
+
 # ---- dna ----------------------------------------------------------------------------------------
 def test_dna_encode_decode_and_reverse_complement():
     mod = DNAModality()
@@ -373,6 +385,40 @@ def test_a_large_entry_is_checked_by_sampled_blocks(tmp_path, _cache, monkeypatc
         f.write(b"\x00" * 1000)
     monkeypatch.setattr(cache_mod, "_verified", set())
     assert cache_mod.load_or_build("big", {}, ["src"], lambda w: w.add("all", ids)).meta["first_load"]
+
+
+def test_an_entry_with_ids_beyond_the_vocabulary_is_rebuilt(tmp_path, _cache, monkeypatch):
+    """An entry whose ids the modality cannot have (written by another version of the conversion,
+    with a checksum that matches its own bytes) is rebuilt instead of reaching the embedding."""
+    path = tmp_path / "one.fa"
+    path.write_text(">r1\nACGTACGTNN\n")
+    entry = Path(DNAModality().load(path).meta["cache_entry"])
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["max_id"] == 4  # N
+    (entry / "tokens.bin").write_bytes(bytes([0, 1, 2, 3, 200, 1, 2, 3, 4, 4]))  # 200: no DNA id
+    meta["checksum"] = cache_mod.file_checksum(entry / "tokens.bin")
+    del meta["max_id"]  # as an entry from before the meta kept it
+    (entry / "meta.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(cache_mod, "_verified", set())
+    again = DNAModality().load(path)
+    assert again.meta["first_load"] and again.record(0).tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 4]
+    assert json.loads((entry / "meta.json").read_text())["max_id"] == 4
+    # an old entry that is in range gets its largest id recorded once, and is kept
+    meta = json.loads((entry / "meta.json").read_text())
+    del meta["max_id"]
+    (entry / "meta.json").write_text(json.dumps(meta))
+    assert not DNAModality().load(path).meta["first_load"]
+    assert json.loads((entry / "meta.json").read_text())["max_id"] == 4
+
+
+def test_a_conversion_that_writes_ids_beyond_the_vocabulary_is_one_line(_cache):
+    def build(writer):
+        writer.add("r", np.array([1, 2, 300], dtype=np.uint16))
+
+    with pytest.raises(SeqbenchError, match=r"wrote token id 300, outside the modality's ids 0\.\.255") as err:
+        cache_mod.load_or_build("x", {}, ["src"], build, dtype=np.uint16, vocab_size=256)
+    assert "\n" not in str(err.value) and entries(_cache) == []
+    assert cache_mod.load_or_build("x", {}, ["src"], build, dtype=np.uint16).record(0).tolist() == [1, 2, 300]
 
 
 def test_store_sampling_subsets_and_determinism():

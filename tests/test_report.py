@@ -2,6 +2,7 @@
 logged back to the sweep's parent run; the scaling-exponent fit on synthetic data."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from rich.console import Console
 
 from seqbench.harness.config import RunConfig
 from seqbench.core.errors import SeqbenchError
-from seqbench.harness.report import FILES, fit_exponent, format_number, metric_key, render_console_table, write_report
+from seqbench.harness.report import FILES, JSON_FILE, fit_exponent, format_number, metric_key, render_console_table, write_report
 from seqbench.harness.runner import run
 from seqbench.harness.tracking import RunTracker, setup_experiment
 
@@ -103,6 +104,60 @@ def test_report_of_a_real_sweep(real_sweep):
     console = Console(record=True, width=120)
     console.print(render_console_table(report))
     assert "skipped (oom at 128)" in console.export_text()
+
+
+def test_report_json_holds_the_csv_numbers_and_marks_two_point_fits(real_sweep):
+    uri, parent, tmp = real_sweep
+    both = tmp / "both"
+    report = write_report(both, tracking_uri=uri, sweep_run_id=parent, log_to_parent=False,
+                          formats=("csv", "json"))
+    assert sorted(p.name for p in report.paths) == ["report.csv", JSON_FILE]  # only what was asked for
+    document = json.loads((both / JSON_FILE).read_text())
+    with (both / "report.csv").open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert document["task"] == "induction-heads" and document["main_metric"] == "accuracy"
+    assert document["lengths"] == [64, 128, 256] and len(document["rows"]) == len(csv_rows) == 5
+    for row, csv_row in zip(document["rows"], csv_rows):
+        assert set(row) == set(csv_row)
+        for key, text in csv_row.items():
+            value = row[key]
+            if value is None:
+                assert text == "", key
+            elif isinstance(value, (int, float)):
+                assert float(text) == value, key  # the same number, not a rounded one
+            else:
+                assert text == value, key
+    mamba = document["exponents"]["mamba"]
+    assert mamba["lengths"] == [64, 128] and mamba["points"] == 2 and mamba["few_points"] is True
+    assert mamba["exponent"] == pytest.approx(report.exponents["mamba"].exponent)
+
+    # Two finished lengths: the exponent is a line through two points, and the report says so.
+    markdown = write_report(tmp / "md", tracking_uri=uri, sweep_run_id=parent, log_to_parent=False,
+                            formats=("md",))
+    text = (tmp / "md" / "report.md").read_text()
+    assert f"| mamba | L^{markdown.exponents['mamba'].exponent:.2f} (2 points) | 64, 128 |" in text
+    console = Console(record=True, width=160)
+    console.print(render_console_table(markdown))
+    assert "(2 points)" in console.export_text()
+
+
+def test_report_cli_writes_json_and_refuses_a_file_as_folder(real_sweep):
+    from typer.testing import CliRunner
+
+    from seqbench.harness.cli import app
+
+    uri, parent, tmp = real_sweep
+    result = CliRunner().invoke(app, ["report", "--sweep", parent, "--out", str(tmp / "cli"), "--tracking-uri", uri,
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp / "cli").iterdir()] == [JSON_FILE]
+    assert len(json.loads((tmp / "cli" / JSON_FILE).read_text())["rows"]) == 5
+    (tmp / "a-file").write_text("x")
+    for args, message in ((["--out", str(tmp / "a-file")], "is a file, not a folder"),
+                          (["--out", str(tmp / "x"), "--format", "json,pdf"], "--format takes comma-separated md, csv, png, json")):
+        result = CliRunner().invoke(app, ["report", "--sweep", parent, "--tracking-uri", uri, *args])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert (tmp / "a-file").read_text() == "x" and not (tmp / "x").exists()
 
 
 def test_fit_exponent_recovers_known_exponents():

@@ -13,6 +13,9 @@ from seqbench.harness.schedule import Schedule
 ARTIFACT_FOLDER = "report"
 THROUGHPUT = records.TRAIN_TOKENS_PER_S  # per length from the speed task, else the training run's own
 FILES = ("report.md", "report.csv", "metric_vs_length.png", "time_per_token_vs_length.png", "memory_vs_length.png")
+JSON_FILE = "report.json"  # written on request (--format json): the CSV's numbers as JSON
+FORMATS = ("md", "csv", "png", "json")  # what `seqbench report --format` chooses from
+DEFAULT_FORMATS = ("md", "csv", "png")
 SCHEDULE_PLOT = "schedule.png"  # written too for a sweep whose children carry their slots
 
 
@@ -36,12 +39,21 @@ class ReportRow:
         return 1.0 / self.tokens_per_s if self.tokens_per_s else None
 
 
+MIN_FIT_POINTS = 3  # an exponent fitted on fewer lengths is marked: two points always fit exactly
+
+
 @dataclass(frozen=True)
 class ScalingFit:
     """time per sequence ∝ L^exponent, fitted over `lengths`."""
 
     exponent: float
     lengths: tuple[int, ...]
+
+    @property
+    def few_points(self) -> bool:
+        """Fitted on fewer than MIN_FIT_POINTS lengths: a line through two points, with nothing to
+        say how well a power law fits (the report marks it)."""
+        return len(self.lengths) < MIN_FIT_POINTS
 
 
 @dataclass

@@ -8,7 +8,7 @@ from dataclasses import replace
 from seqbench.harness.config import format_length
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.sweep.plan import model_label
-from seqbench.harness.tracking import sqlite_path
+from seqbench.harness.tracking import check_server, sqlite_path
 from seqbench.harness import records
 from seqbench.harness.report.model import ReportRow, THROUGHPUT
 
@@ -20,6 +20,7 @@ _STATUS_OF_MLFLOW = {"FINISHED": "ok", "KILLED": "interrupted", "RUNNING": "runn
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    check_server(uri)
     db = sqlite_path(uri)
     if db is not None and not db.is_file():  # MLflow would create an empty store here
         raise SeqbenchError(f"no tracking store at {db}; pass --tracking-uri, or run where mlflow.db is")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 import time
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 
 from seqbench.harness.config import format_length
 from seqbench.harness.schedule import Schedule
-from seqbench.harness.report.model import Report, ReportRow, SCHEDULE_PLOT, ScalingFit, THROUGHPUT
+from seqbench.harness.report.model import MIN_FIT_POINTS, Report, ReportRow, SCHEDULE_PLOT, ScalingFit, THROUGHPUT
 
 
 def is_fraction_metric(name: str) -> bool:
@@ -78,7 +79,10 @@ def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
 
 
 def _fit_text(fit: ScalingFit | None) -> str:
-    return f"L^{fit.exponent:.2f}" if fit else "—"
+    """'L^1.02', or 'L^1.02 (2 points)' for an exponent fitted on fewer than MIN_FIT_POINTS lengths."""
+    if not fit:
+        return "—"
+    return f"L^{fit.exponent:.2f}" + (f" ({len(fit.lengths)} points)" if fit.few_points else "")
 
 
 def _date(ms: int | None) -> str:
@@ -111,7 +115,9 @@ def render_markdown(report: Report, started_ms: int | None = None) -> str:
               "", "## Scaling of time per sequence", "",
               "time per sequence ∝ L^k with k = 1 + the least-squares slope of log(time per token) vs log(L), "
               "fitted over the upper half of each model's finished lengths (at least 2). "
-              "k ≈ 1 is linear in length (Mamba), k ≈ 2 quadratic (attention).", ""]
+              "k ≈ 1 is linear in length (Mamba), k ≈ 2 quadratic (attention). "
+              f"An exponent fitted on fewer than {MIN_FIT_POINTS} lengths is marked with its number of points: "
+              "a line through two points always fits, so nothing says whether time follows a power law.", ""]
     lines += _md_table(["model", "time ∝", "fitted lengths"],
                        [[m, _fit_text(report.exponents.get(m)),
                          (", ".join(format_length(n) for n in report.exponents[m].lengths)
@@ -168,25 +174,57 @@ def _eval_length_table(report: Report) -> list[str]:
         ["model", "trained at", "status"] + [format_length(n) for n in lengths], rows)
 
 
-def render_csv(report: Report) -> str:
-    """report.csv: the long table with full-precision numbers (empty where not logged)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
-                     "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}",
-                     "slot", "launched_s", "seconds", "train_seconds", "eval_seconds"])
+def _long_table(report: Report) -> tuple[list[str], list[list]]:
+    """The long table's columns and, per row, its values at full precision (None where not logged):
+    what report.csv and report.json both hold."""
+    header = ["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
+              "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}",
+              "slot", "launched_s", "seconds", "train_seconds", "eval_seconds"]
     spans = {(s.model, s.seq_len): s for s in report.schedule.spans} if report.schedule else {}
+    rows = []
     for r in report.rows:
         span = spans.get((r.model, r.seq_len))
         us = r.seconds_per_token * 1e6 if r.seconds_per_token else None
         last_step, last_value = r.last_validation or (None, None)
-        writer.writerow([r.model, r.seq_len, r.status] + ["" if v is None else repr(v) for v in
-                        (r.main_value, r.tokens_per_s, us, r.peak_memory_mb)] + [r.error, r.run_id] +
-                        ["" if v is None else repr(v) for v in (last_step, last_value)] +
-                        ([span.slot, round(span.start_s, 3), round(span.seconds, 3)]
-                         + ["" if v is None else round(v, 3) for v in (span.train_s, span.eval_s)]
-                         if span else [""] * 5))
+        timing = ([span.slot, round(span.start_s, 3), round(span.seconds, 3)]
+                  + [None if v is None else round(v, 3) for v in (span.train_s, span.eval_s)]
+                  if span else [None] * 5)
+        rows.append([r.model, r.seq_len, r.status, r.main_value, r.tokens_per_s, us, r.peak_memory_mb, r.error,
+                     r.run_id, last_step, last_value] + timing)
+    return header, rows
+
+
+def render_csv(report: Report) -> str:
+    """report.csv: the long table with full-precision numbers (empty where not logged)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header, rows = _long_table(report)
+    writer.writerow(header)
+    for values in rows:
+        writer.writerow(["" if v is None else repr(v) if isinstance(v, (int, float)) else v for v in values])
     return buffer.getvalue()
+
+
+def render_json(report: Report) -> str:
+    """report.json: the CSV's rows (the same numbers, null where the CSV is empty) with what the
+    report is of and the fitted exponents."""
+    header, rows = _long_table(report)
+    document = {
+        "schema": 1,
+        "task": report.task,
+        "main_metric": report.main_metric,
+        "source": report.source,
+        "parent_run_id": report.parent_run_id,
+        "lengths": report.lengths,
+        "rows": [{key: _json_number(v) for key, v in zip(header, values)} for values in rows],
+        "exponents": {model: {"exponent": fit.exponent, "lengths": list(fit.lengths), "points": len(fit.lengths),
+                              "few_points": fit.few_points} for model, fit in report.exponents.items()},
+    }
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+
+
+def _json_number(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def render_console_table(report: Report):

@@ -12,10 +12,31 @@ from seqbench.harness.schedule import schedule_of
 from seqbench.harness.tracking import resolve_tracking_uri
 from seqbench.harness import records
 from seqbench.harness.report.fits import _fits
-from seqbench.harness.report.model import ARTIFACT_FOLDER, FILES, Report, SCHEDULE_PLOT
+from seqbench.harness.report.model import ARTIFACT_FOLDER, DEFAULT_FORMATS, FILES, FORMATS, JSON_FILE, Report, SCHEDULE_PLOT
 from seqbench.harness.report.plots import _plot, plot_schedule
 from seqbench.harness.report.query import _client, _newest_per_cell, _ordered, _with_last_validation, main_metric_of, row_of, run_label, select_runs
-from seqbench.harness.report.render import _memory_unit, is_fraction_metric, metric_key, render_csv, render_markdown
+from seqbench.harness.report.render import _memory_unit, is_fraction_metric, metric_key, render_csv, render_json, render_markdown
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """'md,csv,json' -> ('md', 'csv', 'json'); SeqbenchError naming the accepted ones otherwise."""
+    chosen = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if unknown or not chosen:
+        raise SeqbenchError(f"--format takes comma-separated {', '.join(FORMATS)}; got {text!r}")
+    return chosen
+
+
+def check_out_dir(path: Path, option: str = "--out") -> None:
+    """A report folder that cannot be one (an existing file, a file on its way) is one line, before
+    anything is read or written."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise SeqbenchError(f"{option} {path}: {folder} is a file, not a folder; the report writes "
+                                    f"report.md, report.csv and its plots into a folder")
+            return
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -24,21 +45,33 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _write_files(report: Report, out_dir: Path, started_ms: int | None) -> list[Path]:
+def _write_files(report: Report, out_dir: Path, started_ms: int | None,
+                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md, table, metric_png, time_png, memory_png = (out_dir / name for name in FILES)
-    _write_text(md, render_markdown(report, started_ms))
-    _write_text(table, render_csv(report))
+    paths = []
+    if "md" in formats:
+        _write_text(md, render_markdown(report, started_ms))
+        paths.append(md)
+    if "csv" in formats:
+        _write_text(table, render_csv(report))
+        paths.append(table)
+    if "json" in formats:
+        _write_text(out_dir / JSON_FILE, render_json(report))
+        paths.append(out_dir / JSON_FILE)
+    if "png" not in formats:
+        return paths
     main = report.main_metric
     fraction = is_fraction_metric(main)
     _plot(metric_png, report, lambda r: r.main_value, main, log_y=not fraction, fraction=fraction)
     _plot(time_png, report, lambda r: r.seconds_per_token * 1e6 if r.seconds_per_token else None,
           "time per token (µs)", log_y=True,
-          legend_suffix={m: rf"  time $\propto L^{{{f.exponent:.2f}}}$" for m, f in report.exponents.items()})
+          legend_suffix={m: rf"  time $\propto L^{{{f.exponent:.2f}}}$" + (f" ({len(f.lengths)} points)" * f.few_points)
+                         for m, f in report.exponents.items()})
     unit, scale = _memory_unit(report.rows)
     _plot(memory_png, report, lambda r: r.peak_memory_mb / scale if r.peak_memory_mb is not None else None,
           f"peak memory ({unit})", log_y=True)
-    paths = [md, table, metric_png, time_png, memory_png]
+    paths += [metric_png, time_png, memory_png]
     if report.schedule is not None:
         paths.append(out_dir / SCHEDULE_PLOT)
         plot_schedule(paths[-1], report.schedule, report.models, report.task)
@@ -57,14 +90,20 @@ def _log_to_parent(client, parent_run_id: str, report: Report) -> None:
 
 
 def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: str | None = None,
-                 experiment: str | None = None, log_to_parent: bool = True) -> Report:
-    """Write report.md, report.csv and three PNGs for one sweep into `out_dir`.
+                 experiment: str | None = None, log_to_parent: bool = True,
+                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> Report:
+    """Write report.md, report.csv and three PNGs for one sweep into `out_dir` (`formats` chooses
+    among md, csv, png and json: report.json holds the CSV's numbers).
 
     Runs: the children of `sweep_run_id`; else the newest sweep parent in `experiment`, or, when
     that experiment has none, its top-level runs (newest per model and length); else the newest
     sweep parent in the store. With a sweep parent and `log_to_parent`, the files go to its
     artifacts under report/ and the exponents to its metrics time_exponent/<model>.
     """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise SeqbenchError(f"unknown report format {unknown[0]!r}; accepted: {', '.join(FORMATS)}")
+    check_out_dir(Path(out_dir))
     uri = resolve_tracking_uri(tracking_uri)
     client = _client(uri)
     parent, runs = select_runs(client, sweep_run_id, experiment)
@@ -92,7 +131,7 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
                     rows=rows, exponents=_fits(rows), lengths=lengths, source=source,
                     schedule=schedule_of(parent, runs, lambda r: run_label(r.data.tags, r.data.params))
                     if parent is not None else None)
-    report.paths = _write_files(report, Path(out_dir), started)
+    report.paths = _write_files(report, Path(out_dir), started, tuple(formats))
     if parent is not None and log_to_parent:
         _log_to_parent(client, parent.info.run_id, report)
     return report

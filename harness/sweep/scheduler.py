@@ -52,7 +52,7 @@ class Sweep:
                  time_budget: float | None = None, jobs: int = 1, resume: bool = False,
                  console: Console | None = None, progress: bool = True, launcher: str = "local",
                  slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None,
-                 longest_first: bool = False) -> None:
+                 longest_first: bool = False, resume_command: str | None = None) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
         check_launcher(launcher, jobs, slurm)
@@ -69,6 +69,8 @@ class Sweep:
         self.batch_tokens = batch_tokens
         self.longest_first = longest_first
         self.launcher_name, self.slurm = launcher, slurm
+        # what continues this sweep after an interruption (the CLI passes the exact command line)
+        self.resume_command = resume_command or "seqbench sweep ... --resume"
         self.stopped: dict[str, tuple[str, int]] = {}  # family label -> (status, length) that stopped it
 
     # --- MLflow -------------------------------------------------------------------------------
@@ -182,6 +184,8 @@ class Sweep:
     def _run(self) -> SweepResult:
         experiment_id = setup_experiment(self.uri, self.base.experiment)
         parent = self._open_parent(experiment_id)
+        self.console.print(f"sweep {parent.run_id} (parent run) in experiment {self.base.experiment!r} "
+                           f"of {self.uri}", highlight=False, markup=False, soft_wrap=True)
         if self.resume:
             self._recall_finished(parent.run_id, experiment_id)
         workdir = (Path(self.base.checkpoint_dir).parent / "sweeps" / parent.run_id).resolve()
@@ -241,7 +245,8 @@ class Sweep:
                         del running[slot]
                         self._finish(proc, experiment_id)
                 time.sleep(0.2)
-            self.console.print("[yellow]sweep interrupted; `seqbench sweep ... --resume` continues it")
+            self.console.print("[yellow]sweep interrupted; continue it with:")
+            self.console.print(self.resume_command, highlight=False, markup=False, soft_wrap=True)
         counts: dict[str, int] = {}
         for child in self.children:
             counts[child.status] = counts.get(child.status, 0) + 1
