@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqbench.harness.config import RunConfig, format_length, parse_length, parse_lengths
+from seqbench.harness.tracking import store_flags
 from seqbench.harness.config_file import apply_config_file, config_option
 from seqbench.harness.data_cli import data_app
 from seqbench.core.errors import SeqbenchError
@@ -340,15 +341,6 @@ def _token_count(text: str) -> int:
                             f"got {text!r}") from None
 
 
-def _store_flags(tracking_uri: str | None) -> str:
-    """' --tracking-uri URI' when the store is not the default one, so that a printed command reaches
-    the same store as the command that printed it; else ''."""
-    from seqbench.harness.tracking import DEFAULT_TRACKING_URI, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    return "" if uri == DEFAULT_TRACKING_URI else f" --tracking-uri {shlex.quote(uri)}"
-
-
 def _command_line(ctx: typer.Context, resume: bool = False, world_size: int = 1) -> str:
     """The running command as `seqbench ...` with the options it was given (on the command line or
     through their environment variables), however it was started (console script, python -m,
@@ -404,7 +396,7 @@ def _print_sweep(result, tracking_uri: str | None = None) -> None:
         table.add_row(label, *row)
     out.print(table)
     _say(f"MLflow parent run {result.parent_run_id} · report: seqbench report --sweep {result.parent_run_id} "
-         f"--out DIR{_store_flags(tracking_uri)}")
+         f"--out DIR{store_flags(tracking_uri)}")
 
 
 def _report(out_dir: Path, tracking_uri: str | None, sweep_run_id: str | None = None,
@@ -467,7 +459,7 @@ def _print_result(result, ctx: typer.Context) -> None:
         out.print("generation tokens/s: " + ", ".join(f"batch {k.split('/b')[-1]}: {v:,.0f}" for k, v in generation.items()))
     if result.message:
         out.print(f"[yellow]{result.message}")
-    _say(f"MLflow run {result.run_id} · open with: seqbench ui{_store_flags(config.tracking_uri)}")
+    _say(f"MLflow run {result.run_id} · open with: seqbench ui{store_flags(config.tracking_uri)}")
     if result.status == "interrupted":
         from seqbench.harness.runner import checkpoint_path
 

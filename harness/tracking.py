@@ -74,6 +74,15 @@ def _reason(exc: object) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def store_flags(uri: str | None) -> str:
+    """' --tracking-uri URI' when `uri` (resolved as the runs resolve it) is not the default store,
+    else '': appended to a command the CLI prints, so that it reaches the same store."""
+    import shlex
+
+    resolved = resolve_tracking_uri(uri)
+    return "" if resolved == DEFAULT_TRACKING_URI else f" --tracking-uri {shlex.quote(resolved)}"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a sqlite:/// URI (relative paths against the working directory)."""
     if not uri.startswith("sqlite:///"):

@@ -5,9 +5,26 @@ windows, cached as a memory-mapped array (`seqbench.modalities.cache`). `seqbenc
 small sample data that the defaults and the tests use.
 """
 
-from seqbench.modalities.base import LoadableModality, Modality, TokenStore, Window
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seqbench.modalities.base import LoadableModality, Modality, TokenStore, Window
 
 __all__ = ["LoadableModality", "Modality", "TokenStore", "Window", "get_modality", "load_source", "loadable_modalities"]
+
+_FROM_BASE = ("LoadableModality", "Modality", "TokenStore", "Window")
+
+
+def __getattr__(name: str):
+    """The protocol and store types, imported on first use: `base` needs torch, and a light
+    submodule (the data catalog that `seqbench data` and the CLI's start-up import) should not."""
+    if name in _FROM_BASE:
+        from seqbench.modalities import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_modality(name: str, **kwargs) -> Modality:
@@ -20,6 +37,7 @@ def get_modality(name: str, **kwargs) -> Modality:
 def load_source(modality: str, source=None, **options) -> TokenStore:
     """The token store of `source` for `modality`; with no source, the generated sample data."""
     from seqbench.core.errors import SeqbenchError
+    from seqbench.modalities.base import LoadableModality
 
     mod = get_modality(modality)
     if not isinstance(mod, LoadableModality):
@@ -33,5 +51,6 @@ def load_source(modality: str, source=None, **options) -> TokenStore:
 def loadable_modalities() -> list[str]:
     """The registered modalities (built-ins and plugins) that load data: what `lm` takes."""
     from seqbench.core.registry import registry
+    from seqbench.modalities.base import LoadableModality
 
     return [name for name in registry("modalities").names() if isinstance(get_modality(name), LoadableModality)]

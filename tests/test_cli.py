@@ -93,6 +93,14 @@ def test_list_shows_tables_with_descriptions():
     assert modalities["dna"][3] == "Bases A C G T N (ids 0-4) plus pad/bos/eos (5-7)."
 
 
+def test_the_cli_starts_without_torch_or_mlflow():
+    """--version, --help, completion and name checks answer at once: the CLI imports torch and
+    MLflow only in the commands that need them."""
+    probe = "import sys, seqbench.harness.cli; print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_version_and_shell_completion():
     from seqbench import __version__
 

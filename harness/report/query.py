@@ -8,7 +8,7 @@ from dataclasses import replace
 from seqbench.harness.config import format_length
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.sweep.plan import model_label
-from seqbench.harness.tracking import check_server, sqlite_path
+from seqbench.harness.tracking import check_server, sqlite_path, store_flags
 from seqbench.harness import records
 from seqbench.harness.report.model import ReportRow, THROUGHPUT
 
@@ -78,7 +78,7 @@ def select_runs(client, sweep_run_id: str | None = None, experiment: str | None 
             parent = client.get_run(sweep_run_id)
         except MlflowException:
             raise SeqbenchError(f"no run with id {sweep_run_id!r}; --sweep takes a sweep parent's run id "
-                                f"(see the MLflow UI or `seqbench ui`)") from None
+                                f"(see the MLflow UI: `seqbench ui{store_flags(client.tracking_uri)}`)") from None
         return parent, _children(client, parent)
     if experiment:
         found = client.get_experiment_by_name(experiment)
