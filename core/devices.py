@@ -21,10 +21,33 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (how every GPU run trains and is timed), plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """`precision` is one of PRECISIONS, and bf16 autocast is asked for on CUDA only."""
+    if precision not in PRECISIONS:
+        raise SeqbenchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16" and device.type != "cuda":
+        raise SeqbenchError("--precision bf16 (autocast) runs on CUDA only; on the CPU use auto or fp32")
+
+
+def uses_autocast(device: torch.device, precision: str = "auto") -> bool:
+    """Whether a run at `precision` computes under bf16 autocast: auto means yes on CUDA."""
+    return device.type == "cuda" and precision in ("auto", "bf16")
+
+
+def precision_name(device: torch.device, precision: str = "auto") -> str:
+    """What a run at `precision` computes in, as recorded: bf16-autocast or fp32."""
+    return "bf16-autocast" if uses_autocast(device, precision) else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto", cache: bool = True):
+    """bf16 autocast on CUDA (how GPU runs train and are timed unless `precision` is fp32), plain
+    fp32 elsewhere. `cache=False` for code captured in a CUDA graph (autocast's cast cache would
+    hand the graph casts made outside it)."""
+    if uses_autocast(device, precision):
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return nullcontext()
 
 

@@ -34,6 +34,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "mamba": "seqbench.models.mamba:build_mamba",
         "transformer": "seqbench.models.transformer:build_transformer",
         "transformer-abs": "seqbench.models.transformer:build_transformer_abs",
+        "transformer-xpos": "seqbench.models.transformer:build_transformer_xpos",
         "transformer++": "seqbench.models.transformer:build_transformer_pp",
         "hyena": "seqbench.models.hyena:build_hyena",
     },

@@ -193,6 +193,7 @@ def run(
     progress: bool = PROGRESS,
     precision: str = PRECISION,
     train_step: str = TRAIN_STEP,
+    log_every: int = typer.Option(10, help="Steps between logged losses (each a read-back from the GPU)."),
     nproc: int = typer.Option(
         1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process.", show_default=True),
     config_file: Optional[Path] = config_option(),
@@ -208,7 +209,7 @@ def run(
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=eval_lengths,
         eval_samples=eval_samples, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume, checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-        precision=precision, train_step=train_step,
+        precision=precision, train_step=train_step, log_every=log_every,
     )
     config = apply_config_file(ctx, config)  # the file's settings that have no flag, its [set] and [task_set]
     if checkpoint_every < 0 or checkpoint_minutes <= 0:

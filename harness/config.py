@@ -67,7 +67,7 @@ def format_length(n: int) -> str:
 
 # Fields that do not change what a run computes: left out of the config hash.
 _NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
-               "log_every", "progress", "run_name"}
+               "log_every", "progress", "run_name", "train_step"}
 
 
 @dataclass
@@ -106,6 +106,8 @@ class RunConfig:
     log_every: int = 10
     run_name: str | None = None
     world_size: int = 1  # data-parallel processes (torchrun); batch_size is per process
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; or bf16, fp32
+    train_step: str = "auto"  # auto: captured (one CUDA graph) where possible, else eager
 
     def resolve(self, task, device_type: str) -> "RunConfig":
         """Fill every None from the task's defaults and check the values; returns a new config."""
@@ -149,13 +151,20 @@ class RunConfig:
         return resolved
 
     def validate(self) -> None:
+        from seqbench.core.devices import PRECISIONS
+        from seqbench.harness.train_step import STEP_MODES
+
         checks = [
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (self.train_step in STEP_MODES,
+             f"--train-step must be one of {', '.join(STEP_MODES)}, got {self.train_step!r}"),
             (self.steps is not None and self.steps > 0, f"--steps must be > 0, got {self.steps}"),
             (self.batch_size is not None and self.batch_size > 0, f"--batch-size must be > 0, got {self.batch_size}"),
             (self.lr is not None and self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.schedule in ("constant", "cosine"), f"schedule must be constant or cosine, got {self.schedule!r}"),
             (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
             (self.eval_samples > 0, f"--eval-samples must be > 0, got {self.eval_samples}"),
+            (self.log_every > 0, f"--log-every must be > 0, got {self.log_every}"),
             (self.seq_warmup_start is None or (0 < self.seq_warmup_start <= (self.seq_len or 0)
                                                and self.seq_warmup_every > 0),
              f"--seq-warmup-start must be in 1..seq_len with --seq-warmup-every > 0, "
@@ -185,6 +194,8 @@ class RunConfig:
         payload = {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
         if self.world_size == 1:  # single-process hashes stay what they were before data parallelism
             del payload["world_size"]
+        if self.precision == "auto":  # hashes stay what they were before the precision setting
+            del payload["precision"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_params(self) -> dict[str, str]:

@@ -30,15 +30,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seqbench.harness import distributed
 from seqbench.harness.config import RunConfig, format_length
-from seqbench.core.devices import autocast, is_out_of_memory, peak_memory_mb
+from seqbench.core.devices import autocast, check_precision, is_out_of_memory, peak_memory_mb, precision_name
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
-from seqbench.models import build_model
-from seqbench.models.backbone import cross_entropy, parameter_groups
-from seqbench.tasks import get_task
-from seqbench.tasks.base import IGNORE_INDEX, MeasuringTask, Task
 from seqbench.harness import records
+from seqbench.harness.batches import TrainBatches
+from seqbench.harness.train_step import StepLog, TrainStep, choose_mode, first_nonfinite, make_optimizer, scored
+from seqbench.models import build_model
+from seqbench.models.backbone import cross_entropy
+from seqbench.tasks import get_task
+from seqbench.tasks.base import IGNORE_INDEX, GeneratedTask, MeasuringTask, Task
 
 
 @dataclass
@@ -70,58 +72,44 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _scored(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets at the scored positions, aligned (handles the last-position-only head)."""
-    if task.head.kind == "token" and task.scores_last_position_only:
-        return logits[:, -1:], targets[:, -1:]
-    return logits, targets
-
-
-def train_loss(model, task: Task, batch, device) -> torch.Tensor:
-    with autocast(device):
-        logits = model(batch.inputs, last_only=task.scores_last_position_only)
-    logits, targets = _scored(task, logits, batch.targets)
-    return cross_entropy(logits, targets)
-
-
 @torch.no_grad()
-def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device) -> dict:
+def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device,
+             precision: str = "auto") -> dict:
     """Loss and accuracy over up to `n_samples` held-out sequences of length `seq_len`, plus the
-    task's derived metrics; for a class head also the confusion matrix (rows: true class)."""
+    task's derived metrics; for a class head also the confusion matrix (rows: true class). The
+    sums stay on the device until the end (one read-back per length, not per batch)."""
     model.eval()
-    total_loss = correct = scored = 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x scored, correct, scored
     tokens = sequences = 0
     classes = task.head.n_outputs if task.head.kind == "class" else 0
-    confusion = torch.zeros(classes, classes, dtype=torch.long)
+    confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
     start = time.perf_counter()
-    for batch in task.eval_batches(seq_len, n_samples, batch_size):
+    for batch in task.eval_batches(seq_len, n_samples, batch_size, device=device):
         batch = batch.to(device)
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(batch.inputs, last_only=task.scores_last_position_only)
-        logits, targets = _scored(task, logits, batch.targets)
+        logits, targets = scored(task, logits, batch.targets)
         mask = targets != IGNORE_INDEX
-        n = int(mask.sum())
+        n = mask.sum()
         predicted = logits.argmax(-1)
-        total_loss += float(cross_entropy(logits, targets)) * n
-        correct += float((predicted == targets)[mask].sum())
-        scored += n
+        right = ((predicted == targets) & mask).sum()
+        sums += torch.stack([cross_entropy(logits, targets).double() * n, right.double(), n.double()])
         tokens += batch.inputs.numel()
         sequences += batch.inputs.shape[0]
         if classes:
-            confusion += torch.bincount((targets * classes + predicted).cpu(), minlength=classes**2).view(classes, -1)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+            confusion += torch.bincount(targets * classes + predicted, minlength=classes**2)
+    total_loss, correct, scored_n = sums.tolist()
     seconds = time.perf_counter() - start
     model.train()
     metrics = {
-        "loss": total_loss / max(1, scored),
-        "accuracy": correct / max(1, scored),
+        "loss": total_loss / max(1, scored_n),
+        "accuracy": correct / max(1, scored_n),
         "samples": float(sequences),
         "tokens_per_s": tokens / max(seconds, 1e-9),
     }
     metrics.update(task.derived_metrics(metrics))
     if classes:
-        metrics["confusion"] = confusion.tolist()
+        metrics["confusion"] = confusion.view(classes, classes).tolist()
     return metrics
 
 
@@ -164,7 +152,10 @@ def save_checkpoint(path: Path, model, optimizer, step: int, run_id: str) -> Non
     """Write to a temporary name, then rename: an interrupted save leaves the old checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "run_id": run_id}, tmp)
+    optimizer_state = optimizer.state_dict()
+    for group in optimizer_state["param_groups"]:  # a captured step's rates are device tensors
+        group["lr"] = float(group["lr"])
+    torch.save({"model": model.state_dict(), "optimizer": optimizer_state, "step": step, "run_id": run_id}, tmp)
     os.replace(tmp, path)
 
 
@@ -225,8 +216,9 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         raise SeqbenchError(f"{config.model} takes at most {format_length(model.max_seq_len)} tokens "
                             f"(its positions); cannot train at {format_length(config.seq_len)}")
     model = model.to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay, config.lr), lr=config.lr,
-                                  betas=(0.9, 0.95))
+    check_precision(config.precision, device)
+    mode, why = choose_mode(config.train_step, device, ctx.world_size)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, device, mode)
 
     start_step = 0
     found = find_checkpoint(config, run_id) if config.resume else None
@@ -240,8 +232,12 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     elif config.resume and ctx.is_main:
         console.print(f"--resume: no checkpoint of this config in {config.checkpoint_dir}; training starts at step 0")
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
+    step = TrainStep(trained, task, optimizer, config.grad_clip, device, config.precision, mode,
+                     make_batch=_batch_maker(task, device, ctx))
+    if ctx.is_main and not isinstance(task, MeasuringTask):
+        console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}", highlight=False)
 
-    tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step)
+    tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step, mode)
     ckpt = checkpoint_path(config, tracker.run_id)
     if start_step == 0 and run_id is not None and ctx.is_main:
         _mark_restart(tracker, ckpt, console)
@@ -257,7 +253,7 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
 
             task.measure(model, config, device, record)
         else:
-            _train(config, task, trained, optimizer, tracker, ctx, console, progress, result, start_step, ckpt)
+            _train(config, task, step, tracker, ctx, console, progress, result, start_step, ckpt)
             if result.status == "ok" and ctx.is_main:  # no collective follows: other ranks just finish
                 start = time.perf_counter()
                 try:
@@ -292,7 +288,7 @@ def _mark_restart(tracker: RunTracker, ckpt: Path, console: Console) -> None:
 
 def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.device,
              parent_run_id: str | None, run_id: str | None, console: Console,
-             start_step: int) -> RunTracker | SilentTracker:
+             start_step: int, step_mode: str) -> RunTracker | SilentTracker:
     """Rank 0 opens (or reopens) the MLflow run and logs the params; other ranks get a silent
     tracker that knows the run id."""
     if not ctx.is_main:
@@ -301,7 +297,7 @@ def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.d
             raise SeqbenchError("rank 0 could not open the MLflow run (its error says why)")
         return SilentTracker(run_id)
     try:
-        tracker = _open_run(config, ctx, model, device, parent_run_id, run_id, console, start_step)
+        tracker = _open_run(config, ctx, model, device, parent_run_id, run_id, console, start_step, step_mode)
     except BaseException:
         distributed.broadcast(None, ctx)  # the other ranks stop too instead of waiting
         raise
@@ -310,7 +306,8 @@ def _tracker(config: RunConfig, ctx: distributed.Context, model, device: torch.d
 
 
 def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.device,
-              parent_run_id: str | None, run_id: str | None, console: Console, start_step: int) -> RunTracker:
+              parent_run_id: str | None, run_id: str | None, console: Console, start_step: int,
+              step_mode: str) -> RunTracker:
     """Open `run_id` (a resumed or a sweep's run), or a new run when it is None or not in this
     store (a checkpoint brought from another store continues as a new run here, saying so)."""
     from mlflow.exceptions import MlflowException
@@ -333,7 +330,7 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
     tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
     params = config.to_params()
     params.update({"code_version": code_version(), "device_name": _device_name(device),
-                   "dtype": "bf16-autocast" if device.type == "cuda" else "fp32",
+                   "dtype": precision_name(device, config.precision), "train_step_mode": step_mode,
                    "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__})
     if ctx.distributed:
         params["global_batch_size"] = str(config.batch_size * ctx.world_size)
@@ -385,11 +382,17 @@ def _record_rank_failure(run_id: str, ctx: distributed.Context, result: RunResul
     tracker.finish(result.status)
 
 
-def _train(config, task, model, optimizer, tracker, ctx, console, progress, result, start_step, ckpt) -> None:
-    """The training loop; `model` may be DDP-wrapped (evaluation uses the module inside). Rank 0
-    also checkpoints every `checkpoint_every` steps (or `checkpoint_minutes`), so a run that is
-    killed outright (SIGKILL, the OOM killer, a lost node) loses at most that much on --resume."""
+def _train(config, task, step_fn: TrainStep, tracker, ctx, console, progress, result, start_step, ckpt) -> None:
+    """The training loop; `step_fn.model` may be DDP-wrapped (evaluation uses the module inside).
+
+    Losses stay on the device until a read-back (every `log_every` steps, and before a
+    checkpoint, an evaluation or a progress line): a captured step then runs with no sync at
+    all in between, and a NaN or infinite loss still ends the run `diverged` at the step it
+    appeared. Rank 0 also checkpoints every `checkpoint_every` steps (or `checkpoint_minutes`),
+    so a run that is killed outright (SIGKILL, the OOM killer, a lost node) loses at most that
+    much on --resume."""
     device = ctx.device
+    model, optimizer = step_fn.model, step_fn.optimizer
     module = getattr(model, "module", model)
     model.train()
     tokens = 0
@@ -397,58 +400,89 @@ def _train(config, task, model, optimizer, tracker, ctx, console, progress, resu
     last_save = time.monotonic()
     plain = progress and not console.is_terminal
     plain_every, last_line, started = _plain_progress_seconds(), time.monotonic(), time.monotonic()
-    with _progress(console, progress) as bar:
-        job = bar.add_task("train", total=config.steps, completed=start_step, info="")
-        for step in range(start_step, config.steps):
-            t0 = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step) * group.get("lr_ratio", 1.0)
-            length, batch_size = config.length_schedule(step)
-            global_batch = task.train_batch(step, batch_size * ctx.world_size, length)
-            batch = distributed.shard(global_batch, ctx).to(device)
-            loss = train_loss(model, task, batch, device)
-            value = distributed.mean(float(loss.detach()), ctx)
-            if not math.isfinite(value):
-                result.status, result.message = "diverged", f"loss became {value} at step {step}"
-                tracker.log_metrics({records.TRAIN_LOSS: value if math.isfinite(value) else 1e30}, step=step)
-                return
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            train_seconds += time.perf_counter() - t0
-            result.metrics[records.TRAIN_SECONDS] = train_seconds  # kept up to date: a stopped run logs it too
-            tokens += global_batch.inputs.numel()  # every rank's tokens
-            result.steps_done = step + 1
-            if ctx.is_main and step + 1 < config.steps and _checkpoint_due(config, step + 1, last_save):
-                tracker.flush()  # the metrics up to the checkpoint are stored with it
-                save_checkpoint(ckpt, module, optimizer, step + 1, tracker.run_id)
-                last_save = time.monotonic()
-            if step % config.log_every == 0 or step + 1 == config.steps:
-                tracker.log_metrics({records.TRAIN_LOSS: value, "lr": learning_rate(config, step),
-                                     "grad_norm": float(grad_norm),
-                                     records.TRAIN_TOKENS_PER_S: tokens / max(train_seconds, 1e-9)}, step=step)
-            info = f"loss {value:.3f}"
-            if config.eval_every and (step + 1) % config.eval_every == 0 and step + 1 < config.steps:
-                if ctx.is_main:
-                    t0 = time.perf_counter()
-                    samples, eval_batch = eval_plan(config, config.seq_len)
-                    metrics = evaluate(module, task, config.seq_len, samples, eval_batch, device)
-                    _add_seconds(result, records.EVAL_SECONDS, t0)
-                    tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
-                    info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
-                    result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
-                distributed.barrier(ctx)
-            bar.update(job, advance=1, info=info)
-            if plain and (time.monotonic() - last_line >= plain_every or step + 1 == config.steps):
-                last_line = time.monotonic()
-                done = step + 1 - start_step
-                eta = (last_line - started) / done * (config.steps - step - 1)
-                console.print(f"train step {step + 1}/{config.steps}  {info}  "
-                              f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s  eta {eta:,.0f} s", highlight=False)
+    log = StepLog(config.log_every + 1, device)
+    batches = None if step_fn.generates else TrainBatches(task, device, lambda s: _global_shape(config, s, ctx),
+                                                          start_step, config.steps)
+    value, info, shown = float("nan"), "", start_step
+    try:
+        with _progress(console, progress) as bar:
+            job = bar.add_task("train", total=config.steps, completed=start_step, info="")
+            for step in range(start_step, config.steps):
+                t0 = time.perf_counter()
+                step_fn.set_lr(learning_rate(config, step))
+                length, batch_size = _global_shape(config, step, ctx)
+                batch = None if batches is None else distributed.shard(batches.get(step), ctx)
+                log.add(step, step_fn(step, length, batch_size // ctx.world_size, batch))
+                tokens += length * batch_size  # every rank's tokens
+                done = step + 1
+                last = done == config.steps
+                checkpoint = ctx.is_main and not last and _checkpoint_due(config, done, last_save)
+                evaluate_now = bool(config.eval_every) and done % config.eval_every == 0 and not last
+                line_due = plain and time.monotonic() - last_line >= plain_every
+                if step % config.log_every == 0 or last or checkpoint or evaluate_now or line_due or log.full:
+                    rows = log.read()
+                    if ctx.distributed:  # the mean over ranks decides, the same on every rank
+                        rows = [replace(row, loss=distributed.mean(row.loss, ctx)) for row in rows]
+                    bad = first_nonfinite(rows)
+                    if bad is not None:
+                        train_seconds += time.perf_counter() - t0
+                        result.metrics[records.TRAIN_SECONDS] = train_seconds
+                        result.status, result.message = "diverged", f"loss became {bad.loss} at step {bad.step}"
+                        result.steps_done = bad.step
+                        tracker.log_metrics({records.TRAIN_LOSS: 1e30}, step=bad.step)
+                        return
+                    value = rows[-1].loss
+                    info = f"loss {value:.3f}"
+                    if step % config.log_every == 0 or last:
+                        tracker.log_metrics({records.TRAIN_LOSS: value, "lr": learning_rate(config, step),
+                                             "grad_norm": rows[-1].grad_norm,
+                                             records.TRAIN_TOKENS_PER_S: tokens / max(train_seconds, 1e-9)},
+                                            step=step)
+                train_seconds += time.perf_counter() - t0
+                result.metrics[records.TRAIN_SECONDS] = train_seconds  # kept up to date: a stopped run logs it too
+                result.steps_done = done
+                if checkpoint:
+                    tracker.flush()  # the metrics up to the checkpoint are stored with it
+                    save_checkpoint(ckpt, module, optimizer, done, tracker.run_id)
+                    last_save = time.monotonic()
+                if evaluate_now:
+                    if ctx.is_main:
+                        t0 = time.perf_counter()
+                        samples, eval_batch = eval_plan(config, config.seq_len)
+                        metrics = evaluate(module, task, config.seq_len, samples, eval_batch, device, config.precision)
+                        _add_seconds(result, records.EVAL_SECONDS, t0)
+                        tracker.log_metrics({f"val_{k}": v for k, v in metrics.items() if k != "confusion"}, step=step)
+                        info += f"  val {task.main_metric} {metrics[task.main_metric]:.3f}"
+                        result.metrics[f"val_{task.main_metric}"] = metrics[task.main_metric]
+                    distributed.barrier(ctx)
+                if done - shown >= 50 or last or evaluate_now or line_due:  # the bar costs host time: not every step
+                    bar.update(job, advance=done - shown, info=info)
+                    shown = done
+                if line_due or (plain and last):
+                    last_line = time.monotonic()
+                    eta = (last_line - started) / (done - start_step) * (config.steps - done)
+                    console.print(f"train step {done}/{config.steps}  {info}  "
+                                  f"{tokens / max(train_seconds, 1e-9):,.0f} tokens/s  eta {eta:,.0f} s", highlight=False)
+    finally:
+        if batches is not None:
+            batches.close()
     result.metrics[records.TRAIN_LOSS] = value if config.steps > start_step else float("nan")
     result.metrics[records.TRAIN_TOKENS_PER_S] = tokens / max(train_seconds, 1e-9)
     tracker.log_metrics({records.TRAIN_TOKENS_PER_S: result.metrics[records.TRAIN_TOKENS_PER_S]}, step=result.steps_done)
+
+
+def _batch_maker(task: Task, device: torch.device, ctx: distributed.Context):
+    """A generated task's batches, made on the device by the step itself (inside a captured
+    step's graph); None where the runner makes them (data-backed tasks, data-parallel shards)."""
+    if not isinstance(task, GeneratedTask) or ctx.distributed:
+        return None
+    return lambda step, batch_size, length: task.train_batch(step, batch_size, length, device=device)
+
+
+def _global_shape(config: RunConfig, step: int, ctx: distributed.Context) -> tuple[int, int]:
+    """(length, global batch size) at `step`: every rank's share of the batch together."""
+    length, batch_size = config.length_schedule(step)
+    return length, batch_size * ctx.world_size
 
 
 def _checkpoint_due(config: RunConfig, steps_done: int, last_save: float) -> bool:
@@ -476,7 +510,7 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
             samples, eval_batch = eval_plan(config, seq_len)
             try:
                 for suffix, variant in {"": task, **task.eval_variants(seq_len)}.items():
-                    metrics = evaluate(model, variant, seq_len, samples, eval_batch, device)
+                    metrics = evaluate(model, variant, seq_len, samples, eval_batch, device, config.precision)
                     confusion = metrics.pop("confusion", None)
                     if confusion is not None:
                         tracker.log_text(json.dumps({"classes": task.class_names,

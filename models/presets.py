@@ -34,6 +34,7 @@ SIZES: dict[str, dict[str, dict]] = {
     },
 }
 SIZES["transformer-abs"] = SIZES["transformer"]
+SIZES["transformer-xpos"] = SIZES["transformer"]
 SIZES["transformer++"] = {name: {k: v for k, v in kw.items() if k != "mlp"} for name, kw in SIZES["transformer"].items()}
 
 # Published parameter counts the LM sizes are checked against (tests allow 5%).

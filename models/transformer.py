@@ -1,7 +1,8 @@
 """GPT-style causal attention on the shared backbone (the Transformer baseline).
 
 Attention runs through torch's scaled_dot_product_attention (the flash kernel on GPU). Positions:
-rotary (RoPE, the default) or learned absolute embeddings. MLP: GELU (GPT) or SwiGLU
+rotary (RoPE, the default), xPos (RoPE with a per-dimension decay of the query-key product with
+distance; Sun et al. 2022, the paper's MHA-xPos) or learned absolute embeddings. MLP: GELU (GPT) or SwiGLU
 (Transformer++: RMSNorm, no biases, SwiGLU, RoPE). Decoding keeps a preallocated KV cache.
 """
 
@@ -35,19 +36,35 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.to(x.dtype)
 
 
+def xpos_scales(length: int, head_dim: int, offset=0, center: int = 0, gamma: float = 0.4, base: float = 512.0,
+                device=None) -> Tensor:
+    """xPos scales (length, head_dim / 2): zeta_i ** ((position - center) / base), zeta_i =
+    (2i / head_dim + gamma) / (1 + gamma). Queries are multiplied by them, keys divided, so a
+    query-key product at distance m - n carries zeta ** ((m - n) / base) whatever the centre
+    (which only keeps the numbers in range: the middle of a parallel forward)."""
+    zeta = (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim + gamma) / (1 + gamma)
+    positions = torch.arange(length, device=device, dtype=torch.float32) + offset - center
+    return zeta ** (positions[:, None] / base)
+
+
+def apply_xpos(x: Tensor, scale: Tensor) -> Tensor:
+    """Scale both halves of each rotated pair by `scale` (length, head_dim / 2)."""
+    return (x.float() * torch.cat([scale, scale], dim=-1)).to(x.dtype)
+
+
 class CausalSelfAttention(Mixer):
-    """Multi-head causal self-attention with optional RoPE and a KV cache for decoding."""
+    """Multi-head causal self-attention with optional RoPE (and xPos) and a KV cache for decoding."""
 
     @property
     def graph_step(self) -> bool:
         """Rotary attention decodes with fixed shapes (`_static_step`): a CUDA graph can replay it."""
         return self.rotary
 
-    def __init__(self, d_model: int, n_heads: int, rotary: bool = True, bias: bool = False) -> None:
+    def __init__(self, d_model: int, n_heads: int, rotary: bool = True, bias: bool = False, xpos: bool = False) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
-        self.n_heads, self.head_dim, self.rotary = n_heads, d_model // n_heads, rotary
+        self.n_heads, self.head_dim, self.rotary, self.xpos = n_heads, d_model // n_heads, rotary or xpos, xpos
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj.writes_residual = True
@@ -63,12 +80,18 @@ class CausalSelfAttention(Mixer):
         if self.rotary:
             cos, sin = rotary_tables(l, self.head_dim, device=x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.xpos:  # centred in a plain forward; from position 0 when the cache keeps the keys
+            q, k = self._xpos(q, k, l, 0, 0 if state is not None else l // 2)
         if state is not None:  # prefill: keep keys and values for decoding
             state["k"][:, :, :l] = k
             state["v"][:, :, :l] = v
             state["pos"] = l
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(y.transpose(1, 2).reshape(b, l, d))
+
+    def _xpos(self, q: Tensor, k: Tensor, length: int, offset, center: int) -> tuple[Tensor, Tensor]:
+        scale = xpos_scales(length, self.head_dim, offset=offset, center=center, device=q.device)
+        return apply_xpos(q, scale), apply_xpos(k, 1.0 / scale)
 
     def init_state(self, batch_size: int, max_len: int, device=None, dtype=None) -> dict:
         shape = (batch_size, self.n_heads, max_len, self.head_dim)
@@ -88,6 +111,8 @@ class CausalSelfAttention(Mixer):
         if self.rotary:
             cos, sin = rotary_tables(1, self.head_dim, offset=pos, device=x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.xpos:
+            q, k = self._xpos(q, k, 1, pos, 0)
         state["k"][:, :, pos:pos + 1] = k
         state["v"][:, :, pos:pos + 1] = v
         state["pos"] = pos + 1
@@ -104,6 +129,8 @@ class CausalSelfAttention(Mixer):
         if self.rotary:
             cos, sin = rotary_tables(1, self.head_dim, offset=pos, device=x.device)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.xpos:
+            q, k = self._xpos(q, k, 1, pos, 0)
         state["k"].index_copy_(2, pos, k.to(state["k"].dtype))
         state["v"].index_copy_(2, pos, v.to(state["v"].dtype))
         filled = (torch.arange(state["k"].shape[2], device=x.device) <= pos).view(1, 1, 1, -1)
@@ -141,18 +168,23 @@ class MLP(nn.Module):
 class Transformer(SequenceModel):
     """Decoder-only Transformer; learned absolute positions are added to the embedding."""
 
+    POSITIONS = ("rope", "xpos", "absolute")
+
     def __init__(self, vocab_size: int, head: HeadSpec, d_model: int, n_layers: int, n_heads: int,
                  positions: str, mlp: str, bias: bool, max_len: int, residual_in_fp32: bool, family: str) -> None:
-        if positions not in ("rope", "absolute"):
-            raise ValueError(f"positions must be rope or absolute, got {positions!r}")
+        if positions not in self.POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(self.POSITIONS)}, got {positions!r}")
         super().__init__(
             vocab_size, d_model, n_layers,
-            mixer_factory=lambda i: CausalSelfAttention(d_model, n_heads, rotary=positions == "rope", bias=bias),
+            mixer_factory=lambda i: CausalSelfAttention(d_model, n_heads, rotary=positions != "absolute", bias=bias,
+                                                        xpos=positions == "xpos"),
             head=head, mlp_factory=None if mlp == "none" else (lambda i: MLP(d_model, mlp, bias=bias)),
             residual_in_fp32=residual_in_fp32,
             family=family,
         )
         self.positions = positions
+        if positions == "xpos":  # the scales leave fp32's range past a few tens of thousands of positions
+            self.max_seq_len = max_len
         if positions == "absolute":
             self.max_seq_len = max_len
             self.position_embedding = nn.Embedding(max_len, d_model)
@@ -173,7 +205,7 @@ def build_transformer(vocab_size: int, head: HeadSpec, d_model: int = 128, n_lay
                       residual_in_fp32: bool = True) -> Transformer:
     """GPT-style Transformer with RoPE (default) or learned absolute positions (`positions`);
     `mlp` gelu, swiglu or none (attention-only, as the paper's synthetic-task models)."""
-    family = "transformer" if positions == "rope" else "transformer-abs"
+    family = {"rope": "transformer", "xpos": "transformer-xpos", "absolute": "transformer-abs"}.get(positions, positions)
     if mlp == "swiglu":
         family = "transformer++"
     return Transformer(vocab_size, head, d_model, n_layers, n_heads, positions, mlp, bias, max_len,
@@ -190,5 +222,12 @@ def build_transformer_pp(vocab_size: int, head: HeadSpec, **kwargs) -> Transform
     return build_transformer(vocab_size, head, positions="rope", mlp="swiglu", bias=False, **kwargs)
 
 
+def build_transformer_xpos(vocab_size: int, head: HeadSpec, max_len: int = 16384, **kwargs) -> Transformer:
+    """Transformer with xPos rotary positions (MHA-xPos of the paper); lengths up to `max_len`
+    (the paper tests attention to 2^14; the scales leave fp32's range far beyond)."""
+    return build_transformer(vocab_size, head, positions="xpos", max_len=max_len, **kwargs)
+
+
 build_transformer_abs.forwards_to = build_transformer  # its **kwargs are build_transformer's settings
+build_transformer_xpos.forwards_to = build_transformer
 build_transformer_pp.forwards_to = build_transformer

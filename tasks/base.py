@@ -16,6 +16,7 @@ import torch
 
 from seqbench.core.errors import SeqbenchError
 from seqbench.core.types import IGNORE_INDEX, Batch, HeadSpec  # noqa: F401  (re-exported: the task interface)
+from seqbench.tasks.counter_random import CounterRandom, stream_key
 
 @dataclass(frozen=True)
 class TaskDefaults:
@@ -80,12 +81,15 @@ class Task(ABC):
             raise SeqbenchError(f"sequence length must be >= 1, got {seq_len}")
 
     @abstractmethod
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
-        """The training batch of `step` (deterministic in seed and step)."""
+    def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
+        """The training batch of `step` (deterministic in seed and step), made on `device` where
+        the task can (generated tasks do) and otherwise on the CPU (the runner moves it)."""
 
     @abstractmethod
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
-        """Held-out batches at `seq_len`, `n_samples` sequences in all (deterministic in seed)."""
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int,
+                     device: torch.device | None = None) -> Iterator[Batch]:
+        """Held-out batches at `seq_len`, `n_samples` sequences in all (deterministic in seed),
+        made on `device` where the task can."""
 
     def eval_variants(self, seq_len: int) -> dict[str, "Task"]:
         """Extra slices evaluated at `seq_len`, by metric-name suffix (e.g. MQAR's "/kv8"); the
@@ -107,8 +111,10 @@ TRAIN_STREAM, EVAL_STREAM = 1, 2
 
 class GeneratedTask(Task):
     """A task whose sequences are generated from a seed (no files): subclasses set `vocab` and
-    implement `make`; training batch `step` and the held-out batches at each length come from
-    their own generator streams, so they never overlap and are the same on every machine."""
+    implement `make`. Training batch `step` and the held-out samples at each length come from
+    their own counter-based streams (tasks.counter_random), so they never overlap, are the same on
+    every machine and device (a GPU run makes its batches on the GPU, with no host work), and a
+    held-out sample does not depend on the evaluation batch size."""
 
     vocab: int
 
@@ -126,22 +132,25 @@ class GeneratedTask(Task):
         return HeadSpec(kind="token", n_outputs=self.vocab)
 
     @abstractmethod
-    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
-        """`batch_size` sequences of length `seq_len` drawn from `g`."""
+    def make(self, rng: CounterRandom, seq_len: int) -> Batch:
+        """`rng.batch_size` sequences of length `seq_len` drawn from `rng`, on `rng.device`."""
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+    def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         self.check_seq_len(seq_len)
-        return self.make(generator(self.seed, TRAIN_STREAM, step), batch_size, seq_len)
+        key = stream_key(self.seed, TRAIN_STREAM, step)
+        return self.make(CounterRandom.for_samples(key, 0, batch_size, device), seq_len)
 
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int,
+                     device: torch.device | None = None) -> Iterator[Batch]:
         self.check_seq_len(seq_len)
-        g = generator(self.seed, EVAL_STREAM, seq_len)
+        key = stream_key(self.seed, EVAL_STREAM, seq_len)
         for start in range(0, n_samples, batch_size):
-            yield self.make(g, min(batch_size, n_samples - start), seq_len)
+            yield self.make(CounterRandom.for_samples(key, start, min(batch_size, n_samples - start), device), seq_len)
 
 
 def generator(seed: int, *stream: int) -> torch.Generator:
-    """A CPU generator for one data stream: (seed, split id, step) -> independent sequences."""
+    """A CPU generator for one data stream of a data-backed task: (seed, split id, step) ->
+    independent draws (generated tasks use tasks.counter_random instead)."""
     g = torch.Generator()
     mixed = seed
     for part in stream:

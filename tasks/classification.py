@@ -1,8 +1,10 @@
 """Sequence classification: DNA species (`species`) and spoken digits (`spoken-digits`).
 
-Both pool the last token (or the mean, `--set pool=mean` is a model setting of the head; here
-the task's `pool`) into a linear head over the classes; the metric is accuracy, and the runner
-logs a confusion matrix per evaluation length.
+Both pool the backbone's output over the sequence into a linear head over the classes; the
+metric is accuracy, and the runner logs a confusion matrix per evaluation length. The pooling is
+the task setting `pool`: `mean` (the default: every family sees every position's features) or
+`last` (the last token only, which favours a model that carries the whole clip in its state:
+a causal Mamba then has to, attention can look back; `--task-set pool=last`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ from seqbench.tasks.data_split import split_store
 
 class ClassificationTask(Task):
     """A task over a modality adapter's ids with one label per sequence: subclasses set
-    `adapter`, `label_names` and `pool` (last token or mean) in their constructor."""
+    `adapter`, `label_names` and `pool` (mean or last token; `check_pool`) in their constructor."""
 
     adapter: object
     label_names: list[str]
-    pool: str = "last"
+    pool: str = "mean"
+    POOLS = ("mean", "last")
+
+    def check_pool(self, pool: str) -> str:
+        if pool not in self.POOLS:
+            raise SeqbenchError(f"{self.name} pool must be one of {', '.join(self.POOLS)}, got {pool!r}")
+        return pool
 
     @property
     def vocab_size(self) -> int:
@@ -56,7 +64,7 @@ class Species(ClassificationTask):
         model_kwargs={"default": {"d_model": 128, "n_layers": 6}},
     )
 
-    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, pool: str = "last") -> None:
+    def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, pool: str = "mean") -> None:
         super().__init__(modality, data, seed)
         self.adapter = get_modality("dna")
         store = load_source("dna", data)
@@ -66,7 +74,7 @@ class Species(ClassificationTask):
         self.store = store
         self.train_store, self.eval_store = split_store(store)
         self.label_names = list(store.label_names)
-        self.pool = pool
+        self.pool = self.check_pool(pool)
 
     def max_length(self) -> int:
         """The longest window every class can give in both splits."""
@@ -84,7 +92,7 @@ class Species(ClassificationTask):
                 f"species windows can be at most {longest:,} bases with {self.data or 'the sample data'} "
                 f"(the shortest held-out genome segment); got {seq_len:,}")
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+    def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         g = generator(self.seed, TRAIN_STREAM, step)
         windows, labels = self.train_store.batch(batch_size, seq_len, g, by="label")
         flip = torch.rand(batch_size, generator=g) < 0.5
@@ -92,7 +100,8 @@ class Species(ClassificationTask):
             windows[flip] = torch.from_numpy(np.ascontiguousarray(reverse_complement(windows[flip].numpy())))
         return Batch(windows, labels)
 
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int,
+                     device: torch.device | None = None) -> Iterator[Batch]:
         g = generator(self.seed, EVAL_STREAM, seq_len)
         for start in range(0, n_samples, batch_size):
             windows, labels = self.eval_store.batch(min(batch_size, n_samples - start), seq_len, g, by="label")
@@ -120,7 +129,7 @@ class SpokenDigits(ClassificationTask):
     SILENCE = 128
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0,
-                 split: str = "index", pool: str = "last") -> None:
+                 split: str = "index", pool: str = "mean") -> None:
         super().__init__(modality, data, seed)
         self.adapter = get_modality("audio")
         store = load_source("audio", data, labels=SPOKEN_DIGIT)
@@ -137,7 +146,7 @@ class SpokenDigits(ClassificationTask):
         keep = sorted(set(range(store.n_records)) - set(held))
         self.train_store, self.eval_store = store.select(keep), store.select(held)
         self.label_names = list(store.label_names)
-        self.pool = pool
+        self.pool = self.check_pool(pool)
 
     def _clip(self, store, record: int, seq_len: int) -> np.ndarray:
         clip = store.record(record)
@@ -150,12 +159,13 @@ class SpokenDigits(ClassificationTask):
         inputs = torch.from_numpy(np.stack([self._clip(store, r, seq_len) for r in records]).astype(np.int64))
         return Batch(inputs, torch.from_numpy(store.labels[np.asarray(records)].astype(np.int64)))
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+    def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         g = generator(self.seed, TRAIN_STREAM, step)
         records = torch.randint(0, self.train_store.n_records, (batch_size,), generator=g).tolist()
         return self._batch(self.train_store, records, seq_len)
 
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int,
+                     device: torch.device | None = None) -> Iterator[Batch]:
         """The held-out clips in order (each once), at most `n_samples` of them."""
         total = min(n_samples, self.eval_store.n_records)
         for start in range(0, total, batch_size):

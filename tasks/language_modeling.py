@@ -70,10 +70,11 @@ class LanguageModeling(Task):
         windows, _ = store.batch(batch_size, seq_len + 1, g, straddle=self._straddle(store, seq_len + 1))
         return Batch(windows[:, :-1].contiguous(), windows[:, 1:].contiguous())
 
-    def train_batch(self, step: int, batch_size: int, seq_len: int) -> Batch:
+    def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         return self._make(self.train_store, generator(self.seed, TRAIN_STREAM, step), batch_size, seq_len)
 
-    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int) -> Iterator[Batch]:
+    def eval_batches(self, seq_len: int, n_samples: int, batch_size: int,
+                     device: torch.device | None = None) -> Iterator[Batch]:
         g = generator(self.seed, EVAL_STREAM, seq_len)
         for start in range(0, n_samples, batch_size):
             yield self._make(self.eval_store, g, min(batch_size, n_samples - start), seq_len)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from seqbench.tasks.base import Batch, MeasuringTask, TaskDefaults
+from seqbench.tasks.counter_random import CounterRandom
 
 
 class Speed(MeasuringTask):
@@ -37,8 +38,8 @@ class Speed(MeasuringTask):
             gen_batches = tuple(int(b) for b in str(gen_batches).split(",") if b.strip())
         self.prompt_len, self.new_tokens, self.gen_batches = prompt_len, new_tokens, gen_batches
 
-    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
-        ids = torch.randint(0, self.vocab, (batch_size, seq_len), generator=g)
+    def make(self, rng: CounterRandom, seq_len: int) -> Batch:
+        ids = rng.integers(0, self.vocab, seq_len)
         return Batch(ids, ids)
 
     def measure(self, model, config, device: torch.device, record) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from seqbench.core.errors import SeqbenchError
 from seqbench.tasks.base import IGNORE_INDEX, Batch, GeneratedTask, TaskDefaults
+from seqbench.tasks.counter_random import CounterRandom
 
 
 class InductionHeads(GeneratedTask):
@@ -52,6 +53,7 @@ class InductionHeads(GeneratedTask):
             "mamba": {"d_model": 64, "n_layers": 2},
             "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
             "transformer-abs": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
+            "transformer-xpos": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
             "default": {"d_model": 128, "n_layers": 2},
         },
     )
@@ -70,18 +72,16 @@ class InductionHeads(GeneratedTask):
         if seq_len < 4:
             raise SeqbenchError(f"induction-heads needs sequences of at least 4 tokens, got {seq_len}")
 
-    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
-        x = torch.randint(0, self.special, (batch_size, seq_len), generator=g)
-        where = torch.randint(0, seq_len - 2, (batch_size,), generator=g)
-        answer = torch.randint(0, self.special, (batch_size,), generator=g)
-        rows = torch.arange(batch_size)
-        x[rows, where] = self.special
-        x[rows, where + 1] = answer
+    def make(self, rng: CounterRandom, seq_len: int) -> Batch:
+        x = rng.integers(0, self.special, seq_len)
+        where = rng.integers(0, seq_len - 2, 1)  # (batch, 1)
+        answer = rng.integers(0, self.special, 1)
+        column = torch.arange(seq_len, device=rng.device)
+        x = torch.where(column == where, self.special, torch.where(column == where + 1, answer, x))
         x[:, -1] = self.special
         targets = torch.full_like(x, IGNORE_INDEX)
-        targets[:, -1] = answer
+        targets[:, -1] = answer[:, 0]
         return Batch(x, targets)
-
 
 
 class SelectiveCopying(GeneratedTask):
@@ -114,18 +114,17 @@ class SelectiveCopying(GeneratedTask):
             raise SeqbenchError(f"selective-copying with {self.to_copy} tokens needs length >= {2 * self.to_copy}, "
                                 f"got {seq_len}")
 
-    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+    def make(self, rng: CounterRandom, seq_len: int) -> Batch:
         m = self.to_copy
         body = seq_len - m
-        positions = torch.rand(batch_size, body, generator=g).argsort(dim=1)[:, :m].sort(dim=1).values
-        data = torch.randint(1, self.vocab - 1, (batch_size, m), generator=g)
-        x = torch.zeros(batch_size, seq_len, dtype=torch.long)
+        positions = rng.choose(body, m).sort(dim=1).values
+        data = rng.integers(1, self.vocab - 1, m)
+        x = torch.zeros(rng.batch_size, seq_len, dtype=torch.long, device=rng.device)
         x.scatter_(1, positions, data)
         x[:, body:] = self.vocab - 1
         targets = torch.full_like(x, IGNORE_INDEX)
         targets[:, body:] = data
         return Batch(x, targets)
-
 
 
 class MQAR(GeneratedTask):
@@ -170,21 +169,22 @@ class MQAR(GeneratedTask):
             raise SeqbenchError(f"mqar needs vocab > length and more keys than pairs; vocab {self.vocab} "
                                 f"is too small for length {seq_len} (kv {kv})")
 
-    def make(self, g: torch.Generator, batch_size: int, seq_len: int) -> Batch:
+    def make(self, rng: CounterRandom, seq_len: int) -> Batch:
         kv, half = self.pairs(seq_len), self.vocab // 2
-        keys = torch.rand(batch_size, half - 1, generator=g).argsort(dim=1)[:, :kv] + 1
-        values = torch.randint(half, self.vocab, (batch_size, kv), generator=g)
-        x = torch.zeros(batch_size, seq_len, dtype=torch.long)
+        keys = rng.choose(half - 1, kv) + 1
+        values = rng.integers(half, self.vocab, kv)
+        x = torch.zeros(rng.batch_size, seq_len, dtype=torch.long, device=rng.device)
         x[:, 0:2 * kv:2], x[:, 1:2 * kv:2] = keys, values
         slots = (seq_len - 2 * kv) // 2
-        weights = self.power * torch.arange(1, slots + 1, dtype=torch.float64) ** (self.power - 1)
-        chosen = torch.multinomial(weights.expand(batch_size, -1), kv, replacement=False, generator=g)
-        order = torch.rand(batch_size, kv, generator=g).argsort(dim=1)  # which key goes to which slot
+        weights = self.power * torch.arange(1, slots + 1, dtype=torch.float64, device=rng.device) ** (self.power - 1)
+        # kv slots drawn without replacement with these weights (Efraimidis-Spirakis: the kv largest
+        # log(u)/w), then a random order of the keys over them.
+        race = torch.log1p(-rng.uniform(slots)) / weights
+        chosen = torch.argsort(race, dim=1, descending=True, stable=True)[:, :kv]
+        order = rng.choose(kv, kv)
         query_pos = 2 * kv + 2 * chosen
-        rows = torch.arange(batch_size)[:, None]
-        x[rows, query_pos] = keys.gather(1, order)
-        x[rows, query_pos + 1] = values.gather(1, order)
+        x.scatter_(1, query_pos, keys.gather(1, order))
+        x.scatter_(1, query_pos + 1, values.gather(1, order))
         targets = torch.full_like(x, IGNORE_INDEX)
-        targets[rows, query_pos] = values.gather(1, order)
+        targets.scatter_(1, query_pos, values.gather(1, order))
         return Batch(x, targets)
-

@@ -34,13 +34,15 @@ def test_resolve_fills_task_defaults_and_caps_cpu_eval_lengths():
     resolved = RunConfig(task="induction-heads").resolve(task, "cpu")
     assert resolved.seq_len == 256 and resolved.steps == task.defaults.steps
     assert resolved.model_kwargs == {"d_model": 64, "n_layers": 2}
-    assert max(resolved.eval_lengths) == 1 << 14
+    assert max(resolved.eval_lengths) == 4 * 256  # on the CPU: up to 4x the training length
     on_gpu = RunConfig(task="induction-heads").resolve(task, "cuda")
     assert max(on_gpu.eval_lengths) == 1 << 20
 
 
 def test_hash_ignores_tracking_but_not_training_settings():
     base = RunConfig(task="induction-heads", steps=10)
+    assert base.hash() == RunConfig(task="induction-heads", steps=10, train_step="eager").hash()  # same numbers
+    assert base.hash() != RunConfig(task="induction-heads", steps=10, precision="fp32").hash()
     assert base.hash() == RunConfig(task="induction-heads", steps=10, tracking_uri="sqlite:///x.db").hash()
     assert base.hash() != RunConfig(task="induction-heads", steps=11).hash()
 

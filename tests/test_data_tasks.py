@@ -136,7 +136,7 @@ def test_evaluate_on_a_hand_made_batch():
             return logits
 
     class HandMade(InductionHeads):
-        def eval_batches(self, seq_len, n_samples, batch_size):
+        def eval_batches(self, seq_len, n_samples, batch_size, device=None):
             ids = torch.tensor([[1, 5, 15], [2, 5, 15], [3, 5, 15], [4, 5, 15]])
             targets = torch.full_like(ids, -100)
             targets[:, -1] = torch.tensor([1, 2, 3, 9])

@@ -9,7 +9,7 @@ from seqbench.models import build_model
 from seqbench.models.presets import PUBLISHED, SIZES, count_parameters
 from seqbench.tasks.base import HeadSpec
 
-FAMILIES = ["mamba", "transformer", "transformer-abs", "transformer++", "hyena"]
+FAMILIES = ["mamba", "transformer", "transformer-abs", "transformer-xpos", "transformer++", "hyena"]
 TINY = {"d_model": 32, "n_layers": 2}
 TOKEN_HEAD = HeadSpec("token", 16)
 
@@ -130,7 +130,7 @@ def test_every_family_runs_induction_heads_through_the_runner(family, tmp_path):
     assert "accuracy/256" in result.metrics
 
 
-@pytest.mark.parametrize("family", ["transformer", "transformer++"])
+@pytest.mark.parametrize("family", ["transformer", "transformer-xpos", "transformer++"])
 def test_fixed_shape_attention_step_equals_the_full_forward(family):
     """The step a CUDA graph captures (device-side position, masked full cache) decodes exactly
     like the eager one; on the CPU it runs eagerly, the GPU test replays it as a graph."""
@@ -150,6 +150,21 @@ def test_only_fixed_shape_families_are_graph_decodable():
     from seqbench.models.decoding import graph_decodable
 
     decodable = {family: graph_decodable(tiny(family)) for family in ("mamba", "transformer", "transformer++",
-                                                                      "transformer-abs", "hyena")}
-    assert decodable == {"mamba": True, "transformer": True, "transformer++": True,
+                                                                      "transformer-xpos", "transformer-abs", "hyena")}
+    assert decodable == {"mamba": True, "transformer": True, "transformer++": True, "transformer-xpos": True,
                          "transformer-abs": False, "hyena": False}
+
+
+def test_xpos_scales_a_query_key_product_by_its_distance_only():
+    """xPos: queries times the scales, keys divided by them, so the product at positions (m, n)
+    carries zeta ** ((m - n) / 512), decaying with distance, whatever the centre."""
+    from seqbench.models.transformer import xpos_scales
+
+    a = xpos_scales(64, 16, center=0)
+    b = xpos_scales(64, 16, center=30)
+    pair = lambda s, m, n: s[m] / s[n]  # noqa: E731
+    torch.testing.assert_close(pair(a, 50, 10), pair(b, 50, 10))
+    near, far = pair(a, 50, 40), pair(a, 50, 0)
+    assert (far < near).all() and (near < 1).all() and (near[:-1] < near[1:]).all()  # low dims decay fastest
+    model = tiny("transformer-xpos")
+    assert model.max_seq_len == 16384 and model.family == "transformer-xpos"

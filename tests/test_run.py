@@ -168,3 +168,14 @@ def test_mqar_accuracy_is_sliced_by_pairs_and_length(tmp_path):
     assert result.status == "ok"
     assert {"accuracy/64", "accuracy/128", "accuracy/128/kv4", "accuracy/128/kv16", "accuracy/128/kv32"} <= set(result.metrics)
     assert "accuracy/128/kv8" not in result.metrics  # kv 8 is the main slice at length 128
+
+
+def test_divergence_found_at_a_later_read_back_names_the_step_it_appeared_at(tmp_path):
+    """Losses are read back once per logging interval; the step a NaN appeared at is still the
+    one reported (the same as with a read-back every step)."""
+    every_step = run(tiny_config(tmp_path, lr=1e20, steps=20, log_every=1), progress=False)
+    deferred = run(tiny_config(tmp_path, lr=1e20, steps=20, log_every=7, checkpoint_dir=str(tmp_path / "b")),
+                   progress=False)
+    assert every_step.status == deferred.status == "diverged"
+    assert deferred.steps_done == every_step.steps_done
+    assert deferred.message == every_step.message
