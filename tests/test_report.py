@@ -264,3 +264,30 @@ def test_an_unfinished_cell_shows_its_last_validation(tmp_path):
         rows = {row["model"]: row for row in csv.DictReader(f)}
     assert (rows["hyena"]["last_val_step"], rows["hyena"]["last_val_accuracy"]) == ("2000", "0.5")
     assert rows["mamba"]["last_val_step"] == ""
+
+
+def test_runs_evaluated_beyond_their_length_get_a_column_and_a_plot_per_length(tmp_path):
+    """An experiment's runs trained at one length and tested at several (Table 11): report.csv
+    gains accuracy/<L> per evaluation length, the plot of accuracy against evaluation length is
+    written, and a run at another precision is its own row."""
+    import csv
+
+    from seqbench.harness.config import RunConfig
+    from seqbench.harness.report import write_report
+    from seqbench.harness.runner import run
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    for precision in ("auto", "fp32"):
+        result = run(RunConfig(task="induction-heads", seq_len=32, steps=2, batch_size=2, eval_lengths=[32, 64],
+                               eval_samples=4, model_kwargs={"d_model": 16, "n_layers": 1}, device="cpu",
+                               precision=precision, experiment="t11", tracking_uri=uri,
+                               checkpoint_dir=str(tmp_path / precision)), progress=False)
+        assert result.status == "ok"
+    report = write_report(tmp_path / "out", tracking_uri=uri, experiment="t11", log_to_parent=False,
+                          formats=("md", "csv", "png"))
+    assert report.models == ["mamba", "mamba (fp32)"]
+    rows = list(csv.DictReader((tmp_path / "out" / "report.csv").open()))
+    assert {"accuracy/32", "accuracy/64"} <= set(rows[0])
+    assert all(0.0 <= float(row["accuracy/64"]) <= 1.0 for row in rows)
+    assert (tmp_path / "out" / "metric_vs_eval_length.png").stat().st_size > 10_000
+    assert "metric_vs_eval_length.png" in (tmp_path / "out" / "report.md").read_text()

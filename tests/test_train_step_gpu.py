@@ -94,3 +94,44 @@ def test_a_data_backed_task_trains_captured_with_prefetched_batches(tmp_path):
     assert eager.status == captured.status == "ok"
     torch.testing.assert_close(torch.tensor(_losses(config, captured.run_id)),
                                torch.tensor(_losses(eager.config, eager.run_id)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["process", "process-group"])
+def test_ctrl_c_during_captured_training_records_interrupted_and_resumes(tmp_path, to_group):
+    """SIGINT to a run replaying its captured step (to the process, or to its whole group as
+    `timeout -s INT` sends it): status interrupted and a checkpoint, then --resume finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [sys.executable, "-m", "seqbench.harness.cli", "run", "selective-copying", "--steps", "100000",
+            "--seq-len", "1024", "--batch-size", "16", "--eval-lengths", "1024", "--eval-samples", "16",
+            "--log-every", "100", "--tracking-uri", uri, "--no-progress", "--device", "cuda"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        client, run_id, deadline = None, None, time.time() + 120
+        while time.time() < deadline and proc.poll() is None and run_id is None:
+            time.sleep(1)
+            client = client or MlflowClient(uri)
+            experiment = client.get_experiment_by_name("selective-copying") if Path(tmp_path / "mlflow.db").exists() else None
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            history = client.get_metric_history(runs[0].info.run_id, "train_loss") if runs else []
+            if history and max(m.step for m in history) >= 500:  # replaying its graph by now
+                run_id = runs[0].info.run_id
+        assert run_id, "training never started"
+        if to_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr
+    logged = client.get_run(run_id)
+    assert logged.data.tags["status"] == "interrupted", stderr
+    assert list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))

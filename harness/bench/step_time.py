@@ -116,5 +116,41 @@ def run_step_time(out_csv: Path | None, profile_top: bool = False) -> list[dict]
     console.print(table)
     if out_csv is not None:
         write_csv(rows, out_csv, FIELDS)
-        console.print(f"wrote {out_csv}")
+        plot_step_time(rows, out_csv.with_suffix(".png"))
+        console.print(f"wrote {out_csv} and {out_csv.with_suffix('.png')}")
     return rows
+
+
+def plot_step_time(rows: list[dict], path: Path) -> None:
+    """Bars per row: eager, captured and GPU busy ms per step (log scale), written atomically."""
+    import os
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.27
+    for k, (key, label) in enumerate((("eager_ms", "eager"), ("captured_ms", "captured (one CUDA graph)"),
+                                      ("gpu_busy_ms", "GPU busy (kernel time)"))):
+        xs = [i + (k - 1) * width for i in range(len(rows))]
+        values = [float(r[key]) for r in rows]
+        bars = ax.bar(xs, values, width, label=label)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=1)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{r['family']}\n{r['batch']} x {r['seq_len']}" for r in rows], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(top=6 * max(float(r["eager_ms"]) for r in rows))  # room for the legend above the bars
+    ax.set_title("paper's small models: a training step's wall time, eager vs captured")
+    ax.set_ylabel("ms per training step (median)")
+    ax.legend(fontsize=8, ncol=3, loc="upper center")
+    tmp = path.with_suffix(".png.tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    os.replace(tmp, path)
+
+
+def plot_step_time_csv(csv_path: Path) -> None:
+    """The plot of a CSV this benchmark wrote (beside it, as .png)."""
+    import csv
+
+    with Path(csv_path).open() as f:
+        plot_step_time(list(csv.DictReader(f)), Path(csv_path).with_suffix(".png"))

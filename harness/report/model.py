@@ -16,6 +16,7 @@ FILES = ("report.md", "report.csv", "metric_vs_length.png", "time_per_token_vs_l
 JSON_FILE = "report.json"  # written on request (--format json): the CSV's numbers as JSON
 FORMATS = ("md", "csv", "png", "json")  # what `seqbench report --format` chooses from
 DEFAULT_FORMATS = ("md", "csv", "png")
+EVAL_LENGTH_PLOT = "metric_vs_eval_length.png"  # written too where runs were evaluated beyond their length
 SCHEDULE_PLOT = "schedule.png"  # written too for a sweep whose children carry their slots
 
 

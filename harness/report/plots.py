@@ -11,6 +11,7 @@ from typing import Callable
 from seqbench.harness.config import format_length
 from seqbench.harness.schedule import Schedule
 from seqbench.harness.report.model import Report, ReportRow
+from seqbench.harness.report.render import is_fraction_metric
 
 
 def _plot(path: Path, report: Report, value_of: Callable[[ReportRow], float | None], ylabel: str,
@@ -57,6 +58,39 @@ def _plot(path: Path, report: Report, value_of: Callable[[ReportRow], float | No
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no cell logged this measurement", transform=ax.transAxes, ha="center", color="gray")
+    _save_png(fig, path)
+
+
+def plot_eval_lengths(path: Path, report: Report, lengths: list[int]) -> None:
+    """The main metric against the evaluation length, one line per run (model, training length),
+    with the training length marked: how far each model extrapolates."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullLocator, PercentFormatter
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(r for r in report.rows if r.at_eval_length):
+        points = sorted(row.at_eval_length.items())
+        label = row.model if len({r.seq_len for r in report.rows}) == 1 else f"{row.model} @ {format_length(row.seq_len)}"
+        if row.status != "ok":
+            label += f" ({row.status})"
+        ax.plot(*zip(*points), marker="o", markersize=4, color=colors[i % len(colors)], label=label)
+    for n in sorted({r.seq_len for r in report.rows}):
+        ax.axvline(n, color="gray", linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_length(int(round(x)))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    if is_fraction_metric(report.main_metric):
+        ax.set_ylim(-0.02, 1.02)
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    ax.set_xlabel("evaluation length (tokens); dotted: training length")
+    ax.set_ylabel(report.main_metric)
+    ax.set_title(f"{report.task}: {report.main_metric} vs evaluation length")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
     _save_png(fig, path)
 
 

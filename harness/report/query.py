@@ -107,8 +107,11 @@ def main_metric_of(task: str) -> str:
 
 
 def run_label(tags: dict[str, str], params: dict[str, str] | None = None) -> str:
-    """A run's model label (sweep_plan.model_label) from its tags, or its params for older runs."""
-    return model_label(tags.get(records.MODEL, "?"), tags.get(records.SIZE) or (params or {}).get("size"))
+    """A run's model label (sweep_plan.model_label) from its tags, or its params for older runs;
+    a precision other than the default is part of it ("mamba (fp32)"), so such runs get their own row."""
+    label = model_label(tags.get(records.MODEL, "?"), tags.get(records.SIZE) or (params or {}).get("size"))
+    precision = (params or {}).get("precision", "auto")
+    return label if precision == "auto" else f"{label} ({precision})"
 
 
 def _length_status(run_status: str, tags: dict[str, str], seq_len: int) -> tuple[str, str]:

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 from seqbench.harness.config import format_length
 from seqbench.harness.schedule import Schedule
-from seqbench.harness.report.model import MIN_FIT_POINTS, Report, ReportRow, SCHEDULE_PLOT, ScalingFit, THROUGHPUT
+from seqbench.harness.report.model import (EVAL_LENGTH_PLOT, MIN_FIT_POINTS, Report, ReportRow, SCHEDULE_PLOT, ScalingFit,
+                                           THROUGHPUT)
 
 
 def is_fraction_metric(name: str) -> bool:
@@ -160,26 +161,37 @@ def schedule_markdown(schedule: Schedule) -> list[str]:
         "", f"![schedule]({SCHEDULE_PLOT})", ""]
 
 
-def _eval_length_table(report: Report) -> list[str]:
-    """When runs were evaluated beyond their training length (e.g. induction heads trained at 256,
-    tested to 2^20): the main metric at every evaluation length, one row per run."""
+def evaluated_beyond(report: Report) -> list[int]:
+    """Every evaluation length when runs were evaluated beyond their training length (e.g.
+    induction heads trained at 256, tested to 2^20), else none."""
     if not any(len(r.at_eval_length) > 1 for r in report.rows):
         return []
-    lengths = sorted({n for r in report.rows for n in r.at_eval_length})
+    return sorted({n for r in report.rows for n in r.at_eval_length})
+
+
+def _eval_length_table(report: Report) -> list[str]:
+    """The main metric at every evaluation length, one row per run (when runs were evaluated
+    beyond their training length), and its plot."""
+    lengths = evaluated_beyond(report)
+    if not lengths:
+        return []
     rows = [[r.model, format_length(r.seq_len), status_text(r)]
             + [format_metric(report.main_metric, r.at_eval_length.get(n)) if n in r.at_eval_length else "–"
                for n in lengths] for r in report.rows]
     return ["", f"## {report.main_metric} at every evaluation length", "",
             "– : not evaluated (beyond the model's positions, or the run stopped first)", ""] + _md_table(
-        ["model", "trained at", "status"] + [format_length(n) for n in lengths], rows)
+        ["model", "trained at", "status"] + [format_length(n) for n in lengths], rows) + [
+        "", f"![{report.main_metric} vs evaluation length]({EVAL_LENGTH_PLOT})", ""]
 
 
 def _long_table(report: Report) -> tuple[list[str], list[list]]:
     """The long table's columns and, per row, its values at full precision (None where not logged):
     what report.csv and report.json both hold."""
+    beyond = evaluated_beyond(report)  # one column per evaluation length, as the runs name them
     header = ["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
               "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}",
-              "slot", "launched_s", "seconds", "train_seconds", "eval_seconds"]
+              "slot", "launched_s", "seconds", "train_seconds", "eval_seconds"] + [
+        f"{report.main_metric}/{n}" for n in beyond]
     spans = {(s.model, s.seq_len): s for s in report.schedule.spans} if report.schedule else {}
     rows = []
     for r in report.rows:
@@ -190,7 +202,7 @@ def _long_table(report: Report) -> tuple[list[str], list[list]]:
                   + [None if v is None else round(v, 3) for v in (span.train_s, span.eval_s)]
                   if span else [None] * 5)
         rows.append([r.model, r.seq_len, r.status, r.main_value, r.tokens_per_s, us, r.peak_memory_mb, r.error,
-                     r.run_id, last_step, last_value] + timing)
+                     r.run_id, last_step, last_value] + timing + [r.at_eval_length.get(n) for n in beyond])
     return header, rows
 
 

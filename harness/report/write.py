@@ -12,10 +12,12 @@ from seqbench.harness.schedule import schedule_of
 from seqbench.harness.tracking import resolve_tracking_uri
 from seqbench.harness import records
 from seqbench.harness.report.fits import _fits
-from seqbench.harness.report.model import ARTIFACT_FOLDER, DEFAULT_FORMATS, FILES, FORMATS, JSON_FILE, Report, SCHEDULE_PLOT
-from seqbench.harness.report.plots import _plot, plot_schedule
+from seqbench.harness.report.model import (ARTIFACT_FOLDER, DEFAULT_FORMATS, EVAL_LENGTH_PLOT, FILES, FORMATS, JSON_FILE,
+                                           Report, SCHEDULE_PLOT)
+from seqbench.harness.report.plots import _plot, plot_eval_lengths, plot_schedule
 from seqbench.harness.report.query import _client, _newest_per_cell, _ordered, _with_last_validation, main_metric_of, row_of, run_label, select_runs
-from seqbench.harness.report.render import _memory_unit, is_fraction_metric, metric_key, render_csv, render_json, render_markdown
+from seqbench.harness.report.render import (_memory_unit, evaluated_beyond, is_fraction_metric, metric_key, render_csv,
+                                            render_json, render_markdown)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -72,6 +74,10 @@ def _write_files(report: Report, out_dir: Path, started_ms: int | None,
     _plot(memory_png, report, lambda r: r.peak_memory_mb / scale if r.peak_memory_mb is not None else None,
           f"peak memory ({unit})", log_y=True)
     paths += [metric_png, time_png, memory_png]
+    beyond = evaluated_beyond(report)
+    if beyond:
+        paths.append(out_dir / EVAL_LENGTH_PLOT)
+        plot_eval_lengths(paths[-1], report, beyond)
     if report.schedule is not None:
         paths.append(out_dir / SCHEDULE_PLOT)
         plot_schedule(paths[-1], report.schedule, report.models, report.task)
