@@ -30,6 +30,7 @@ from seqbench.modalities.download import Unreachable, download, say, sha256_of, 
 DATA_ENV = "SEQBENCH_DATA"
 MIRROR_ENV = "SEQBENCH_DATA_MIRROR"
 STALE_TMP_SECONDS = 24 * 3600
+_BUILT_IN_MODALITIES = ("text", "audio", "dna", "tokens")
 
 
 @dataclass(frozen=True)
@@ -299,8 +300,9 @@ def _sweep_stale(root: Path) -> None:
 
 def resolve_source(source: str | Path | None, modality: str | None = None) -> str | Path | None:
     """What `--data` names: an existing path or an `hf:` name as it is; a catalog name as the path
-    of its cached copy (downloaded on first use), refused in one line when the set is of another
-    modality than the task reads. A name that is neither is left for the modality to refuse."""
+    of its cached copy (downloaded on first use), refused in one line when a built-in modality
+    other than the set's would read it (a plugin modality may read any files). A name that is
+    neither is left for the modality to refuse."""
     if source is None:
         return None
     text = str(source)
@@ -313,7 +315,7 @@ def resolve_source(source: str | Path | None, modality: str | None = None) -> st
                                 f"(seqbench data list)")
         return source
     ds = DATASETS[text]
-    if modality is not None and modality != ds.modality:
+    if modality in _BUILT_IN_MODALITIES and modality != ds.modality:
         raise SeqbenchError(f"data set {ds.name!r} is {ds.modality}, not {modality}; pass --modality {ds.modality} "
                             f"(or a task that reads {ds.modality})")
     return str(fetch(ds))
