@@ -11,6 +11,7 @@ RESTARTS = "restarts"  # how often a reopened run started again at step 0
 EVAL_OOM_FROM = "eval_oom_from"  # the first evaluation length that ran out of memory
 FAILED_RANK = "failed_rank"  # the data-parallel rank whose own failure ended the run
 PARENT = "mlflow.parentRunId"  # a sweep child's parent run (MLflow's own tag)
+HOST, PID = "host", "pid"  # the machine and process training the run (finds runs whose process is gone)
 
 # tags of a sweep's parent run, and of its children's scheduling
 SWEEP = "seqbench.sweep"  # "true" on a sweep's parent run

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
 from seqbench.harness.batches import TrainBatches
+from seqbench.harness.config_file import config_toml
 from seqbench.harness.train_step import StepLog, TrainStep, choose_mode, first_nonfinite, make_optimizer, scored
 from seqbench.models import build_model
 from seqbench.models.backbone import cross_entropy
@@ -231,13 +233,14 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
             console.print(f"resuming from {found} at step {start_step}")
     elif config.resume and ctx.is_main:
         console.print(f"--resume: no checkpoint of this config in {config.checkpoint_dir}; training starts at step 0")
+        _mark_killed_runs(config, console)
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
     step = TrainStep(trained, task, optimizer, config.grad_clip, device, config.precision, mode,
                      make_batch=_batch_maker(task, device, ctx))
-    if ctx.is_main and not isinstance(task, MeasuringTask):
-        console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}", highlight=False)
 
     tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step, mode)
+    if ctx.is_main and not isinstance(task, MeasuringTask):  # once the run exists: bad input stays one line
+        console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}", highlight=False)
     ckpt = checkpoint_path(config, tracker.run_id)
     if start_step == 0 and run_id is not None and ctx.is_main:
         _mark_restart(tracker, ckpt, console)
@@ -271,6 +274,42 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
     _close(tracker, model, optimizer, ckpt, result, ctx)
     return result
+
+
+def _mark_killed_runs(config: RunConfig, console: Console) -> None:
+    """Runs of this config left RUNNING by a process of this machine that is gone (SIGKILL, the
+    OOM killer) and without a checkpoint to continue from: marked failed ("killed") instead of
+    staying RUNNING for ever beside the new run. Runs of another machine, or of a live process,
+    and a sweep's children (the sweep keeps those) are left alone."""
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(config.tracking_uri)
+    experiment_id = setup_experiment(uri, config.experiment)
+    running = MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.{records.CONFIG_HASH} = '{config.hash()}' and attributes.status = 'RUNNING'")
+    for found in running:
+        tags = found.data.tags
+        pid = tags.get(records.PID, "")
+        if records.PARENT in tags or tags.get(records.HOST) != socket.gethostname() or not pid.isdigit():
+            continue
+        if _process_alive(int(pid)):
+            continue
+        tracker = RunTracker(uri, experiment_id, run_id=found.info.run_id)
+        tracker.set_tags({records.ERROR: f"killed: process {pid} ended without recording an ending, and left no "
+                                         f"checkpoint to continue from"})
+        tracker.finish("failed")
+        console.print(f"run {found.info.run_id} of this config was killed (process {pid} is gone) and left no "
+                      f"checkpoint: marked failed")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _mark_restart(tracker: RunTracker, ckpt: Path, console: Console) -> None:
@@ -323,7 +362,8 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
                           f"as a new run there")
             run_id = None
     tags = {records.TASK: config.task, records.MODALITY: config.modality, records.MODEL: config.model,
-            records.SEQ_LEN: str(config.seq_len), records.STATUS: "running", records.CONFIG_HASH: config.hash()}
+            records.SEQ_LEN: str(config.seq_len), records.STATUS: "running", records.CONFIG_HASH: config.hash(),
+            records.HOST: socket.gethostname(), records.PID: str(os.getpid())}
     if config.size:
         tags[records.SIZE] = config.size
     name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
@@ -335,6 +375,7 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
     if ctx.distributed:
         params["global_batch_size"] = str(config.batch_size * ctx.world_size)
     tracker.log_params(params)
+    tracker.log_text(config_toml(config), "config.toml")  # `seqbench run --config` repeats the run
     return tracker
 
 

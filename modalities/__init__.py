@@ -38,7 +38,9 @@ def load_source(modality: str, source=None, **options) -> TokenStore:
     """The token store of `source` for `modality`; with no source, the generated sample data."""
     from seqbench.core.errors import SeqbenchError
     from seqbench.modalities.base import LoadableModality
+    from seqbench.modalities.catalog import resolve_source
 
+    source = resolve_source(source, modality)  # a data set name -> the path of its cached copy
     mod = get_modality(modality)
     if not isinstance(mod, LoadableModality):
         raise SeqbenchError(f"modality {modality!r} does not load data (no load/sample_source)")

@@ -137,15 +137,24 @@ class GeneratedTask(Task):
 
     def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         self.check_seq_len(seq_len)
+        _reserve(batch_size, seq_len, device)
         key = stream_key(self.seed, TRAIN_STREAM, step)
         return self.make(CounterRandom.for_samples(key, 0, batch_size, device), seq_len)
 
     def eval_batches(self, seq_len: int, n_samples: int, batch_size: int,
                      device: torch.device | None = None) -> Iterator[Batch]:
         self.check_seq_len(seq_len)
+        _reserve(min(batch_size, n_samples), seq_len, device)
         key = stream_key(self.seed, EVAL_STREAM, seq_len)
         for start in range(0, n_samples, batch_size):
             yield self.make(CounterRandom.for_samples(key, start, min(batch_size, n_samples - start), device), seq_len)
+
+
+def _reserve(batch_size: int, seq_len: int, device: torch.device | None) -> None:
+    """Allocate (and free) a whole batch of ids first: a batch that cannot fit fails at once as
+    out of memory, before the generator's per-row temporaries (the size of one column) have taken
+    gigabytes and the host's OOM killer ends the process without a record."""
+    torch.empty((batch_size, seq_len), dtype=torch.long, device=device)
 
 
 def generator(seed: int, *stream: int) -> torch.Generator:

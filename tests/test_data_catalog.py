@@ -230,7 +230,6 @@ def test_a_file_put_in_the_cache_by_hand_is_checked(mirror, tmp_path):
     assert result.exit_code == 0 and result.stdout.strip() == str(hand) and mirror.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs modalities.load_source to call catalog.resolve_source")
 def test_run_takes_a_catalog_name_as_data(mirror, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SEQBENCH_CACHE", str(tmp_path / "tokens"))

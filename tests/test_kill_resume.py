@@ -83,3 +83,32 @@ def test_two_runs_of_one_config_at_once_keep_a_checkpoint_each(tmp_path):
              for _ in range(2)]
     assert all(p.wait(timeout=600) == 0 for p in procs), [p.stderr.read()[-1500:] for p in procs]
     assert len(list((tmp_path / ".seqbench" / "checkpoints").glob("*.pt"))) == 2
+
+
+def test_a_killed_run_without_a_checkpoint_is_marked_killed_on_resume(tmp_path):
+    """SIGKILL before the first checkpoint: --resume says there is nothing to continue, marks the
+    orphan failed ("killed") instead of leaving it RUNNING, and trains a new run."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    steps = RUN.index("--steps") + 1
+    args = [*RUN[:steps], "300", *RUN[steps + 1:-2]]  # no periodic checkpoint; short enough to finish quickly
+    command = [sys.executable, "-m", "seqbench.harness.cli", *args, "--tracking-uri", uri]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client, deadline = MlflowClient(uri), time.monotonic() + 300
+    while True:  # kill it as soon as its run exists
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        experiment = client.get_experiment_by_name("induction-heads") if (tmp_path / "m.db").exists() else None
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert client.get_run(runs[0].info.run_id).info.status == "RUNNING"
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "no checkpoint of this config" in resumed.stderr and "was killed" in resumed.stderr
+    killed = client.get_run(runs[0].info.run_id)
+    assert killed.info.status == "FAILED" and killed.data.tags["status"] == "failed"
+    assert killed.data.tags["error"].startswith("killed: process")
+    finished = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != killed.info.run_id]
+    assert len(finished) == 1 and finished[0].data.tags["status"] == "ok"
