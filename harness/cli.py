@@ -505,7 +505,8 @@ def _list_tasks(names: list[str]) -> None:
 
     table = Table(title="tasks (defaults: training length, steps, batch; --seq-len, --steps, --batch-size change them)")
     for column in ("task", "modalities", "length", "steps", "batch", "description"):
-        table.add_column(column, justify="right" if column in ("length", "steps", "batch") else "left")
+        table.add_column(column, justify="right" if column in ("length", "steps", "batch") else "left",
+                         no_wrap=column == "task")  # a name is read and typed whole
     for name in names:
         task_cls = registry("tasks").load(name)
         accepted = task_cls.modalities
@@ -521,7 +522,7 @@ def _list_models(names: list[str]) -> None:
 
     table = Table(title="models (parameters counted at vocab 16 for synthetic, 50,280 for LM sizes)")
     for column in ("model", "sizes", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "model")
     for name in names:
         sizes = sizes_of(name)
         table.add_row(name, ", ".join(f"{size} ({_short(count_parameters(name, size))})" for size in sizes) or "-",
@@ -535,7 +536,7 @@ def _list_modalities(names: list[str]) -> None:
 
     table = Table(title="modalities (--modality; --data gives a loading modality its source)")
     for column in ("modality", "vocab", "data", "description"):
-        table.add_column(column, justify="right" if column == "vocab" else "left")
+        table.add_column(column, justify="right" if column == "vocab" else "left", no_wrap=column == "modality")
     for name in names:
         modality = get_modality(name)
         loads = isinstance(modality, LoadableModality)
