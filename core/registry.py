@@ -37,6 +37,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "transformer-xpos": "seqbench.models.transformer:build_transformer_xpos",
         "transformer++": "seqbench.models.transformer:build_transformer_pp",
         "hyena": "seqbench.models.hyena:build_hyena",
+        "hybrid": "seqbench.models.hybrid:build_hybrid",
     },
     "modalities": {
         "tokens": "seqbench.modalities.tokens:TokenModality",

@@ -45,11 +45,14 @@ def _settings_of(builder: Callable) -> dict:
 
 def check_model_settings(name: str, settings: dict) -> None:
     """Refuse, in one line, a --set key the family does not take (listing those it takes), a value
-    of the wrong type (an integer setting given text, ...) or out of range (a size or count below 1)."""
+    of the wrong type (an integer setting given text, ...) or out of range (a size or count below 1;
+    0 passes for the settings a builder lists in its `zero_allowed`, where 0 turns something off)."""
     from seqbench.core.errors import SeqbenchError
     from seqbench.core.registry import load
 
-    accepted = _settings_of(load("models", name))
+    builder = load("models", name)
+    accepted = _settings_of(builder)
+    zero_allowed = set(getattr(builder, "zero_allowed", ()))
     for key, value in settings.items():
         if key not in accepted:
             raise SeqbenchError(f"model {name!r} has no setting {key!r}; accepted: {', '.join(accepted) or 'none'}")
@@ -58,8 +61,9 @@ def check_model_settings(name: str, settings: dict) -> None:
             ok, expected = isinstance(value, bool), "true or false"
         elif isinstance(default, int):
             ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-            if ok and default > 0 and value < 1:
-                raise SeqbenchError(f"--set {key} must be >= 1, got {value}")
+            low = 0 if key in zero_allowed else 1
+            if ok and default > 0 and value < low:
+                raise SeqbenchError(f"--set {key} must be >= {low}, got {value}")
         elif isinstance(default, float):
             ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
             if ok and default > 0 and value <= 0:

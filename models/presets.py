@@ -33,6 +33,16 @@ SIZES: dict[str, dict[str, dict]] = {
         "125m": {"d_model": 768, "n_layers": 12},
     },
 }
+# Hybrid (models/hybrid.py): Mamba with RoPE attention at one layer in eight (Jamba's ratio). Two
+# Mamba layers (~6·d² parameters each) weigh as much as three attention layers (4·d² each): two more
+# layers than Mamba's size match it: 130m is 22 Mamba + 3 attention layers, 128.7M against Mamba's
+# 129.1M; 370m is 44 + 6, 370.0M against 371.5M. Synthetic: Mamba's 2 x 64 with attention (4 heads)
+# as the second layer.
+SIZES["hybrid"] = {
+    "synthetic": {"d_model": 64, "n_layers": 2, "attn_layers": "1", "n_heads": 4},
+    "130m": {"d_model": 768, "n_layers": 25, "attn_every": 8, "n_heads": 12},
+    "370m": {"d_model": 1024, "n_layers": 50, "attn_every": 8, "n_heads": 16},
+}
 SIZES["transformer-abs"] = SIZES["transformer"]
 SIZES["transformer-xpos"] = SIZES["transformer"]
 SIZES["transformer++"] = {name: {k: v for k, v in kw.items() if k != "mlp"} for name, kw in SIZES["transformer"].items()}

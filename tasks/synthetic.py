@@ -54,6 +54,7 @@ class InductionHeads(GeneratedTask):
             "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
             "transformer-abs": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
             "transformer-xpos": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
+            "hybrid": {"d_model": 64, "n_layers": 2, "attn_layers": "1", "n_heads": 4},  # Mamba's width, attention 2nd
             "default": {"d_model": 128, "n_layers": 2},
         },
     )
@@ -99,7 +100,8 @@ class SelectiveCopying(GeneratedTask):
     defaults = TaskDefaults(
         modality="tokens", seq_len=4096, steps=400_000, batch_size=64, lr=1e-4, weight_decay=0.0,
         schedule="constant", eval_every=1000, eval_lengths=(4096,),
-        model_kwargs={"default": {"d_model": 64, "n_layers": 2}},
+        model_kwargs={"default": {"d_model": 64, "n_layers": 2},
+                      "hybrid": {"d_model": 64, "n_layers": 2, "attn_layers": "1", "n_heads": 4}},
     )
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16,
@@ -144,7 +146,8 @@ class MQAR(GeneratedTask):
         modality="tokens", seq_len=256, steps=20_000, batch_size=64, lr=1e-3, weight_decay=0.1, schedule="cosine",
         eval_every=1000, eval_lengths=(64, 128, 256, 512),
         model_kwargs={"default": {"d_model": 128, "n_layers": 2},
-                      "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"}},
+                      "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 8, "mlp": "none"},
+                      "hybrid": {"d_model": 128, "n_layers": 2, "attn_layers": "1", "n_heads": 8}},
     )
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 8192,

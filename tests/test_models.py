@@ -9,7 +9,7 @@ from seqbench.models import build_model
 from seqbench.models.presets import PUBLISHED, SIZES, count_parameters
 from seqbench.tasks.base import HeadSpec
 
-FAMILIES = ["mamba", "transformer", "transformer-abs", "transformer-xpos", "transformer++", "hyena"]
+FAMILIES = ["mamba", "transformer", "transformer-abs", "transformer-xpos", "transformer++", "hyena", "hybrid"]
 TINY = {"d_model": 32, "n_layers": 2}
 TOKEN_HEAD = HeadSpec("token", 16)
 
@@ -17,6 +17,8 @@ TOKEN_HEAD = HeadSpec("token", 16)
 def tiny(family: str, head: HeadSpec = TOKEN_HEAD, dtype=torch.float64, **kwargs):
     torch.manual_seed(0)
     extra = {"n_heads": 4} if family.startswith("transformer") else {}
+    if family == "hybrid":  # one Mamba layer, then attention: both kinds of state in every shared test
+        extra = {"n_heads": 4, "attn_layers": "1"}
     return build_model(family, vocab_size=16, head=head, **TINY, **extra, **kwargs).to(dtype)
 
 
@@ -130,7 +132,7 @@ def test_every_family_runs_induction_heads_through_the_runner(family, tmp_path):
     assert "accuracy/256" in result.metrics
 
 
-@pytest.mark.parametrize("family", ["transformer", "transformer-xpos", "transformer++"])
+@pytest.mark.parametrize("family", ["transformer", "transformer-xpos", "transformer++", "hybrid"])
 def test_fixed_shape_attention_step_equals_the_full_forward(family):
     """The step a CUDA graph captures (device-side position, masked full cache) decodes exactly
     like the eager one; on the CPU it runs eagerly, the GPU test replays it as a graph."""
@@ -140,7 +142,8 @@ def test_fixed_shape_attention_step_equals_the_full_forward(family):
     state = model.init_state(2, max_len=15, dtype=torch.float64)
     model.prefill(ids[:, :5], state)
     for layer in state:
-        layer["pos_t"] = torch.tensor([layer["pos"]])
+        if "k" in layer:  # attention layers (a hybrid's Mamba layers have no position), as GraphedStep does
+            layer["pos_t"] = torch.tensor([layer["pos"]])
     for t in range(5, 15):
         logits, state = model.step(ids[:, t], state)
         torch.testing.assert_close(logits, full[:, t], rtol=1e-6, atol=1e-6)
@@ -150,9 +153,10 @@ def test_only_fixed_shape_families_are_graph_decodable():
     from seqbench.models.decoding import graph_decodable
 
     decodable = {family: graph_decodable(tiny(family)) for family in ("mamba", "transformer", "transformer++",
-                                                                      "transformer-xpos", "transformer-abs", "hyena")}
+                                                                      "transformer-xpos", "transformer-abs", "hyena",
+                                                                      "hybrid")}
     assert decodable == {"mamba": True, "transformer": True, "transformer++": True, "transformer-xpos": True,
-                         "transformer-abs": False, "hyena": False}
+                         "transformer-abs": False, "hyena": False, "hybrid": True}
 
 
 def test_xpos_scales_a_query_key_product_by_its_distance_only():
