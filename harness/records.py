@@ -26,6 +26,12 @@ TRAIN_TOKENS_PER_S = "train_tokens_per_s"
 PEAK_MEMORY_MB = "peak_memory_mb"
 
 
+def run_name(task: str, model_label: str, length_label: str) -> str:
+    """A run's name: model and length first ("mamba-256 · induction-heads"), so that names stay
+    apart where the MLflow UI truncates them."""
+    return f"{model_label}-{length_label} · {task}"
+
+
 def at_length(name: str, length: int) -> str:
     """A metric or tag name per evaluation length: accuracy/4096 (MLflow allows no '@')."""
     return f"{name}/{length}"

@@ -366,7 +366,8 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
             records.HOST: socket.gethostname(), records.PID: str(os.getpid())}
     if config.size:
         tags[records.SIZE] = config.size
-    name = config.run_name or f"{config.task}-{config.model}-{format_length(config.seq_len)}"
+    label = f"{config.model}:{config.size}" if config.size else config.model
+    name = config.run_name or records.run_name(config.task, label, format_length(config.seq_len))
     tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
     params = config.to_params()
     params.update({"code_version": code_version(), "device_name": _device_name(device),
@@ -558,6 +559,8 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                                                      "rows_true_columns_predicted": confusion}),
                                          f"confusion/{seq_len}{suffix}.json")
                     named = {f"{k}/{seq_len}{suffix}": v for k, v in metrics.items()}
+                    if seq_len == config.seq_len and not suffix:  # length-free: comparable across a sweep
+                        named.update({k: v for k, v in metrics.items() if k != "samples"})
                     tracker.log_metrics(named, step=result.steps_done)
                     result.metrics.update(named)
             except torch.OutOfMemoryError:

@@ -46,8 +46,8 @@ def test_submitit_sweep_gives_the_same_children_as_the_local_launcher(tmp_path):
     by_local, by_submitit = children(tiny_base(tmp_path, "local").tracking_uri), \
         children(tiny_base(tmp_path, "submitit").tracking_uri)
     assert sorted(by_submitit) == sorted(by_local) == [
-        "induction-heads-mamba-128", "induction-heads-mamba-64",
-        "induction-heads-transformer-128", "induction-heads-transformer-64"]
+        "mamba-128 · induction-heads", "mamba-64 · induction-heads",
+        "transformer-128 · induction-heads", "transformer-64 · induction-heads"]
     for name, (status, metrics, loss, logs) in by_submitit.items():
         local_status, local_metrics, local_loss, _ = by_local[name]
         assert (status, metrics) == (local_status, local_metrics) == ("ok", local_metrics)
@@ -64,7 +64,7 @@ def test_a_submitit_job_past_its_time_budget_is_cancelled_as_a_timeout(tmp_path)
     assert [(c.status, c.message) for c in result.children] == [("timeout", "ran past its time budget of 15 s")]
     run = MlflowClient(base.tracking_uri).search_runs(
         [MlflowClient(base.tracking_uri).get_experiment_by_name("induction-heads").experiment_id],
-        "attributes.run_name = 'induction-heads-mamba-64'")[0]
+        "attributes.run_name = 'mamba-64 · induction-heads'")[0]
     assert run.data.tags["status"] == "timeout" and run.info.status == "FAILED"
 
 

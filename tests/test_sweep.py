@@ -74,8 +74,8 @@ def test_parallel_sweep_from_the_cli_records_every_child_and_resumes(tmp_path):
     runs = runs_by_name(uri)
     parent = runs.pop("sweep-induction-heads")
     assert parent.data.tags["status"] == "ok" and parent.data.metrics["children/ok"] == 4
-    assert sorted(runs) == ["induction-heads-mamba-128", "induction-heads-mamba-64",
-                            "induction-heads-transformer-128", "induction-heads-transformer-64"]
+    assert sorted(runs) == ["mamba-128 · induction-heads", "mamba-64 · induction-heads",
+                            "transformer-128 · induction-heads", "transformer-64 · induction-heads"]
     client = MlflowClient(uri)
     for name, run in runs.items():
         seq_len = int(run.data.tags["seq_len"])
@@ -107,8 +107,8 @@ def test_out_of_memory_child_is_recorded_and_longer_lengths_are_skipped(tmp_path
     assert outcome[64][0] == "oom" and "out of memory" in outcome[64][1]
     assert outcome[128] == ("skipped", "oom at 64") and outcome[256] == ("skipped", "oom at 64")
     runs = runs_by_name(base.tracking_uri)
-    assert runs["induction-heads-mamba-64"].data.tags["status"] == "oom"
-    assert runs["induction-heads-mamba-128"].data.tags["error"] == "oom at 64"
+    assert runs["mamba-64 · induction-heads"].data.tags["status"] == "oom"
+    assert runs["mamba-128 · induction-heads"].data.tags["error"] == "oom at 64"
     assert runs["sweep-induction-heads"].data.tags["status"] == "ok"  # the sweep itself went on
 
 
@@ -117,7 +117,7 @@ def test_longest_first_starts_the_longest_and_a_failure_skips_nothing_shorter(tm
     result = Sweep(base, [("mamba", None)], [64, 128], progress=False, longest_first=True).run()
     assert {c.seq_len: c.status for c in result.children} == {64: "oom", 128: "oom"}  # 64 still ran
     runs = runs_by_name(base.tracking_uri)
-    launched = {n: int(runs[f"induction-heads-mamba-{n}"].data.tags[LAUNCHED_TAG]) for n in (64, 128)}
+    launched = {n: int(runs[f"mamba-{n} · induction-heads"].data.tags[LAUNCHED_TAG]) for n in (64, 128)}
     assert launched[128] < launched[64]
     assert runs["sweep-induction-heads"].data.params["order"] == "longest-first"
 
@@ -128,7 +128,7 @@ def test_child_past_its_time_budget_is_a_timeout(tmp_path):
     outcome = {c.seq_len: (c.status, c.message) for c in result.children}
     assert outcome[64] == ("timeout", "ran past its time budget of 20 s")
     assert outcome[128] == ("skipped", "timeout at 64")
-    run = runs_by_name(base.tracking_uri)["induction-heads-mamba-64"]
+    run = runs_by_name(base.tracking_uri)["mamba-64 · induction-heads"]
     assert run.data.tags["status"] == "timeout" and run.info.status == "FAILED"
 
 

@@ -54,8 +54,8 @@ def test_parallel_sweep_logs_every_child_to_an_mlflow_server_over_http(tmp_path)
         runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
         parent = runs.pop("sweep-induction-heads")
         assert parent.data.tags["status"] == "ok" and parent.data.metrics["children/ok"] == 4
-        assert sorted(runs) == ["induction-heads-mamba-128", "induction-heads-mamba-64",
-                                "induction-heads-transformer-128", "induction-heads-transformer-64"]
+        assert sorted(runs) == ["mamba-128 · induction-heads", "mamba-64 · induction-heads",
+                                "transformer-128 · induction-heads", "transformer-64 · induction-heads"]
         for run in runs.values():
             seq_len = run.data.tags["seq_len"]
             assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id

@@ -129,7 +129,7 @@ class Sweep:
                 records.SEQ_LEN: str(child.seq_len), records.STATUS: "pending", records.CONFIG_HASH: child.config_hash}
         if child.config.size:
             tags[records.SIZE] = child.config.size
-        tracker = RunTracker(self.uri, experiment_id, run_name=f"{self.base.task}-{child.label}-{format_length(child.seq_len)}",
+        tracker = RunTracker(self.uri, experiment_id, run_name=records.run_name(self.base.task, child.label, format_length(child.seq_len)),
                              tags=tags, parent_run_id=parent_id)
         tracker.log_params(child.params)
         child.run_id = tracker.run_id
