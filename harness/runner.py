@@ -34,6 +34,7 @@ from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.devices import autocast, check_precision, is_out_of_memory, peak_memory_mb, precision_name
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
+from seqbench.harness.progress import plain_progress_seconds
 from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
 from seqbench.harness.batches import TrainBatches
@@ -159,15 +160,6 @@ def save_checkpoint(path: Path, model, optimizer, step: int, run_id: str) -> Non
         group["lr"] = float(group["lr"])
     torch.save({"model": model.state_dict(), "optimizer": optimizer_state, "step": step, "run_id": run_id}, tmp)
     os.replace(tmp, path)
-
-
-def _plain_progress_seconds() -> float:
-    """Seconds between plain progress lines when the console is no terminal (Slurm and CI logs,
-    `| tee`): $SEQBENCH_PROGRESS_SECONDS, default 10."""
-    try:
-        return max(0.0, float(os.environ.get("SEQBENCH_PROGRESS_SECONDS", "10")))
-    except ValueError:
-        return 10.0
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -441,7 +433,7 @@ def _train(config, task, step_fn: TrainStep, tracker, ctx, console, progress, re
     train_seconds = 0.0
     last_save = time.monotonic()
     plain = progress and not console.is_terminal
-    plain_every, last_line, started = _plain_progress_seconds(), time.monotonic(), time.monotonic()
+    plain_every, last_line, started = plain_progress_seconds(), time.monotonic(), time.monotonic()
     log = StepLog(config.log_every + 1, device)
     batches = None if step_fn.generates else TrainBatches(task, device, lambda s: _global_shape(config, s, ctx),
                                                           start_step, config.steps)

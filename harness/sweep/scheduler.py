@@ -18,6 +18,7 @@ from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.sweep.plan import Child, model_label, plan, sweep_hash
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
+from seqbench.harness.progress import plain_progress_seconds
 from seqbench.harness.sweep.launch import LaunchedChild, Launcher, LocalLauncher, check_launcher, children_device_type
 
 
@@ -199,7 +200,9 @@ class Sweep:
                 self.console.print(f"{child.label} {format_length(child.seq_len)}: {child.status} (finished before; skipped)")
         status = "ok"
         bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                       TimeElapsedColumn(), console=self.console, disable=not self.progress)
+                       TimeElapsedColumn(), console=self.console, disable=not (self.progress and self.console.is_terminal))
+        plain = self.progress and not self.console.is_terminal  # piped: a line at a steady interval instead
+        every, last_line, started = plain_progress_seconds(), time.monotonic(), time.monotonic()
         try:
             with bar:
                 job = bar.add_task("sweep", total=len(self.children), completed=len(self.children) - len(pending), info="")
@@ -234,6 +237,13 @@ class Sweep:
                         bar.update(job, advance=1)
                     bar.update(job, info="  ".join(f"{p.child.label} {format_length(p.child.seq_len)}"
                                                    for p in running.values()))
+                    if plain and time.monotonic() - last_line >= every and (pending or running):
+                        last_line = time.monotonic()
+                        done = len(self.children) - len(pending) - len(running)
+                        now = ", ".join(f"{p.child.label} {format_length(p.child.seq_len)} ({p.elapsed():,.0f} s)"
+                                        for p in running.values()) or "none"
+                        self.console.print(f"sweep {done}/{len(self.children)} children done, running: {now}; "
+                                           f"{last_line - started:,.0f} s elapsed", highlight=False)
                     time.sleep(0.2)
         except KeyboardInterrupt:
             status = "interrupted"
