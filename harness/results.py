@@ -12,7 +12,8 @@ A metric recorded per evaluation length (`accuracy/64`, MQAR's `accuracy/64/kv8`
 the length to its value under its name without the length (`accuracy`, `accuracy/kv8`); the others
 (`train_loss`, `train_tokens_per_s`, `peak_memory_mb`, `gen_tokens_per_s/b8`, ...) are plain
 numbers. Values are the run's last recorded ones, as MLflow holds them; a value that is not finite
-is null.
+is null. MLflow also holds the training length's evaluation without its length suffix; here it
+is in the per-length dicts only.
 """
 
 from __future__ import annotations
@@ -27,24 +28,30 @@ from pathlib import Path
 SCHEMA = 1
 
 
-def metrics_by_length(metrics: dict[str, float]) -> dict[str, object]:
+def metrics_by_length(metrics: dict[str, float], training_length: int | None = None) -> dict[str, object]:
     """{"accuracy/64": 1.0, "train_loss": 0.1} -> {"accuracy": {"64": 1.0}, "train_loss": 0.1},
-    lengths in ascending order."""
+    lengths in ascending order. A length-free metric named like a per-length one (the runner logs
+    the training length's evaluation without its suffix too, for MLflow's compare view) is that
+    copy and is left out when it equals the value at `training_length`; else it is kept as
+    `<name>/unsuffixed`."""
     grouped: dict[str, object] = {}
+    plain: dict[str, float | None] = {}
     for key in sorted(metrics, key=_length_order):
         value = _finite(metrics[key])
         parts = key.split("/")
         at = next((i for i, part in enumerate(parts) if i > 0 and part.isdigit()), None)
         if at is None:
-            grouped[key] = value
+            plain[key] = value
             continue
         name = "/".join(parts[:at] + parts[at + 1:])
-        per_length = grouped.setdefault(name, {})
-        if isinstance(per_length, dict):
-            per_length[parts[at]] = value
-        else:  # a length-free metric of the same name: keep both apart
-            grouped.setdefault(f"{name}/by_length", {})[parts[at]] = value
-    return grouped
+        grouped.setdefault(name, {})[parts[at]] = value
+    for key, value in plain.items():
+        per_length = grouped.get(key)
+        if per_length is None:
+            grouped[key] = value
+        elif training_length is None or per_length.get(str(training_length)) != value:
+            grouped[f"{key}/unsuffixed"] = value
+    return dict(sorted(grouped.items(), key=lambda item: _length_order(item[0])))
 
 
 def _length_order(key: str) -> tuple:
@@ -93,7 +100,8 @@ def run_document(result) -> dict:
                      "code": params.get("code_version") or code_version()},
         "device": params.get("device_name") or _device_name(config.device),
         "dtype": params.get("dtype"),
-        "metrics": metrics_by_length({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}),
+        "metrics": metrics_by_length({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))},
+                                     training_length=config.seq_len),
     }
 
 

@@ -21,6 +21,10 @@ def test_metrics_are_grouped_by_name_then_length():
     assert grouped == {"accuracy": {"64": 1.0, "1024": 0.5}, "accuracy/kv8": {"64": 0.25}, "train_loss": 0.1,
                        "gen_tokens_per_s/b8": 900.0, "loss": {"64": None}}
     assert list(grouped["accuracy"]) == ["64", "1024"]  # lengths ascending
+    # the runner's suffix-free copy of the training length's evaluation is not repeated
+    copies = {"accuracy/64": 1.0, "accuracy/128": 0.5, "accuracy": 0.5, "loss/128": 0.2, "loss": 0.3}
+    assert metrics_by_length(copies, training_length=128) == {"accuracy": {"64": 1.0, "128": 0.5},
+                                                              "loss": {"128": 0.2}, "loss/unsuffixed": 0.3}
 
 
 def test_a_tiny_run_writes_its_document(tmp_path, monkeypatch):
@@ -50,6 +54,7 @@ def test_a_tiny_run_writes_its_document(tmp_path, monkeypatch):
 
     metrics = document["metrics"]
     assert set(metrics["accuracy"]) == set(metrics["loss"]) == {"16", "32"}
+    assert not [name for name in metrics if name.endswith("/unsuffixed")]  # copies of the length-16 values
     for name in ("accuracy", "loss", "tokens_per_s"):
         for length, value in metrics[name].items():
             assert value == logged.data.metrics[f"{name}/{length}"]
