@@ -231,15 +231,16 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
                      make_batch=_batch_maker(task, device, ctx))
 
     tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step, mode)
-    if ctx.is_main and not isinstance(task, MeasuringTask):  # once the run exists: bad input stays one line
-        console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}", highlight=False)
-    ckpt = checkpoint_path(config, tracker.run_id)
-    if start_step == 0 and run_id is not None and ctx.is_main:
-        _mark_restart(tracker, ckpt, console)
+    # From here the run exists: every ending, a Ctrl-C during the set-up too, is recorded.
     result = RunResult(status="ok", run_id=tracker.run_id, config=config, steps_done=start_step)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    ckpt = checkpoint_path(config, tracker.run_id)
     try:
+        if ctx.is_main and not isinstance(task, MeasuringTask):  # once the run exists: bad input stays one line
+            console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}", highlight=False)
+        if start_step == 0 and run_id is not None and ctx.is_main:
+            _mark_restart(tracker, ckpt, console)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         if isinstance(task, MeasuringTask):  # a speed task: measure instead of training
             def record(metrics: dict, tags: dict) -> None:
                 tracker.log_metrics(metrics, step=0)
