@@ -1,8 +1,10 @@
 """Train and evaluate one (task, modality, model, length) and record it in MLflow.
 
-The loop: AdamW with the task's schedule, gradient clipping, bf16 autocast on CUDA (fp32 on CPU),
-periodic evaluation at the training length, a final evaluation at every requested length, and a
-checkpoint at the end (or on interruption) that `resume` continues from. Every way a run can end
+The loop: AdamW with the task's schedule, gradient clipping, bf16 autocast on CUDA unless the run's
+precision is fp32 (fp32 on CPU), each step one replayed CUDA graph on a GPU (harness.train_step;
+eager on the CPU and under data parallelism), periodic evaluation at the training length, a final
+evaluation at every requested length, and a checkpoint at the end (or on interruption) that
+`resume` continues from. Every way a run can end
 is a status: ok, diverged (NaN/inf loss), interrupted (Ctrl-C), oom, failed.
 
 Under torchrun the same loop trains with DistributedDataParallel (harness.distributed): every rank
@@ -227,8 +229,8 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         console.print(f"--resume: no checkpoint of this config in {config.checkpoint_dir}; training starts at step 0")
         _mark_killed_runs(config, console)
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
-    step = TrainStep(trained, task, optimizer, config.grad_clip, device, config.precision, mode,
-                     make_batch=_batch_maker(task, device, ctx))
+    train_step = TrainStep(trained, task, optimizer, config.grad_clip, device, config.precision, mode,
+                           make_batch=_batch_maker(task, device, ctx))
 
     tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step, mode)
     # From here the run exists: every ending, a Ctrl-C during the set-up too, is recorded.
@@ -249,7 +251,7 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
 
             task.measure(model, config, device, record)
         else:
-            _train(config, task, step, tracker, ctx, console, progress, result, start_step, ckpt)
+            _train(config, task, train_step, tracker, ctx, console, progress, result, start_step, ckpt)
             if result.status == "ok" and ctx.is_main:  # no collective follows: other ranks just finish
                 start = time.perf_counter()
                 try:
