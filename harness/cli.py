@@ -17,7 +17,6 @@ and experiment of the command that printed it.
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import shlex
@@ -38,6 +37,7 @@ from seqbench.harness.tracking import store_flags
 from seqbench.harness.config_file import apply_config_file, config_option
 from seqbench.harness.data_cli import data_app
 from seqbench.core.errors import SeqbenchError
+from seqbench.harness.user_errors import user_errors
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA.")
@@ -61,20 +61,6 @@ def _print_version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="Print `seqbench <version>` and exit.")) -> None:
     """Benchmark long-sequence models (Mamba, Transformer, Hyena) on text, audio and DNA."""
-
-
-def user_errors(fn):
-    """Turn SeqbenchError into one line on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SeqbenchError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
 
 
 def _parse_settings(pairs: list[str]) -> dict:

@@ -10,13 +10,12 @@ line on stderr and exit code 2; nothing half-written stays in the cache.
 
 from __future__ import annotations
 
-import functools
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from seqbench.core.errors import SeqbenchError
+from seqbench.harness.user_errors import user_errors
 from seqbench.modalities import catalog
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -24,26 +23,12 @@ data_app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_except
 out = Console()
 
 
-def _one_line_errors(fn):
-    """SeqbenchError -> one line on stderr, exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SeqbenchError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 @data_app.command("list")
-@_one_line_errors
+@user_errors
 def list_() -> None:
     """The data sets `--data NAME` takes, and whether each is in the data cache."""
     table = Table(title=f"data sets (cache: {catalog.data_root()})")
@@ -56,7 +41,7 @@ def list_() -> None:
 
 
 @data_app.command()
-@_one_line_errors
+@user_errors
 def get(names: list[str] = typer.Argument(..., help="Data set names (see `seqbench data list`).")) -> None:
     """Download data sets into the data cache, each file checked against its size and SHA-256.
 
@@ -68,7 +53,7 @@ def get(names: list[str] = typer.Argument(..., help="Data set names (see `seqben
 
 
 @data_app.command()
-@_one_line_errors
+@user_errors
 def path(name: str = typer.Argument(..., help="Data set name (see `seqbench data list`).")) -> None:
     """Print the local path of a data set (what `--data NAME` reads), downloading it first if needed."""
     typer.echo(str(catalog.fetch(catalog.dataset(name))))

@@ -23,7 +23,7 @@ import torch
 
 from seqbench.core.devices import autocast
 from seqbench.core.measure import time_ms
-from seqbench.harness.bench.models import language_model, write_csv
+from seqbench.harness.bench.models import language_model, save_png, write_csv
 from seqbench.models.presets import LM_VOCAB
 
 FIELDS = ["what", "size", "batch", "seq_len", "seqbench", "mamba_ssm", "unit", "ratio"]
@@ -192,8 +192,6 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
 
 def plot_ratios(rows: list[dict], path: Path) -> None:
     """One bar per cell: seqbench / mamba_ssm (1 = level; > 1 seqbench is better)."""
-    import os
-
     from matplotlib.figure import Figure
 
     done = [r for r in rows if r["ratio"] is not None]
@@ -208,6 +206,4 @@ def plot_ratios(rows: list[dict], path: Path) -> None:
     axis.set(ylabel="seqbench ÷ mamba_ssm (higher: seqbench better)",
              title=f"seqbench Mamba vs the authors' mamba_ssm · {torch.cuda.get_device_name()}")
     axis.grid(True, axis="y", alpha=0.3)
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_png(figure, path)

@@ -61,6 +61,13 @@ def write_csv(rows: list[dict], path: Path, fields: list[str] | None = None) -> 
     os.replace(tmp, path)
 
 
+def save_png(figure, path: Path) -> None:
+    """Write a matplotlib figure to `path` through a temporary file (never a half-written PNG)."""
+    tmp = path.with_name(path.name + ".tmp.png")
+    figure.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
 def run_model_bench(configs: list[tuple[str, str]], lengths: list[int], batch: int, out_csv: Path | None) -> list[dict]:
     """Benchmark every (model, size) at every length; print a table, write the CSV if asked."""
     from rich.console import Console
@@ -145,9 +152,7 @@ def plot_generation(rows: list[dict], path: Path) -> None:
         axis.grid(True, which="both", alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_png(figure, path)
 
 
 def run_generation_bench(configs: list[tuple[str, str]], prompt_len: int, new_tokens: int, batches: list[int],

@@ -15,13 +15,13 @@ Writes the CSV (temp name, then rename) and a log-log PNG beside it. Needs a CUD
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import time
 
 import torch
 
 from seqbench.harness.bench.kernels import _median_ms, _single_ms, make_inputs, write_rows
+from seqbench.harness.bench.models import save_png
 
 WIDTH, HEADS, HEAD_DIM = 1024, 16, 64
 LENGTHS = tuple(2**k for k in range(9, 21))
@@ -136,9 +136,7 @@ def plot_rows(path: pathlib.Path, rows: list[dict]) -> None:
         axis.set_xscale("log", base=2)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
-    tmp = path.with_name(path.name + ".tmp.png")
-    figure.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    save_png(figure, path)
 
 
 def print_rows(rows: list[dict]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from seqbench.harness.bench.models import write_csv
+from seqbench.harness.bench.models import save_png, write_csv
 from seqbench.harness.config import RunConfig
 from seqbench.harness.train_step import StepLog, TrainStep, make_optimizer
 from seqbench.models import build_model
@@ -123,8 +123,6 @@ def run_step_time(out_csv: Path | None, profile_top: bool = False) -> list[dict]
 
 def plot_step_time(rows: list[dict], path: Path) -> None:
     """Bars per row: eager, captured and GPU busy ms per step (log scale), written atomically."""
-    import os
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.2), layout="constrained")
@@ -143,9 +141,7 @@ def plot_step_time(rows: list[dict], path: Path) -> None:
     ax.set_title("paper's small models: a training step's wall time, eager vs captured")
     ax.set_ylabel("ms per training step (median)")
     ax.legend(fontsize=8, ncol=3, loc="upper center")
-    tmp = path.with_suffix(".png.tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
+    save_png(fig, path)
 
 
 def plot_step_time_csv(csv_path: Path) -> None:
