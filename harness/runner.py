@@ -41,11 +41,12 @@ from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, r
 from seqbench.harness import records
 from seqbench.harness.batches import TrainBatches
 from seqbench.harness.config_file import config_toml
-from seqbench.harness.train_step import StepLog, TrainStep, choose_mode, first_nonfinite, make_optimizer, scored
+from seqbench.harness.train_step import (StepLog, TrainStep, choose_mode, first_nonfinite, generated_batches,
+                                         make_optimizer, scored)
 from seqbench.models import build_model
 from seqbench.models.backbone import cross_entropy
 from seqbench.tasks import get_task
-from seqbench.tasks.base import IGNORE_INDEX, GeneratedTask, MeasuringTask, Task
+from seqbench.tasks.base import IGNORE_INDEX, MeasuringTask, Task
 
 
 @dataclass
@@ -230,7 +231,7 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
         _mark_killed_runs(config, console)
     trained = distributed.wrap(model, ctx)  # after loading: every rank starts from the same weights
     train_step = TrainStep(trained, task, optimizer, config.grad_clip, device, config.precision, mode,
-                           make_batch=_batch_maker(task, device, ctx))
+                           make_batch=None if ctx.distributed else generated_batches(task, device))
 
     tracker = _tracker(config, ctx, model, device, parent_run_id, run_id, console, start_step, mode)
     # From here the run exists: every ending, a Ctrl-C during the set-up too, is recorded.
@@ -506,14 +507,6 @@ def _train(config, task, step_fn: TrainStep, tracker, ctx, console, progress, re
     result.metrics[records.TRAIN_LOSS] = value if config.steps > start_step else float("nan")
     result.metrics[records.TRAIN_TOKENS_PER_S] = tokens / max(train_seconds, 1e-9)
     tracker.log_metrics({records.TRAIN_TOKENS_PER_S: result.metrics[records.TRAIN_TOKENS_PER_S]}, step=result.steps_done)
-
-
-def _batch_maker(task: Task, device: torch.device, ctx: distributed.Context):
-    """A generated task's batches, made on the device by the step itself (inside a captured
-    step's graph); None where the runner makes them (data-backed tasks, data-parallel shards)."""
-    if not isinstance(task, GeneratedTask) or ctx.distributed:
-        return None
-    return lambda step, batch_size, length: task.train_batch(step, batch_size, length, device=device)
 
 
 def _global_shape(config: RunConfig, step: int, ctx: distributed.Context) -> tuple[int, int]:

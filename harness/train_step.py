@@ -29,6 +29,7 @@ from seqbench.core.devices import autocast
 from seqbench.core.errors import SeqbenchError
 from seqbench.core.types import Batch
 from seqbench.models.backbone import cross_entropy, parameter_groups
+from seqbench.tasks.base import GeneratedTask
 
 STEP_MODES = ("auto", "eager", "captured")
 WARMUP_STEPS = 3
@@ -76,6 +77,14 @@ def loss_of(model, task, inputs: torch.Tensor, targets: torch.Tensor, device: to
 
 
 BatchMaker = Callable[[int | torch.Tensor, int, int], Batch]
+
+
+def generated_batches(task, device: torch.device) -> BatchMaker | None:
+    """A generated task's batches made on `device` by the step itself (inside a captured step's
+    graph); None for a data-backed task, whose batches the runner brings."""
+    if not isinstance(task, GeneratedTask):
+        return None
+    return lambda step, batch_size, length: task.train_batch(step, batch_size, length, device=device)
 
 
 class TrainStep:

@@ -20,7 +20,7 @@ import torch
 
 from seqbench.harness.bench.models import save_png, write_csv
 from seqbench.harness.config import RunConfig
-from seqbench.harness.train_step import StepLog, TrainStep, make_optimizer
+from seqbench.harness.train_step import StepLog, TrainStep, generated_batches, make_optimizer
 from seqbench.models import build_model
 from seqbench.tasks import get_task
 
@@ -43,8 +43,8 @@ def _setup(task_name: str, family: str, batch: int, seq_len: int, mode: str, dev
     torch.manual_seed(0)
     model = build_model(family, vocab_size=task.vocab_size, head=task.head, **config.model_kwargs).to(device)
     optimizer = make_optimizer(model, config.lr, config.weight_decay, device, mode)
-    make = lambda step, b, length: task.train_batch(step, b, length, device=device)  # noqa: E731
-    return task, config, TrainStep(model, task, optimizer, config.grad_clip, device, "auto", mode, make_batch=make)
+    return task, config, TrainStep(model, task, optimizer, config.grad_clip, device, "auto", mode,
+                                   make_batch=generated_batches(task, device))
 
 
 def _loop(task, config, step_fn: TrainStep, log: StepLog, start: int, steps: int, device: torch.device) -> float:
