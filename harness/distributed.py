@@ -101,12 +101,22 @@ def shard(batch: Batch, ctx: Context) -> Batch:
     return Batch(batch.inputs[part], batch.targets[part])
 
 
+# The latest reduction stays referenced from Python until the next one (or the interpreter's
+# exit, on the main thread). Otherwise gloo's worker thread drops the last reference a moment after
+# the caller has moved on, and freeing the tensor it holds needs the GIL, which a thread cannot take
+# once the interpreter is exiting: a rank that ends right after a reduction aborted ("terminate
+# called without an active exception").
+_latest_reduction: list[dist.Work] = []
+
+
 def mean(value: float, ctx: Context) -> float:
     """The mean of `value` over ranks (every rank gets it; the same number decides divergence)."""
     if not ctx.distributed:
         return value
     tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(tensor)
+    work = dist.all_reduce(tensor, async_op=True)
+    work.wait()
+    _latest_reduction[:] = [work]
     return float(tensor) / ctx.world_size
 
 
