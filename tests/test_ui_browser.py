@@ -1,9 +1,11 @@
-"""The MLflow UI, seen in a real browser, shows a sweep's child runs and their metrics.
+"""The MLflow UI, seen in a real browser, shows a sweep's child runs and their metrics, and plots
+the main metric against the training length across them.
 
 Starts `seqbench ui` on a temporary store holding one small real sweep, loads the experiment's
 runs table and the compare view of the children in headless Chromium (Debian's `chromium`), checks
-the rendered text, and keeps a screenshot of each page in $SEQBENCH_TEST_ARTIFACTS (default
-`.test-artifacts/` at the repository root).
+the rendered text, drives the compare view's scatter plot as a user does (tests/browser.py: real
+clicks over the DevTools protocol), and keeps a screenshot of each page in
+$SEQBENCH_TEST_ARTIFACTS (default `.test-artifacts/` at the repository root).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from seqbench.harness.config import RunConfig
 from seqbench.harness.sweep import Sweep as SweepRunner
+from browser import Browser
 from processes import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,4 +248,39 @@ def test_compare_view_shows_the_runs_and_their_metrics(sweep, ui, artifacts):
     run_ids = [sweep.children[name] for name in sorted(sweep.children)]  # columns in name order
     texts = render(compare_url(ui, run_ids, sweep.experiment_id), screenshot, expected, COMPARE_WINDOW)
     assert expected <= texts, f"not on the compare view: {sorted(expected - texts)} (see {screenshot})"
+    assert png_size(screenshot) == COMPARE_WINDOW
+
+
+def test_compare_view_plots_the_main_metric_against_seq_len_one_point_per_child(sweep, ui, artifacts):
+    """What a sweep is for, in MLflow's own compare view: the Scatter Plot tab, X-axis `seq_len`,
+    Y-axis `accuracy` (the task's main metric, logged without the length in its name) chosen with
+    clicks, gives one point per child at its training length and its accuracy."""
+    screenshot = artifacts / "mlflow-ui-compare-scatter.png"
+    client = MlflowClient(sweep.uri)
+    expected = {}  # run name -> (seq_len, accuracy) as the store has them
+    for name, run_id in sweep.children.items():
+        run = client.get_run(run_id)
+        expected[name] = (run.data.params["seq_len"], run.data.metrics["accuracy"])
+    run_ids = [sweep.children[name] for name in sorted(sweep.children)]
+    with Browser(CHROMIUM, COMPARE_WINDOW) as browser:
+        browser.goto(compare_url(ui, run_ids, sweep.experiment_id))
+        browser.wait_for("Array.from(document.querySelectorAll('[role=tab]'))"
+                         ".some(e => e.textContent.trim() === 'Scatter Plot')", timeout_s=120, what="the plot tabs")
+        browser.click("[role=tab]", "Scatter Plot")
+        for axis, key in (("x", "seq_len"), ("y", "accuracy")):
+            browser.wait_for(f"document.querySelector('#{axis}-axis-selector') !== null", what=f"the {axis}-axis selector")
+            browser.click(f"#{axis}-axis-selector")
+            browser.wait_for("document.querySelector('[role=option]') !== null", what="the axis options")
+            browser.click("[role=option]", key)
+        # the trace Plotly drew (a WebGL scatter: its points are not DOM nodes), once both axes are set
+        plotted = browser.wait_for(
+            "(() => { const g = Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".find(g => g.layout && g.layout.xaxis.title.text === 'seq_len' && g.layout.yaxis.title.text === 'accuracy');"
+            " return g && g._fullData.map(t => ({x: t.x, y: t.y, names: t.text.map(s => s.match(/<b>(.*?)<\\/b>/)[1])})); })()",
+            what="a scatter of accuracy against seq_len")
+        browser.screenshot(screenshot)
+    (trace,) = plotted
+    points = {name: (x, y) for name, x, y in zip(trace["names"], trace["x"], trace["y"])}
+    assert len(trace["x"]) == len(sweep.children), trace
+    assert points == expected, f"see {screenshot}"
     assert png_size(screenshot) == COMPARE_WINDOW
