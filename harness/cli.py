@@ -105,6 +105,8 @@ EXPERIMENT = typer.Option(None, help="MLflow experiment; default: the task's nam
 PROGRESS = typer.Option(True, help="Show progress bars.", show_default=True)
 PRECISION = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on the CPU), bf16 or fp32; recorded as param dtype.")
 TRAIN_STEP = typer.Option("auto", help="auto (a captured CUDA-graph step on one GPU, else eager), eager or captured.")
+DRY_RUN = typer.Option(False, "--dry-run", help="Resolve everything (data, config, model, device) and print what "
+                                                "would run; train nothing, record nothing.", show_default=True)
 
 
 def _base_config(task: str, model: str, **options) -> RunConfig:
@@ -183,6 +185,7 @@ def run(
     nproc: int = typer.Option(
         1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process.", show_default=True),
     config_file: Optional[Path] = config_option(),
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Train and evaluate one model on one task at one length, tracked in MLflow."""
     from seqbench.core.registry import registry
@@ -202,6 +205,13 @@ def run(
         raise SeqbenchError(f"--checkpoint-every must be >= 0 and --checkpoint-minutes > 0, got "
                             f"{checkpoint_every} and {checkpoint_minutes}")
     _output_path(output_json, "--output-json")
+    if dry_run:
+        from seqbench.harness.dry_run import describe_run
+
+        if nproc < 1:
+            raise SeqbenchError(f"--nproc must be >= 1, got {nproc}")
+        _print_dry_run(describe_run(config, nproc))
+        return
     if nproc != 1:  # after the cheap checks: bad input fails here once, not in every rank
         _exec_torchrun(nproc)
     from seqbench.harness.runner import run as run_one
@@ -216,6 +226,23 @@ def run(
             out.print(f"wrote {output_json}")
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+def _print_dry_run(rows: list[tuple[str, str]], children: list[dict[str, str]] | None = None) -> None:
+    """A dry run's plan on stdout: what would run, then (a sweep) one row per child."""
+    table = Table(title="dry run: nothing trained or recorded", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for what, value in rows:
+        table.add_row(what, value)
+    out.print(table)
+    if children:
+        per_child = Table(title="children, in the order they start", title_justify="left")
+        for column in children[0]:
+            per_child.add_column(column, no_wrap=column in ("model", "config hash"))
+        for child in children:
+            per_child.add_row(*child.values())
+        out.print(per_child)
 
 
 def _exec_torchrun(nproc: int) -> None:
@@ -290,6 +317,7 @@ def sweep(
                                                           "(sbatch --array=...%K); default: no limit."),
     time_limit: Optional[int] = typer.Option(None, "--time", help="Slurm time limit per job in minutes (sbatch --time); default 60."),
     config_file: Optional[Path] = config_option(),
+    dry_run: bool = DRY_RUN,
 ) -> None:
     """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run."""
     from seqbench.harness.report import check_out_dir
@@ -308,10 +336,16 @@ def sweep(
     base = apply_config_file(ctx, base)  # the file's settings that have no flag, its [set] and [task_set]
     slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
                          time_minutes=time_limit)
-    result = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
-                   console=err, progress=progress, launcher=launcher, slurm=slurm,
-                   batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
-                   longest_first=longest_first, resume_command=_command_line(ctx, resume=True)).run()
+    planned = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
+                    console=err, progress=progress, launcher=launcher, slurm=slurm,
+                    batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
+                    longest_first=longest_first, resume_command=_command_line(ctx, resume=True))
+    if dry_run:
+        from seqbench.harness.dry_run import describe_sweep
+
+        _print_dry_run(*describe_sweep(planned))
+        return
+    result = planned.run()
     _print_sweep(result, base.tracking_uri)
     # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
     _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",

@@ -167,3 +167,24 @@ def test_generation_replot_draws_the_plot_of_a_csv(tmp_path):
                           (tmp_path / "other.csv", "is not a generation CSV")):
         result = invoke("bench", "generation", "--replot", "--out", str(path))
         assert result.exit_code == 2 and message in result.output
+
+
+def test_dry_run_resolves_everything_and_writes_nothing(tmp_path, monkeypatch):
+    """--dry-run prints the resolved plan (defaults filled, parameters counted, config hash) and
+    leaves no store, checkpoint or run behind; bad input is still one line and exit 2."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    done = invoke("run", "induction-heads", "--set", "d_model=32", "--dry-run")
+    assert done.exit_code == 0, done.output
+    from seqbench.harness.config import RunConfig
+    from seqbench.tasks import get_task
+
+    config = RunConfig(task="induction-heads", model="mamba", model_kwargs={"d_model": 32}).resolve(
+        get_task("induction-heads"), "cpu")
+    assert config.hash() in done.stdout and "1,200 steps at 256" in done.stdout
+    swept = invoke("sweep", "induction-heads", "--model", "mamba,hyena", "--seq-len", "64,128", "--dry-run")
+    assert swept.exit_code == 0, swept.output
+    assert swept.stdout.count("mamba ") + swept.stdout.count("hyena ") >= 4 and "4 (2 models x 2 lengths)" in swept.stdout
+    assert list(tmp_path.iterdir()) == []
+    bad = invoke("run", "induction-heads", "--seq-len", "2", "--dry-run")
+    assert bad.exit_code == 2 and "at least 4 tokens" in bad.stderr

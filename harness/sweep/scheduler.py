@@ -164,7 +164,7 @@ class Sweep:
             return f"{stop[0]} at {format_length(stop[1])}"
         return None
 
-    def _launch_order(self) -> list[Child]:
+    def launch_order(self) -> list[Child]:
         """Shortest lengths first, so a family that fails at a length skips its longer ones; with
         `longest_first` the longest first, so under --jobs K the slowest children do not start last
         (a failure then skips nothing: the longer lengths have run)."""
@@ -194,7 +194,7 @@ class Sweep:
         launcher = self._launcher(workdir)
         free = list(range(launcher.slots))
         running: dict[int, LaunchedChild] = {}
-        pending = [c for c in self._launch_order() if c.status not in FINAL]
+        pending = [c for c in self.launch_order() if c.status not in FINAL]
         for child in self.children:
             if child.status in FINAL:
                 self.console.print(f"{child.label} {format_length(child.seq_len)}: {child.status} (finished before; skipped)")
