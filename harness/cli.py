@@ -105,6 +105,10 @@ EXPERIMENT = typer.Option(None, help="MLflow experiment; default: the task's nam
 PROGRESS = typer.Option(True, help="Show progress bars.", show_default=True)
 PRECISION = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on the CPU), bf16 or fp32; recorded as param dtype.")
 TRAIN_STEP = typer.Option("auto", help="auto (a captured CUDA-graph step on one GPU, else eager), eager or captured.")
+EVAL_CHUNK = typer.Option(
+    "auto", help="Streamed evaluation of a model whose state has a constant size (Mamba): each sequence in chunks "
+                 "of this length, the state carried across them (the same metrics); auto: only where one forward "
+                 "runs out of memory; 0: never.", show_default=True)
 DRY_RUN = typer.Option(False, "--dry-run", help="Resolve everything (data, config, model, device) and print what "
                                                 "would run; train nothing, record nothing.", show_default=True)
 
@@ -117,6 +121,7 @@ def _base_config(task: str, model: str, **options) -> RunConfig:
 
     registry("tasks").target(task)
     eval_lengths = options.pop("eval_lengths")
+    options["eval_chunk"] = _eval_chunk(options.pop("eval_chunk"))
     config = RunConfig(
         task=task, model=model, eval_lengths=parse_lengths(eval_lengths) if eval_lengths else None,
         model_kwargs=_parse_settings(options.pop("set_")), task_kwargs=_parse_settings(options.pop("task_set")),
@@ -127,6 +132,18 @@ def _base_config(task: str, model: str, **options) -> RunConfig:
 
     check_task_settings(task, config.task_kwargs)
     return config
+
+
+def _eval_chunk(text: str) -> int | None:
+    """--eval-chunk: auto -> None, 0 -> 0 (never), else a length."""
+    if text.strip().lower() == "auto":
+        return None
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_length(text)
+    except SeqbenchError:
+        raise SeqbenchError(f"--eval-chunk takes a length (64k, 2^16), 0 (never) or auto, got {text!r}") from None
 
 
 def _output_path(path: Path | None, option: str) -> None:
@@ -165,6 +182,7 @@ def run(
         None, help="Comma-separated evaluation lengths, e.g. 256,1k,16k; default: the task's (on the CPU only "
                    "those up to 4x --seq-len, and --seq-len itself)."),
     eval_samples: int = EVAL_SAMPLES,
+    eval_chunk: str = EVAL_CHUNK,
     set_: list[str] = MODEL_SETTINGS,
     task_set: list[str] = TASK_SETTINGS,
     tracking_uri: Optional[str] = TRACKING_URI,
@@ -196,7 +214,7 @@ def run(
         steps=steps, batch_size=batch_size, lr=lr,
         seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=eval_lengths,
-        eval_samples=eval_samples, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
+        eval_samples=eval_samples, eval_chunk=eval_chunk, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume, checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
         precision=precision, train_step=train_step, log_every=log_every,
     )
@@ -287,6 +305,7 @@ def sweep(
     device: str = DEVICE,
     eval_lengths: Optional[str] = typer.Option(None, help="Evaluation lengths of every child; default: its own length."),
     eval_samples: int = EVAL_SAMPLES,
+    eval_chunk: str = EVAL_CHUNK,
     set_: list[str] = MODEL_SETTINGS,
     task_set: list[str] = TASK_SETTINGS,
     time_budget: Optional[float] = typer.Option(
@@ -330,7 +349,8 @@ def sweep(
     models = parse_models(model)
     base = _base_config(
         task, models[0][0], modality=modality, data=data, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-        device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, set_=set_, task_set=task_set,
+        device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, eval_chunk=eval_chunk, set_=set_,
+        task_set=task_set,
         tracking_uri=tracking_uri, experiment=experiment, precision=precision, train_step=train_step,
     )
     base = apply_config_file(ctx, base)  # the file's settings that have no flag, its [set] and [task_set]

@@ -67,7 +67,7 @@ def format_length(n: int) -> str:
 
 # Fields that do not change what a run computes: left out of the config hash.
 _NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
-               "log_every", "progress", "run_name", "train_step"}
+               "log_every", "progress", "run_name", "train_step", "eval_chunk"}
 
 
 @dataclass
@@ -95,6 +95,7 @@ class RunConfig:
     eval_lengths: list[int] | None = None
     eval_samples: int = 256
     eval_tokens: int | None = None
+    eval_chunk: int | None = None  # streamed evaluation: None auto (after an OOM), 0 never, N chunks above N
     model_kwargs: dict = field(default_factory=dict)
     task_kwargs: dict = field(default_factory=dict)
     tracking_uri: str | None = None
@@ -165,6 +166,8 @@ class RunConfig:
             (self.device in ("auto", "cpu", "cuda"), f"--device must be auto, cpu or cuda, got {self.device!r}"),
             (self.eval_samples > 0, f"--eval-samples must be > 0, got {self.eval_samples}"),
             (self.log_every > 0, f"--log-every must be > 0, got {self.log_every}"),
+            (self.eval_chunk is None or self.eval_chunk >= 0,
+             f"--eval-chunk must be a length, 0 (never) or auto, got {self.eval_chunk}"),
             (self.seq_warmup_start is None or (0 < self.seq_warmup_start <= (self.seq_len or 0)
                                                and self.seq_warmup_every > 0),
              f"--seq-warmup-start must be in 1..seq_len with --seq-warmup-every > 0, "

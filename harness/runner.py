@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seqbench.harness import distributed
 from seqbench.harness.config import RunConfig, format_length
-from seqbench.core.devices import autocast, check_precision, is_out_of_memory, peak_memory_mb, precision_name
+from seqbench.core.devices import check_precision, is_out_of_memory, peak_memory_mb, precision_name
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
 from seqbench.harness.progress import plain_progress_seconds
@@ -41,12 +41,12 @@ from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, r
 from seqbench.harness import records
 from seqbench.harness.batches import TrainBatches
 from seqbench.harness.config_file import config_toml
+from seqbench.harness.evaluation import eval_plan, evaluate, evaluate_length
 from seqbench.harness.train_step import (StepLog, TrainStep, choose_mode, first_nonfinite, generated_batches,
-                                         make_optimizer, scored)
+                                         make_optimizer)
 from seqbench.models import build_model
-from seqbench.models.backbone import cross_entropy
 from seqbench.tasks import get_task
-from seqbench.tasks.base import IGNORE_INDEX, MeasuringTask, Task
+from seqbench.tasks.base import MeasuringTask
 
 
 @dataclass
@@ -79,54 +79,6 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device,
-             precision: str = "auto") -> dict:
-    """Loss and accuracy over up to `n_samples` held-out sequences of length `seq_len`, plus the
-    task's derived metrics; for a class head also the confusion matrix (rows: true class). The
-    sums stay on the device until the end (one read-back per length, not per batch)."""
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x scored, correct, scored
-    tokens = sequences = 0
-    classes = task.head.n_outputs if task.head.kind == "class" else 0
-    confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
-    start = time.perf_counter()
-    for batch in task.eval_batches(seq_len, n_samples, batch_size, device=device):
-        batch = batch.to(device)
-        with autocast(device, precision):
-            logits = model(batch.inputs, last_only=task.scores_last_position_only)
-        logits, targets = scored(task, logits, batch.targets)
-        mask = targets != IGNORE_INDEX
-        n = mask.sum()
-        predicted = logits.argmax(-1)
-        right = ((predicted == targets) & mask).sum()
-        sums += torch.stack([cross_entropy(logits, targets).double() * n, right.double(), n.double()])
-        tokens += batch.inputs.numel()
-        sequences += batch.inputs.shape[0]
-        if classes:
-            confusion += torch.bincount(targets * classes + predicted, minlength=classes**2)
-    total_loss, correct, scored_n = sums.tolist()
-    seconds = time.perf_counter() - start
-    model.train()
-    metrics = {
-        "loss": total_loss / max(1, scored_n),
-        "accuracy": correct / max(1, scored_n),
-        "samples": float(sequences),
-        "tokens_per_s": tokens / max(seconds, 1e-9),
-    }
-    metrics.update(task.derived_metrics(metrics))
-    if classes:
-        metrics["confusion"] = confusion.view(classes, classes).tolist()
-    return metrics
-
-
-def eval_plan(config: RunConfig, seq_len: int) -> tuple[int, int]:
-    """(samples, batch size) at `seq_len`: `eval_samples` at most, fewer at long lengths so one
-    length costs about `eval_tokens` tokens, never fewer than 16 samples (or eval_samples)."""
-    samples = max(min(16, config.eval_samples), min(config.eval_samples, config.eval_tokens // seq_len))
-    batch = max(1, min(64, samples, config.eval_tokens // 16 // seq_len or 1))
-    return samples, batch
-
-
 def checkpoint_path(config: RunConfig, run_id: str) -> Path:
     """One checkpoint per run (runs of one config started together never overwrite each other)."""
     return Path(config.checkpoint_dir) / f"{config.task}-{config.model}-{config.hash()}-{run_id}.pt"
@@ -527,7 +479,8 @@ def _add_seconds(result: RunResult, key: str, since: float) -> None:
 
 
 def _final_eval(config, task, model, tracker, device, console, progress, result) -> None:
-    """Evaluate at every length; an OOM at one length is recorded and longer ones are skipped."""
+    """Evaluate at every length (a streaming model in chunks where one forward does not fit:
+    harness.evaluation); an OOM at one length is recorded and longer ones are skipped."""
     with _progress(console, progress) as bar:
         job = bar.add_task("evaluate", total=len(config.eval_lengths), info="")
         for n, seq_len in enumerate(config.eval_lengths):
@@ -539,8 +492,16 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                 continue
             samples, eval_batch = eval_plan(config, seq_len)
             try:
+                chunk = config.eval_chunk
                 for suffix, variant in {"": task, **task.eval_variants(seq_len)}.items():
-                    metrics = evaluate(model, variant, seq_len, samples, eval_batch, device, config.precision)
+                    metrics, used = evaluate_length(model, variant, seq_len, samples, eval_batch, device,
+                                                    config.precision, chunk)
+                    if used is not None and chunk is None:  # auto: one forward did not fit
+                        console.print(f"length {label} did not fit in one forward: evaluated in chunks of "
+                                      f"{format_length(used)}, the state carried across them", highlight=False)
+                    if used is not None:
+                        chunk = used  # the length's variants take the chunk that fitted
+                        tracker.set_tags({f"{records.EVAL_CHUNK}/{seq_len}": str(used)})
                     confusion = metrics.pop("confusion", None)
                     if confusion is not None:
                         tracker.log_text(json.dumps({"classes": task.class_names,
@@ -551,7 +512,9 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                         named.update({k: v for k, v in metrics.items() if k != "samples"})
                     tracker.log_metrics(named, step=result.steps_done)
                     result.metrics.update(named)
-            except torch.OutOfMemoryError:
+            except Exception as exc:  # out of memory, on a GPU or the CPU: recorded, longer lengths skipped
+                if not is_out_of_memory(exc):
+                    raise
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 skipped = [format_length(s) for s in config.eval_lengths[n:]]

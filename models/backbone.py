@@ -6,7 +6,7 @@ Every model family is this class with a different mixer, so comparisons change o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +26,12 @@ class Mixer(nn.Module):
     maps (b, l, d) to (b, l, d) and, given a decoding state, fills it (prefill); `init_state`
     makes that state; `step(hidden, state)` decodes one token (b, d) -> (b, d), updating it.
     `graph_step` says whether the step has fixed shapes and no host decisions, so that a CUDA
-    graph can replay it (models.decoding)."""
+    graph can replay it (models.decoding). `streams` says whether `forward(hidden, state)` also
+    continues from a filled state, with a state of constant size: then a sequence run chunk after
+    chunk gives the result of one forward over it, in the memory of one chunk (SequenceModel.stream)."""
 
     graph_step: bool = False
+    streams: bool = False
 
     def init_state(self, batch_size: int, max_len: int = 0, device=None, dtype=None) -> dict:
         raise NotImplementedError(f"{type(self).__name__} does not decode step by step")
@@ -240,6 +243,36 @@ class SequenceModel(nn.Module):
         from seqbench.models.decoding import release_held_step
 
         release_held_step(self)
+
+    @property
+    def streams(self) -> bool:
+        """Every mixer continues from a constant-size state (Mixer.streams): `stream` works."""
+        return all(block.mixer.streams for block in self.blocks)
+
+    @torch.no_grad()
+    def stream(self, input_ids: Tensor, chunk: int) -> Iterator[tuple[int, Tensor]]:
+        """`forward(input_ids)` computed `chunk` positions at a time, the state carried across
+        chunk boundaries, so the memory is that of one chunk whatever the length. A token head
+        yields (start, logits of positions start .. start + chunk - 1) per chunk; a class head
+        yields (0, logits) once, pooled over the whole sequence."""
+        if not self.streams:
+            raise ValueError(f"{self.family or type(self).__name__} does not stream: a mixer's state grows with the sequence")
+        batch, length = input_ids.shape
+        state = self.init_state(batch, 0, device=input_ids.device)
+        pooled = None
+        for start in range(0, length, chunk):
+            h = self.hidden_states(input_ids[:, start:start + chunk], states=state)
+            if self.head_spec.kind != "class":
+                yield start, self.head(h)
+            elif self.head_spec.pool == "last":
+                pooled = h[:, -1]
+            else:
+                part = h.float().sum(dim=1)
+                pooled = part if pooled is None else pooled + part
+        if self.head_spec.kind == "class":
+            if self.head_spec.pool != "last":
+                pooled = (pooled / length).to(h.dtype)
+            yield 0, self.head(pooled)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -26,6 +26,7 @@ class MambaMixer(Mixer):
     """One selective-SSM mixer: (batch, length, d_model) -> (batch, length, d_model)."""
 
     graph_step = True  # the decode step has fixed shapes: a CUDA graph can replay it (models.decoding)
+    streams = True  # forward(chunk, state) continues from the state: any length in chunks, constant memory
 
     def __init__(
         self,
@@ -82,8 +83,9 @@ class MambaMixer(Mixer):
         return self.conv_weight.to(dtype), None if self.conv_bias is None else self.conv_bias.to(dtype)
 
     def forward(self, hidden: Tensor, state: dict | None = None) -> Tensor:
-        """(b, l, d_model) -> (b, l, d_model). With `state`, also leave the conv and SSM states
-        of the last position there (prefill for decoding).
+        """(b, l, d_model) -> (b, l, d_model). With `state`, start from it (a fresh, zero state is
+        the sequence's start) and leave there the conv and SSM states of the last position: prefill
+        for decoding, and chunk after chunk the result of one long forward (`streams`).
 
         Inside, every tensor is channel-major (b, channels, l), the layout the conv and the scan
         read: the projections write it directly (models.channel_major), so nothing is transposed
@@ -95,9 +97,9 @@ class MambaMixer(Mixer):
         if self.in_proj.bias is not None:
             bias = cast(self.in_proj.bias)
             x, z = x + bias[:di, None], z + bias[di:, None]
-        if state is not None:  # the last d_conv inputs of the conv, zero-padded on the left
-            tail = x[:, :, -self.d_conv:]
-            state["conv"].copy_(F.pad(tail, (self.d_conv - tail.shape[-1], 0)))
+        if state is not None:  # continue from the state's last conv inputs (zeros: from the start)
+            x = torch.cat([state["conv"][:, :, 1:].to(x.dtype), x], dim=-1)
+            state["conv"].copy_(x[:, :, -self.d_conv:])
         if state is None and torch.is_grad_enabled() and self._fused(x):
             from seqbench.kernels.mamba_block import mamba_inner  # imports Triton: only where it runs
 
@@ -107,12 +109,15 @@ class MambaMixer(Mixer):
         else:
             x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu",
                                       backend=self.backend)
+            if state is not None:  # the outputs of the state's own inputs are the previous chunk's
+                x = x[:, :, self.d_conv - 1:].contiguous()
             x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
             dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
             y = selective_scan(
                 x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
                 D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                return_last_state=state is not None, backend=self.backend,
+                return_last_state=state is not None, initial_state=None if state is None else state["ssm"],
+                backend=self.backend,
             )
             if state is not None:
                 y, last = y

@@ -123,7 +123,7 @@ def test_evaluate_on_a_hand_made_batch():
     loss is the mean cross-entropy of the four hand-set logits."""
     import math
 
-    from seqbench.harness.runner import evaluate
+    from seqbench.harness.evaluation import evaluate
     from seqbench.tasks.base import Batch
     from seqbench.tasks.synthetic import InductionHeads
 

@@ -1,0 +1,156 @@
+"""Streamed evaluation: a model whose state has a constant size (Mamba) run chunk after chunk with
+its conv and SSM states carried across the boundaries gives the logits and every evaluation metric
+of one forward over the whole sequence (CPU, the reference kernels)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from seqbench.core.errors import SeqbenchError
+from seqbench.core.types import HeadSpec
+from seqbench.harness.config import RunConfig
+from seqbench.harness.evaluation import evaluate, evaluate_length
+from seqbench.harness.train_step import scored
+from seqbench.models import build_model
+from seqbench.models.backbone import cross_entropy
+from seqbench.tasks import get_task
+
+
+def mamba(head: HeadSpec, vocab: int = 50, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("mamba", vocab_size=vocab, head=head, d_model=32, n_layers=2).eval()
+
+
+@pytest.mark.parametrize("head", [HeadSpec("token", 50), HeadSpec("class", 7, pool="mean"),
+                                  HeadSpec("class", 7, pool="last")], ids=["token", "class-mean", "class-last"])
+@pytest.mark.parametrize("chunk", [1, 3, 64, 100, 203, 500])  # 203: the length; 100 and 64 do not divide it
+def test_streamed_logits_equal_one_forward(head, chunk):
+    model = mamba(head)
+    ids = torch.randint(0, 50, (3, 203), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = model(ids)
+    parts = list(model.stream(ids, chunk))
+    if head.kind == "token":
+        assert [start for start, _ in parts] == list(range(0, 203, chunk))
+        streamed = torch.cat([logits for _, logits in parts], dim=1)
+    else:
+        (start, streamed), = parts
+    torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=2e-6)
+
+
+def test_stream_then_decode_continues_the_same_sequence():
+    """The state a stream leaves behind is the decoding state: a step after the stream predicts
+    what one forward over the longer sequence does at its last position."""
+    model = mamba(HeadSpec("token", 50))
+    ids = torch.randint(0, 50, (2, 41), generator=torch.Generator().manual_seed(2))
+    state = model.init_state(2, 0)
+    for start in range(0, 40, 16):
+        model.hidden_states(ids[:, start:min(start + 16, 40)], states=state)
+    stepped, _ = model.step(ids[:, 40], state)
+    with torch.no_grad():
+        torch.testing.assert_close(stepped, model(ids)[:, -1], rtol=1e-5, atol=2e-6)
+
+
+def test_families_whose_state_grows_do_not_stream():
+    for family in ("transformer", "hyena", "hybrid"):
+        settings = {"d_model": 32, "n_layers": 2} | ({"attn_layers": "1"} if family == "hybrid" else {})
+        model = build_model(family, vocab_size=50, head=HeadSpec("token", 50), **settings)
+        assert not model.streams
+        with pytest.raises(ValueError, match="does not stream"):
+            next(model.stream(torch.zeros(1, 8, dtype=torch.long), 4))
+    assert mamba(HeadSpec("token", 50)).streams
+
+
+def trained_mamba(task, steps: int = 30):
+    """A Mamba that has learned something of `task` (so its metrics are not chance values)."""
+    model = mamba(task.head, vocab=task.vocab_size)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(steps):
+        batch = task.train_batch(step, 8, 96)
+        logits = model(batch.inputs, last_only=task.scores_last_position_only)
+        loss = cross_entropy(*scored(task, logits, batch.targets))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("induction-heads", {}),  # the last position only
+    ("selective-copying", {}),  # a span of positions at the end
+    ("mqar", {"kv": 8}),  # positions throughout, with derived per-slice metrics
+    ("lm", {}),  # every position (sample text)
+    ("spoken-digits", {}),  # a class head, mean-pooled, with a confusion matrix
+])
+def test_every_metric_streamed_equals_one_forward(name, settings):
+    task = get_task(name, **settings)
+    length = 192 if name != "spoken-digits" else 800
+    task.check_seq_len(length)
+    model = trained_mamba(task) if name != "spoken-digits" else mamba(task.head, vocab=task.vocab_size)
+    cpu = torch.device("cpu")
+    whole = evaluate(model, task, length, 8, 4, cpu)
+    for chunk in (50, 64):
+        streamed = evaluate(model, task, length, 8, 4, cpu, chunk=chunk)
+        assert streamed.keys() == whole.keys()
+        for key, value in whole.items():
+            if key == "tokens_per_s":
+                continue
+            if key == "confusion":
+                assert streamed[key] == value
+            else:
+                assert streamed[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_eval_chunk_policy():
+    task = get_task("induction-heads")
+    cpu = torch.device("cpu")
+    model = mamba(task.head, vocab=task.vocab_size)
+    assert evaluate_length(model, task, 256, 4, 4, cpu, "auto", None)[1] is None  # fits: one forward
+    assert evaluate_length(model, task, 256, 4, 4, cpu, "auto", 64)[1] == 64
+    assert evaluate_length(model, task, 256, 4, 4, cpu, "auto", 256)[1] is None  # not above the chunk
+    assert evaluate_length(model, task, 256, 4, 4, cpu, "auto", 0)[1] is None  # never
+    attention = build_model("transformer", vocab_size=task.vocab_size, head=task.head, d_model=32, n_layers=1)
+    assert evaluate_length(attention, task, 256, 4, 4, cpu, "auto", 64)[1] is None  # does not stream: as before
+
+
+def test_eval_chunk_option_is_checked():
+    with pytest.raises(SeqbenchError, match="--eval-chunk must be"):
+        RunConfig(task="induction-heads", eval_chunk=-1).resolve(get_task("induction-heads"), "cpu")
+
+
+def capped_run(tmp_path, eval_chunk: str) -> tuple[subprocess.CompletedProcess, object]:
+    """`seqbench run` evaluating Mamba at 2^20 with its address space capped (tests/memory_capped_rank.py)
+    so that one forward at that length does not fit; the finished command and its MLflow run."""
+    uri = f"sqlite:///{tmp_path}/{eval_chunk}.db"
+    command = [sys.executable, str(Path(__file__).with_name("memory_capped_rank.py")), "run", "induction-heads",
+               "--steps", "2", "--set", "d_model=16", "--set", "n_layers=1", "--eval-lengths", "1m",
+               "--eval-samples", "1", "--device", "cpu", "--no-progress", "--eval-chunk", eval_chunk,
+               "--tracking-uri", uri]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RANK", "CAPPED_RANK")}
+    # 600-1000 MB above the loaded process all failed one forward at 2^20 here (it needs ~1.9 GB) and
+    # fitted chunks of 8k-64k: 800 sits between
+    env.update(CAPPED_MARGIN_MB="800", OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("induction-heads").experiment_id])
+    return done, run
+
+
+def test_a_length_whose_forward_does_not_fit_is_evaluated_in_chunks(tmp_path):
+    """auto: the out-of-memory forward at 2^20 is retried in chunks (halved until they fit) and
+    the length is evaluated; with --eval-chunk 0 the same cap leaves the length out of memory."""
+    done, run = capped_run(tmp_path, "auto")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "length 1m did not fit in one forward: evaluated in chunks of" in done.stderr
+    chunk = int(run.data.tags["eval_chunk/1048576"])
+    assert 1024 <= chunk <= 65536 and "accuracy/1048576" in run.data.metrics and "eval_oom_from" not in run.data.tags
+    done, run = capped_run(tmp_path, "0")
+    assert done.returncode == 0, done.stderr[-3000:]  # an evaluation length out of memory: the run itself is ok
+    assert run.data.tags["eval_oom_from"] == "1048576" and "accuracy/1048576" not in run.data.metrics
