@@ -29,6 +29,12 @@ BUILTINS: dict[str, dict[str, str]] = {
         "species": "seqbench.tasks.classification:Species",
         "spoken-digits": "seqbench.tasks.classification:SpokenDigits",
         "speed": "seqbench.tasks.speed:Speed",
+        "mad-recall": "seqbench.tasks.mad:InContextRecall",
+        "mad-noisy-recall": "seqbench.tasks.mad:NoisyInContextRecall",
+        "mad-fuzzy-recall": "seqbench.tasks.mad:FuzzyInContextRecall",
+        "mad-selective-copying": "seqbench.tasks.mad:MadSelectiveCopying",
+        "mad-compression": "seqbench.tasks.mad:Compression",
+        "mad-memorization": "seqbench.tasks.mad:Memorization",
     },
     "models": {
         "mamba": "seqbench.models.mamba:build_mamba",

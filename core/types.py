@@ -27,8 +27,10 @@ class Batch:
 @dataclass(frozen=True)
 class HeadSpec:
     """What the model's head outputs: next-token logits over `n_outputs` ids at each position
-    ("token"), or one distribution over `n_outputs` classes per sequence ("class", pooled)."""
+    ("token"), one distribution over `n_outputs` classes per sequence ("class", pooled), or logits
+    over `n_outputs` ids at every position decoded from the last position's state alone
+    ("reconstruct": MAD's compression task)."""
 
-    kind: Literal["token", "class"]
+    kind: Literal["token", "class", "reconstruct"]
     n_outputs: int
     pool: Literal["last", "mean"] = "last"

@@ -134,6 +134,10 @@ class SequenceModel(nn.Module):
         self.head = nn.Linear(d_model, head.n_outputs, bias=False)
         if head.kind == "token" and head.n_outputs == vocab_size:
             self.head.weight = self.embedding.weight
+        if head.kind == "reconstruct":  # MAD's decoder: the last state -> every position
+            self.decoder = nn.Sequential(RMSNorm(d_model, backend=backend), nn.Linear(d_model, d_model), nn.GELU(),
+                                         RMSNorm(d_model, backend=backend), nn.Linear(d_model, d_model), nn.GELU(),
+                                         RMSNorm(d_model, backend=backend))
         self._init_weights(n_layers, residuals_per_layer=2 if mlp_factory else 1)
 
     def _init_weights(self, n_layers: int, residuals_per_layer: int) -> None:
@@ -170,6 +174,9 @@ class SequenceModel(nn.Module):
         return self._head(h, last_only)
 
     def _head(self, h: Tensor, last_only: bool) -> Tensor:
+        if self.head_spec.kind == "reconstruct":  # every position from the last one's state alone
+            positions = sincos_positions(h.shape[1], h.shape[2], h.device, h.dtype)
+            return self.head(self.decoder(h[:, -1:] + positions[None]))
         if self.head_spec.kind == "class":
             pooled = h[:, -1] if self.head_spec.pool == "last" else h.mean(dim=1)
             return self.head(pooled)
@@ -247,7 +254,7 @@ class SequenceModel(nn.Module):
     @property
     def streams(self) -> bool:
         """Every mixer continues from a constant-size state (Mixer.streams): `stream` works."""
-        return all(block.mixer.streams for block in self.blocks)
+        return self.head_spec.kind != "reconstruct" and all(block.mixer.streams for block in self.blocks)
 
     @torch.no_grad()
     def stream(self, input_ids: Tensor, chunk: int) -> Iterator[tuple[int, Tensor]]:
@@ -276,6 +283,18 @@ class SequenceModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+def sincos_positions(length: int, dim: int, device=None, dtype=None) -> Tensor:
+    """Fixed sine-cosine position codes (length, dim): half the channels sines, half cosines of
+    position / 10000^(2i/dim)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(1, half))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * frequencies[None]
+    codes = torch.cat([angles.sin(), angles.cos()], dim=1)
+    if codes.shape[1] < dim:
+        codes = F.pad(codes, (0, dim - codes.shape[1]))
+    return codes.to(dtype or torch.float32)
 
 
 def _state_position(state: list) -> int:

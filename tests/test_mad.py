@@ -1,0 +1,133 @@
+"""The MAD synthetic suite (tasks/mad.py): each generator's invariants on its test set, the fixed
+sets' determinism per seed, and two training steps of every task through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seqbench.core.types import IGNORE_INDEX
+from seqbench.harness.cli import app
+from seqbench.models import build_model
+from seqbench.tasks import get_task
+from seqbench.tasks.mad import TEST, TRAIN
+
+MAD_TASKS = ["mad-recall", "mad-noisy-recall", "mad-fuzzy-recall", "mad-selective-copying", "mad-compression",
+             "mad-memorization"]
+SMALL = {"train_examples": 64}
+
+
+def held_out(name: str, length: int, **settings):
+    task = get_task(name, **{**SMALL, **settings})
+    inputs, targets = task.dataset(TEST, length)
+    assert inputs.shape == targets.shape == (task.test_examples, length)
+    assert int(inputs.min()) >= 0 and int(inputs.max()) < task.vocab_size
+    return task, inputs, targets
+
+
+@pytest.mark.parametrize("settings", [{}, {"vocab": 64}, {"multi_query": False}])
+def test_recall_targets_are_recoverable_from_the_context(settings):
+    task, inputs, targets = held_out("mad-recall", 128, **settings)
+    plain = task.vocab - (0 if task.multi_query else 1)
+    for x, y in zip(inputs.tolist(), targets.tolist()):
+        scored = [i for i, t in enumerate(y) if t != IGNORE_INDEX]
+        assert scored and scored[-1] == len(y) - 1  # the final probe is always scored
+        if not task.multi_query:
+            assert scored == [len(y) - 1] and x[-2] == task.vocab - 1  # one probe, after the copy id
+        for i in scored:
+            key, value = x[i], y[i]
+            assert key < plain // 2 <= value < plain
+            assert any(x[j] == key and x[j + 1] == value for j in range(i - 1)), "the value is not in the context"
+
+
+def test_noisy_recall_never_scores_noise_and_has_its_share_of_it():
+    task, inputs, targets = held_out("mad-noisy-recall", 256, frac_noise=0.4)
+    noise = (inputs >= task.vocab - task.noise_vocab)
+    assert not bool(((targets >= task.vocab - task.noise_vocab) & (targets != IGNORE_INDEX)).any())
+    assert 0.3 < float(noise.float().mean()) < 0.5  # 40% of the pairs, the last pairs excepted
+
+
+def test_fuzzy_recall_scores_value_spans_and_pads_on_the_left():
+    task, inputs, targets = held_out("mad-fuzzy-recall", 128)
+    plain, pad = task.vocab - 1, task.vocab - 1
+    for x, y in zip(inputs.tolist(), targets.tolist()):
+        scored = [t for t in y if t != IGNORE_INDEX]
+        assert scored and all(plain // 2 <= t < plain for t in scored)
+        assert y[-1] != IGNORE_INDEX  # the probe's value ends the sequence
+        first = next(i for i, t in enumerate(x) if t != pad)
+        assert pad not in x[first:]  # pads only before the content
+    # the training set draws key spans of every size up to k_motif: ids repeat less than at test
+    train_inputs, train_targets = task.dataset(TRAIN, 128)
+    assert torch.equal(train_inputs[:, 1:], train_targets[:, :-1])  # training targets: the next token
+
+
+def test_mad_selective_copying_scores_the_context_tokens_in_order():
+    task, inputs, targets = held_out("mad-selective-copying", 256, tokens=16)
+    blank, copy = task.vocab - 2, task.vocab - 1
+    for x, y in zip(inputs.tolist(), targets.tolist()):
+        context = x[: x.index(copy)]
+        assert [t for t in context if t != blank] == y[-16:]
+        assert all(t == IGNORE_INDEX for t in y[:-16]) and x[-16:] == [blank] * 16
+
+
+def test_compression_reconstructs_every_position_from_the_last_state():
+    task, inputs, targets = held_out("mad-compression", 32)
+    assert torch.equal(inputs, targets) and bool((inputs[:, -1] == task.vocab - 1).all())
+    assert bool((inputs[:, :-1] < task.vocab - 1).all())
+    model = build_model("mamba", vocab_size=task.vocab_size, head=task.head, d_model=32, n_layers=2)
+    logits = model(inputs[:4])
+    assert logits.shape == (4, 32, task.vocab_size)
+    # every position is decoded from the last state: an input changes the logits of the positions
+    # before it too (a token head's, causal, could not change)
+    changed = inputs[:4].clone()
+    changed[:, 3] = (changed[:, 3] + 1) % (task.vocab - 1)
+    delta = (model(changed) - logits).abs().amax(dim=-1)
+    assert bool((delta > 0).all())
+
+
+def test_memorization_uses_one_fixed_map_across_sets_and_seeds_of_data():
+    task, inputs, targets = held_out("mad-memorization", 32)
+    facts = task.facts()
+    train_inputs, train_targets = task.dataset(TRAIN, 32)
+    for x, y in ((inputs, targets), (train_inputs, train_targets)):
+        assert bool((x[:, 1::2] == task.vocab - 1).all()) and bool((y[:, ::2] == IGNORE_INDEX).all())
+        assert all(facts[k] == v for k, v in zip(x[:, ::2].reshape(-1).tolist(), y[:, 1::2].reshape(-1).tolist()))
+    assert len(set(facts.values())) == len(facts)  # a one-to-one map
+
+
+@pytest.mark.parametrize("name", MAD_TASKS)
+def test_sets_are_fixed_by_the_seed(name):
+    length = get_task(name).defaults.seq_len
+    a = get_task(name, seed=3, **SMALL).dataset(TEST, length)
+    b = get_task(name, seed=3, **SMALL).dataset(TEST, length)
+    c = get_task(name, seed=4, **SMALL).dataset(TEST, length)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])
+    task = get_task(name, seed=3, **SMALL)
+    first, again = task.train_batch(5, 8, length), task.train_batch(5, 8, length)
+    assert torch.equal(first.inputs, again.inputs)
+    # one epoch of a 64-row set at batch 8 is 8 steps: every training row once
+    rows = torch.cat([task.train_batch(s, 8, length).inputs for s in range(8)])
+    assert torch.unique(rows, dim=0).shape[0] == torch.unique(task.dataset(TRAIN, length)[0], dim=0).shape[0]
+
+
+@pytest.mark.parametrize("name", MAD_TASKS)
+def test_two_training_steps_through_the_cli(name, tmp_path):
+    result = CliRunner().invoke(app, ["run", name, "--steps", "2", "--batch-size", "4", "--eval-samples", "8",
+                                      "--set", "d_model=16", "--set", "n_layers=1", "--task-set", "train_examples=32",
+                                      "--device", "cpu", "--no-progress", "--tracking-uri",
+                                      f"sqlite:///{tmp_path}/m.db"])
+    assert result.exit_code == 0, result.output
+    assert "status ok" in result.output
+
+
+def test_list_tasks_shows_the_six_mad_tasks():
+    listed = CliRunner().invoke(app, ["list", "tasks"]).output
+    assert all(name in listed for name in MAD_TASKS)
+
+
+def test_bad_mad_settings_are_one_line():
+    result = CliRunner().invoke(app, ["run", "mad-recall", "--seq-len", "127", "--device", "cpu"])
+    assert result.exit_code == 2 and "takes even lengths" in result.stderr
+    result = CliRunner().invoke(app, ["run", "mad-selective-copying", "--seq-len", "32", "--task-set", "tokens=16"])
+    assert result.exit_code == 2 and "needs length > 2·tokens + 1" in result.stderr
