@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -257,7 +258,7 @@ def _print_dry_run(rows: list[tuple[str, str]], children: list[dict[str, str]] |
     if children:
         per_child = Table(title="children, in the order they start", title_justify="left")
         for column in children[0]:
-            per_child.add_column(column, no_wrap=column in ("model", "config hash"))
+            per_child.add_column(column, no_wrap=column == "config hash", overflow="fold")
         for child in children:
             per_child.add_row(*child.values())
         out.print(per_child)
@@ -292,7 +293,8 @@ def sweep(
     task: str = typer.Argument(..., help="Task name (see `seqbench list tasks`)."),
     model: str = typer.Option("mamba,transformer,hyena", help="Comma-separated families, each optionally family:size.",
                               show_default=True),
-    seq_len: str = typer.Option(..., help="Comma-separated training lengths, e.g. 256,1k,4k,16k,64k,256k,1m."),
+    seq_len: Optional[str] = typer.Option(
+        None, help="Comma-separated training lengths, e.g. 256,1k,4k,16k,64k,256k,1m (the MAD suite's grid sets its own)."),
     modality: Optional[str] = MODALITY,
     data: Optional[str] = DATA,
     steps: Optional[int] = STEPS,
@@ -335,10 +337,15 @@ def sweep(
     max_parallel: Optional[int] = typer.Option(None, help="Slurm jobs of the array running at once "
                                                           "(sbatch --array=...%K); default: no limit."),
     time_limit: Optional[int] = typer.Option(None, "--time", help="Slurm time limit per job in minutes (sbatch --time); default 60."),
+    grid: str = typer.Option("full", help="mad only: full (every task cell x MAD's 3 lr x 2 weight decays), "
+                                          "baseline (each task's baseline cell x the 6 points) or quick (baseline, "
+                                          "lr 5e-4, no decay).", show_default=True),
+    tasks: Optional[str] = typer.Option(None, help="mad only: comma-separated MAD tasks; default: all six."),
     config_file: Optional[Path] = config_option(),
     dry_run: bool = DRY_RUN,
 ) -> None:
-    """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run."""
+    """Run every (model, length), each child in its own process (or Slurm job) under one parent MLflow run.
+    `seqbench sweep mad` runs the MAD suite instead: every MAD task over its grid (README)."""
     from seqbench.harness.report import check_out_dir
     from seqbench.harness.slurm import SlurmOptions
     from seqbench.harness.sweep import Sweep
@@ -347,8 +354,17 @@ def sweep(
     if report_dir is not None:
         check_out_dir(report_dir, "--report")  # now, not after the sweep's hours
     models = parse_models(model)
+    suite = task == MAD_SUITE
+    if suite and (seq_len or eval_lengths or lr is not None or modality or data or batch_tokens):
+        raise SeqbenchError("sweep mad: the MAD grid sets each cell's length, evaluation, learning rate and data; "
+                            "leave out --seq-len, --eval-lengths, --lr, --modality, --data and --batch-tokens")
+    if not suite and (grid != "full" or tasks):
+        raise SeqbenchError("--grid and --tasks are for `seqbench sweep mad`")
+    if not suite and not seq_len:
+        raise SeqbenchError("--seq-len is required: comma-separated training lengths, e.g. 256,1k,4k")
     base = _base_config(
-        task, models[0][0], modality=modality, data=data, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+        "mad-recall" if suite else task, models[0][0], modality=modality, data=data, steps=steps,
+        batch_size=batch_size, lr=lr, seed=seed,
         device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, eval_chunk=eval_chunk, set_=set_,
         task_set=task_set,
         tracking_uri=tracking_uri, experiment=experiment, precision=precision, train_step=train_step,
@@ -356,22 +372,56 @@ def sweep(
     base = apply_config_file(ctx, base)  # the file's settings that have no flag, its [set] and [task_set]
     slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
                          time_minutes=time_limit)
-    planned = Sweep(base, models, parse_lengths(seq_len), time_budget=time_budget, jobs=jobs, resume=resume,
-                    console=err, progress=progress, launcher=launcher, slurm=slurm,
+    children = None
+    if suite:
+        from seqbench.harness.sweep.launch import children_device_type
+        from seqbench.harness.sweep.mad import GRID, mad_children
+
+        base = replace(base, experiment=base.experiment or MAD_SUITE)
+        chosen = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else list(GRID)
+        children = mad_children(base, models, chosen, grid, children_device_type(device, launcher, slurm))
+    planned = Sweep(base, models, [] if suite else parse_lengths(seq_len), time_budget=time_budget, jobs=jobs,
+                    resume=resume, console=err, progress=progress, launcher=launcher, slurm=slurm,
                     batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
-                    longest_first=longest_first, resume_command=_command_line(ctx, resume=True))
+                    longest_first=longest_first, resume_command=_command_line(ctx, resume=True),
+                    children=children, name=MAD_SUITE if suite else None)
     if dry_run:
         from seqbench.harness.dry_run import describe_sweep
 
         _print_dry_run(*describe_sweep(planned))
         return
     result = planned.run()
+    if suite:
+        _mad_report(result, base)
+        if result.status != "ok":
+            raise typer.Exit(1)
+        return
     _print_sweep(result, base.tracking_uri)
     # The report always goes to the parent run's artifacts (the UI shows it); --report keeps a copy.
     _report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",
             base.tracking_uri, sweep_run_id=result.parent_run_id, show=report_dir is not None)
     if result.status != "ok":
         raise typer.Exit(1)
+
+
+MAD_SUITE = "mad"  # `seqbench sweep mad`: the MAD suite, not one task
+
+
+def _mad_report(result, base: RunConfig) -> None:
+    """The MAD sweep's scores on stdout, its report files beside the sweep's work folder and in
+    the parent run's artifacts."""
+    from seqbench.harness.report.mad import write_mad_report
+
+    folder = Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report"
+    report = write_mad_report(folder, base.tracking_uri, result.parent_run_id)
+    table = Table(title=f"MAD · sweep {result.parent_run_id} · {result.status}")
+    for column in ("model", *[t.removeprefix("mad-") for t in report.tasks], "MAD score"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model in report.models:
+        scores = [report.task_score(model, t) for t in report.tasks] + [report.mad_score(model)]
+        table.add_row(model, *["-" if v is None else f"{100 * v:.1f}" for v in scores])
+    out.print(table)
+    _say(f"MLflow parent run {result.parent_run_id} · report: {folder / 'mad.md'} (also in the run's artifacts)")
 
 
 def _token_count(text: str) -> int:

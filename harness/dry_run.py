@@ -74,16 +74,26 @@ def describe_sweep(sweep: Sweep) -> tuple[list[tuple[str, str]], list[dict[str, 
     """(what, value) rows of a planned sweep (nothing started), and one row per child in the
     order they start: model, length, steps, batch, parameters, evaluation lengths, config hash."""
     base = sweep.base
-    task = get_task(base.task, modality=base.modality, data=base.data, seed=base.seed, **base.task_kwargs)
+    tasks: dict[str, object] = {}  # a suite's children are of several tasks and settings
     table = []
     for child in sweep.launch_order():
-        config = child.config.resolve(task, sweep.device_type)
+        c = child.config
+        key = repr((c.task, sorted(c.task_kwargs.items())))
+        if key not in tasks:
+            tasks[key] = get_task(c.task, modality=c.modality, data=c.data, seed=c.seed, **c.task_kwargs)
+        task = tasks[key]
+        config = c.resolve(task, sweep.device_type)
         n_parameters, _ = _parameters(config, task)
         table.append({"model": child.label, "length": format_length(child.seq_len), "steps": f"{config.steps:,}",
                       "batch": str(config.batch_size), "parameters": f"{n_parameters:,}",
                       "eval at": _lengths(config.eval_lengths), "config hash": child.config_hash})
-    rows = [("task", f"{base.task} ({task.modality}" + (f", data {base.data})" if base.data else ")")),
-            ("children", f"{len(table)} ({len(sweep.models)} models x {len(sweep.lengths)} lengths), "
+    cells = {(c.config.task, repr(sorted(c.config.task_kwargs.items())), c.seq_len) for c in sweep.children}
+    shape = (f"{len(sweep.models)} models x {len(sweep.lengths)} lengths" if sweep.name == base.task else
+             f"{len(sweep.models)} models x {len(cells)} task cells x "
+             f"{len(sweep.children) // max(1, len(sweep.models) * len(cells))} optimiser points")
+    rows = [("task", sweep.name if sweep.name != base.task else
+             f"{base.task} ({task.modality}" + (f", data {base.data})" if base.data else ")")),
+            ("children", f"{len(table)} ({shape}), "
                          f"{sweep.jobs} at a time, {sweep.launcher_name} on {sweep.device_type}"
                          + (f", at most {sweep.time_budget:g} s each" if sweep.time_budget else "")),
             ("store", f"{base.tracking_uri}, experiment {base.experiment}"),

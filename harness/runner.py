@@ -320,7 +320,8 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
     params = config.to_params()
     params.update({"code_version": code_version(), "device_name": _device_name(device),
                    "dtype": precision_name(device, config.precision), "train_step_mode": step_mode,
-                   "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__})
+                   "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__,
+                   "state_size": str(model.state_size(config.seq_len))})
     if ctx.distributed:
         params["global_batch_size"] = str(config.batch_size * ctx.world_size)
     tracker.log_params(params)

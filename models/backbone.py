@@ -39,6 +39,12 @@ class Mixer(nn.Module):
     def step(self, hidden: Tensor, state: dict) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not decode step by step")
 
+    def state_size(self, length: int) -> int:
+        """Numbers the layer keeps per sequence after `length` positions (its decoding state:
+        constant for Mamba, a KV cache growing with the length for attention)."""
+        state = self.init_state(1, length, device="meta")
+        return sum(t.numel() for t in state.values() if isinstance(t, Tensor))
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale (no bias), computed in fp32; the output takes
@@ -280,6 +286,14 @@ class SequenceModel(nn.Module):
             if self.head_spec.pool != "last":
                 pooled = (pooled / length).to(h.dtype)
             yield 0, self.head(pooled)
+
+    def state_size(self, length: int) -> int | None:
+        """Numbers the model keeps per sequence after `length` positions, over its layers (MAD
+        compares recurrent mixers at equal state); None where a mixer does not say."""
+        try:
+            return sum(block.mixer.state_size(length) for block in self.blocks)
+        except NotImplementedError:
+            return None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -106,6 +106,10 @@ class HyenaMixer(Mixer):
         """Hyena keeps the layer's input history and recomputes (no constant-size recurrence)."""
         return {"history": None}
 
+    def state_size(self, length: int) -> int:
+        """The input history it recomputes from: length x width."""
+        return length * self.d_model
+
     def step(self, hidden: Tensor, state: dict) -> Tensor:
         """One token by recomputing the layer over the whole history (O(L) per token)."""
         history = hidden[:, None] if state["history"] is None else torch.cat([state["history"], hidden[:, None]], 1)

@@ -131,3 +131,69 @@ def test_bad_mad_settings_are_one_line():
     assert result.exit_code == 2 and "takes even lengths" in result.stderr
     result = CliRunner().invoke(app, ["run", "mad-selective-copying", "--seq-len", "32", "--task-set", "tokens=16"])
     assert result.exit_code == 2 and "needs length > 2·tokens + 1" in result.stderr
+
+
+def test_the_mad_grid_is_madss_cells_times_its_optimiser_points():
+    from seqbench.harness.config import RunConfig
+    from seqbench.harness.sweep.mad import GRID, mad_children
+
+    base = RunConfig(task="mad-recall", device="cpu", experiment="mad")
+    full = mad_children(base, [("mamba", None)], list(GRID), "full", "cpu")
+    cells = {name: 1 + sum(len(v) for v in GRID[name][1].values()) for name in GRID}
+    assert cells == {"mad-recall": 11, "mad-noisy-recall": 14, "mad-fuzzy-recall": 11, "mad-selective-copying": 13,
+                     "mad-compression": 11, "mad-memorization": 6}
+    assert len(full) == 6 * sum(cells.values()) and len({c.config_hash for c in full}) == len(full)
+    recall_1k = [c for c in full if c.config.task == "mad-recall" and c.seq_len == 1024]
+    assert {(c.config.lr, c.config.weight_decay) for c in recall_1k} == {(lr, wd) for lr in (1e-4, 5e-4, 1e-3)
+                                                                         for wd in (0.0, 0.1)}
+    assert all(c.config.task_kwargs == {"vocab": 16, "train_examples": 12_800} and c.tags["mad.setting"] == "seq_len=1024"
+               for c in recall_1k)
+    assert all(c.config.eval_lengths == [c.seq_len] and c.config.eval_samples == 1280 for c in full)
+    quick = mad_children(replace_kwargs(base, {"train_examples": 64}), [("mamba", None), ("hyena", None)],
+                         list(GRID), "quick", "cpu")
+    assert len(quick) == 12 and all(c.config.task_kwargs["train_examples"] == 64 for c in quick)
+
+
+def replace_kwargs(config, task_kwargs):
+    from dataclasses import replace
+
+    return replace(config, task_kwargs=task_kwargs)
+
+
+def test_sweep_mad_trains_every_cell_and_scores_the_best_optimiser_point(tmp_path, monkeypatch):
+    """`seqbench sweep mad` on two tasks: compression over MAD's six optimiser points (grid
+    baseline) for Mamba; the report's cell is the best of the six runs, its task score that cell,
+    and the MAD score the mean of the two tasks."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mad.db"
+    result = CliRunner().invoke(app, ["sweep", "mad", "--model", "mamba", "--tasks", "mad-compression,mad-memorization",
+                                      "--grid", "baseline", "--steps", "3", "--batch-size", "8", "--set", "d_model=16",
+                                      "--set", "n_layers=1", "--task-set", "train_examples=32", "--jobs", "2",
+                                      "--device", "cpu", "--no-progress", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mad").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`seqbench.sweep` = 'true'")
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 12 and {c.data.tags["status"] for c in children} == {"ok"}
+    best = {task: max(c.data.metrics["accuracy/32"] for c in children if c.data.tags["task"] == task)
+            for task in ("mad-compression", "mad-memorization")}
+    report = (tmp_path / ".seqbench" / "sweeps" / parent.info.run_id / "report")
+    rows = [line.split(",") for line in (report / "mad.csv").read_text().splitlines()[1:]]
+    cells = {r[1]: (float(r[3]), int(r[5])) for r in rows}  # task -> (accuracy, optimiser points that finished)
+    assert cells.keys() == best.keys()
+    assert all(cells[t][0] == pytest.approx(v, rel=1e-5) and cells[t][1] == 6 for t, v in best.items())
+    score = client.get_run(parent.info.run_id).data.metrics["mad_score/mamba"]
+    assert score == pytest.approx(sum(best.values()) / 2, rel=1e-6)
+    assert (report / "mad.png").stat().st_size > 0 and "| mamba |" in (report / "mad.md").read_text()
+
+
+def test_sweep_mad_refuses_what_its_grid_sets():
+    result = CliRunner().invoke(app, ["sweep", "mad", "--seq-len", "128"])
+    assert result.exit_code == 2 and "the MAD grid sets each cell's length" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", "mad", "--tasks", "mad-recall,recall"])
+    assert result.exit_code == 2 and "not a MAD task: recall" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", "induction-heads"])
+    assert result.exit_code == 2 and "--seq-len is required" in result.stderr

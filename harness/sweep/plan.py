@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seqbench.core.errors import SeqbenchError
@@ -54,6 +54,7 @@ class Child:
     seconds: float = 0.0
     metric: float | None = None
     stopped_as: tuple[str, str] | None = None  # (status, message) the sweep stopped it with, if it did
+    tags: dict[str, str] = field(default_factory=dict)  # extra tags of its run (a suite's cell, e.g. MAD's)
 
 
 def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str,

@@ -53,7 +53,8 @@ class Sweep:
                  time_budget: float | None = None, jobs: int = 1, resume: bool = False,
                  console: Console | None = None, progress: bool = True, launcher: str = "local",
                  slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None,
-                 longest_first: bool = False, resume_command: str | None = None) -> None:
+                 longest_first: bool = False, resume_command: str | None = None,
+                 children: list[Child] | None = None, name: str | None = None) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
         check_launcher(launcher, jobs, slurm)
@@ -66,7 +67,10 @@ class Sweep:
         self.time_budget, self.jobs, self.resume = time_budget, jobs, resume
         self.console = console or Console(stderr=True)
         self.progress = progress
-        self.children = plan(self.base, models, self.lengths, self.device_type, batch_tokens)
+        # a suite (MAD) brings its children, of several tasks; a sweep plans (model, length) of one
+        self.children = children if children is not None else plan(self.base, models, self.lengths,
+                                                                     self.device_type, batch_tokens)
+        self.name = name or self.base.task  # what the parent run is a sweep of
         self.batch_tokens = batch_tokens
         self.longest_first = longest_first
         self.launcher_name, self.slurm = launcher, slurm
@@ -77,7 +81,7 @@ class Sweep:
     # --- MLflow -------------------------------------------------------------------------------
 
     def _open_parent(self, experiment_id: str) -> RunTracker:
-        identity = sweep_hash(self.base.task, self.children)
+        identity = sweep_hash(self.name, self.children)
         if self.resume:
             found = self.client.search_runs(
                 [experiment_id], f"tags.`{records.SWEEP}` = 'true' and tags.`{records.SWEEP_HASH}` = '{identity}'",
@@ -87,11 +91,11 @@ class Sweep:
                 parent = RunTracker(self.uri, experiment_id, run_id=found[0].info.run_id)
                 parent.set_tags({records.STATUS: "running"})
                 return parent
-        tags = {records.SWEEP: "true", records.SWEEP_HASH: identity, records.TASK: self.base.task,
+        tags = {records.SWEEP: "true", records.SWEEP_HASH: identity, records.TASK: self.name,
                 records.MODALITY: self.children[0].params["modality"], records.STATUS: "running",
                 records.MODELS: ",".join(model_label(*m) for m in self.models),
                 records.LENGTHS: ",".join(str(n) for n in self.lengths)}
-        parent = RunTracker(self.uri, experiment_id, run_name=f"sweep-{self.base.task}", tags=tags)
+        parent = RunTracker(self.uri, experiment_id, run_name=f"sweep-{self.name}", tags=tags)
         params = {k: v for k, v in self.children[0].params.items() if k not in ("model", "size", "seq_len", "config_hash")
                   and not k.startswith("model.")}
         params.update({"models": tags[records.MODELS], "lengths": tags[records.LENGTHS], "jobs": str(self.jobs),
@@ -126,11 +130,13 @@ class Sweep:
         """The child's run, created by the sweep so that every cell has a row whatever happens."""
         if child.run_id:
             return RunTracker(self.uri, experiment_id, run_id=child.run_id)
-        tags = {records.TASK: self.base.task, records.MODALITY: child.params["modality"], records.MODEL: child.config.model,
-                records.SEQ_LEN: str(child.seq_len), records.STATUS: "pending", records.CONFIG_HASH: child.config_hash}
+        tags = {records.TASK: child.config.task, records.MODALITY: child.params["modality"],
+                records.MODEL: child.config.model, records.SEQ_LEN: str(child.seq_len), records.STATUS: "pending",
+                records.CONFIG_HASH: child.config_hash, **child.tags}
         if child.config.size:
             tags[records.SIZE] = child.config.size
-        tracker = RunTracker(self.uri, experiment_id, run_name=records.run_name(self.base.task, child.label, format_length(child.seq_len)),
+        tracker = RunTracker(self.uri, experiment_id,
+                             run_name=records.run_name(child.config.task, child.label, format_length(child.seq_len)),
                              tags=tags, parent_run_id=parent_id)
         tracker.log_params(child.params)
         child.run_id = tracker.run_id
@@ -142,14 +148,15 @@ class Sweep:
 
         return MlflowClient(self.uri)
 
-    @functools.cached_property
-    def main_metric(self) -> str:
+    @staticmethod
+    @functools.cache
+    def main_metric_of(task: str) -> str:
         from seqbench.core.registry import registry
 
-        return registry("tasks").load(self.base.task).main_metric
+        return registry("tasks").load(task).main_metric
 
     def _main_metric(self, metrics: dict[str, float], child: Child) -> float | None:
-        return metrics.get(f"{self.main_metric}/{child.seq_len}")
+        return metrics.get(f"{self.main_metric_of(child.config.task)}/{child.seq_len}")
 
     # --- scheduling ---------------------------------------------------------------------------
 
