@@ -294,7 +294,8 @@ def sweep(
     model: str = typer.Option("mamba,transformer,hyena", help="Comma-separated families, each optionally family:size.",
                               show_default=True),
     seq_len: Optional[str] = typer.Option(
-        None, help="Comma-separated training lengths, e.g. 256,1k,4k,16k,64k,256k,1m (the MAD suite's grid sets its own)."),
+        None, help="Comma-separated training lengths, e.g. 256,1k,4k,16k,64k,256k,1m; no default: required, "
+                   "except by `sweep mad` (its grid sets the lengths)."),
     modality: Optional[str] = MODALITY,
     data: Optional[str] = DATA,
     steps: Optional[int] = STEPS,

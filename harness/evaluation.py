@@ -83,8 +83,6 @@ def _scored_parts(model, task: Task, batch, chunk: int | None) -> Iterator[tuple
             yield logits, batch.targets[:, start:start + logits.shape[1]]
 
 
-
-
 def evaluate_length(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device,
                     precision: str, eval_chunk: int | None) -> tuple[dict, int | None]:
     """(metrics, chunk used or None) at `seq_len` under the `eval_chunk` policy (module docstring).
