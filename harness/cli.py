@@ -393,7 +393,8 @@ def sweep(
         return
     result = planned.run()
     if suite:
-        _mad_report(result, base)
+        _mad_report(report_dir or Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report",
+                    base.tracking_uri, result.parent_run_id, f"MAD · sweep {result.parent_run_id} · {result.status}")
         if result.status != "ok":
             raise typer.Exit(1)
         return
@@ -408,21 +409,19 @@ def sweep(
 MAD_SUITE = "mad"  # `seqbench sweep mad`: the MAD suite, not one task
 
 
-def _mad_report(result, base: RunConfig) -> None:
-    """The MAD sweep's scores on stdout, its report files beside the sweep's work folder and in
-    the parent run's artifacts."""
+def _mad_report(folder: Path, tracking_uri: str | None, sweep_run_id: str, title: str) -> None:
+    """A MAD sweep's scores on stdout; its report files into `folder` and the parent run's artifacts."""
     from seqbench.harness.report.mad import write_mad_report
 
-    folder = Path(base.checkpoint_dir).parent / "sweeps" / result.parent_run_id / "report"
-    report = write_mad_report(folder, base.tracking_uri, result.parent_run_id)
-    table = Table(title=f"MAD · sweep {result.parent_run_id} · {result.status}")
+    report = write_mad_report(folder, tracking_uri, sweep_run_id)
+    table = Table(title=title)
     for column in ("model", *[t.removeprefix("mad-") for t in report.tasks], "MAD score"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model in report.models:
         scores = [report.task_score(model, t) for t in report.tasks] + [report.mad_score(model)]
         table.add_row(model, *["-" if v is None else f"{100 * v:.1f}" for v in scores])
     out.print(table)
-    _say(f"MLflow parent run {result.parent_run_id} · report: {folder / 'mad.md'} (also in the run's artifacts)")
+    _say(f"MLflow parent run {sweep_run_id} · report: {folder / 'mad.md'} (also in the run's artifacts)")
 
 
 def _token_count(text: str) -> int:
@@ -519,7 +518,24 @@ def report(
     """Table and log-log plots of a sweep: metric, time per token (fitted exponent) and memory vs length."""
     from seqbench.harness.report import parse_formats
 
+    if sweep_run_id and _sweep_of(tracking_uri, sweep_run_id) == MAD_SUITE:  # the suite's own report
+        _mad_report(out_dir, tracking_uri, sweep_run_id, f"MAD · sweep {sweep_run_id}")
+        return
     _report(out_dir, tracking_uri, sweep_run_id=sweep_run_id, experiment=experiment, formats=parse_formats(formats))
+
+
+def _sweep_of(tracking_uri: str | None, run_id: str) -> str | None:
+    """The task tag of a run (a sweep's parent: its task, or `mad` for the suite); None if no such run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from seqbench.harness import records
+    from seqbench.harness.tracking import resolve_tracking_uri
+
+    try:
+        return MlflowClient(resolve_tracking_uri(tracking_uri)).get_run(run_id).data.tags.get(records.TASK)
+    except MlflowException:
+        return None  # the report says what is wrong with the id
 
 
 def _print_result(result, ctx: typer.Context) -> None:

@@ -188,6 +188,10 @@ def test_sweep_mad_trains_every_cell_and_scores_the_best_optimiser_point(tmp_pat
     score = client.get_run(parent.info.run_id).data.metrics["mad_score/mamba"]
     assert score == pytest.approx(sum(best.values()) / 2, rel=1e-6)
     assert (report / "mad.png").stat().st_size > 0 and "| mamba |" in (report / "mad.md").read_text()
+    again = CliRunner().invoke(app, ["report", "--sweep", parent.info.run_id, "--out", str(tmp_path / "again"),
+                                     "--tracking-uri", uri])  # `seqbench report` knows a MAD sweep
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again" / "mad.csv").read_text() == (report / "mad.csv").read_text()
 
 
 def test_sweep_mad_refuses_what_its_grid_sets():
