@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Iterator
 from itertools import permutations
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from seqbench.core.types import IGNORE_INDEX, Batch, HeadSpec
 from seqbench.tasks.base import Task, TaskDefaults
 
 TRAIN, TEST = 1, 2
+GENERATOR_VERSION = 1  # part of the cache key: raise it when a generator changes what it makes
 # MAD's models: width 128, two mixer blocks; its optimiser grid is lr {1e-4, 5e-4, 1e-3} x wd {0, 0.1}
 MAD_MODELS = {"default": {"d_model": 128, "n_layers": 2},
               "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 16},
@@ -86,17 +89,41 @@ class FixedSetTask(Task):
         raise NotImplementedError
 
     def dataset(self, split: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets) of the training (TRAIN) or test (TEST) set at `seq_len`, int64 tensors."""
+        """(inputs, targets) of the training (TRAIN) or test (TEST) set at `seq_len`, int64 tensors.
+        Kept in the data cache (a MAD sweep trains each set at six optimiser points and several
+        models): generated once, written under a temporary name, then renamed into place."""
         self.check_seq_len(seq_len)
         key = (split, seq_len)
         if key not in self._sets:
-            rng = self._rng(split, seq_len)
-            count = self.train_examples if split == TRAIN else self.test_examples
-            pairs = [self.instance(rng, seq_len, split == TRAIN) for _ in range(count)]
-            inputs = torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.int64))
-            targets = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-            self._sets[key] = inputs, targets
+            path = self._cache_path(split, seq_len)
+            try:
+                saved = torch.load(path, weights_only=True)
+                self._sets[key] = saved["inputs"], saved["targets"]
+            except Exception:  # not there yet, or damaged (any unpickling error): make it again
+                rng = self._rng(split, seq_len)
+                count = self.train_examples if split == TRAIN else self.test_examples
+                pairs = [self.instance(rng, seq_len, split == TRAIN) for _ in range(count)]
+                inputs = torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.int64))
+                targets = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+                self._sets[key] = inputs, targets
+                self._save(path, inputs, targets)
         return self._sets[key]
+
+    def _cache_path(self, split: int, seq_len: int) -> Path:
+        from seqbench.modalities.catalog import data_root
+
+        text = repr((GENERATOR_VERSION, self.name, self.settings_key(), self.seed, split, seq_len)).encode()
+        return data_root() / "mad" / f"{self.name}-{hashlib.sha256(text).hexdigest()[:16]}.pt"
+
+    @staticmethod
+    def _save(path: Path, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            torch.save({"inputs": inputs, "targets": targets}, tmp)
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache: the set is simply made again next time
+            pass
 
     def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         inputs, targets = self.dataset(TRAIN, seq_len)

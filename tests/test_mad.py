@@ -3,6 +3,8 @@ sets' determinism per seed, and two training steps of every task through the CLI
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -12,6 +14,13 @@ from seqbench.harness.cli import app
 from seqbench.models import build_model
 from seqbench.tasks import get_task
 from seqbench.tasks.mad import TEST, TRAIN
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch) -> Path:
+    """The generated sets go to a data cache of the test's own (children of a sweep inherit it)."""
+    monkeypatch.setenv("SEQBENCH_DATA", str(tmp_path / "data-cache"))
+    return tmp_path / "data-cache"
+
 
 MAD_TASKS = ["mad-recall", "mad-noisy-recall", "mad-fuzzy-recall", "mad-selective-copying", "mad-compression",
              "mad-memorization"]
@@ -201,3 +210,15 @@ def test_sweep_mad_refuses_what_its_grid_sets():
     assert result.exit_code == 2 and "not a MAD task: recall" in result.stderr
     result = CliRunner().invoke(app, ["sweep", "induction-heads"])
     assert result.exit_code == 2 and "--seq-len is required" in result.stderr
+
+
+def test_generated_sets_are_kept_in_the_data_cache(data_cache):
+    task = get_task("mad-recall", seed=5, **SMALL)
+    inputs, targets = task.dataset(TEST, 128)
+    (saved,) = (data_cache / "mad").glob("mad-recall-*.pt")
+    again = get_task("mad-recall", seed=5, **SMALL).dataset(TEST, 128)  # read back, not made again
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], targets)
+    get_task("mad-recall", seed=6, **SMALL).dataset(TEST, 128)
+    assert len(list((data_cache / "mad").glob("mad-recall-*.pt"))) == 2  # another seed: another set
+    saved.write_bytes(b"truncated")  # a damaged file is made again, not trusted
+    assert torch.equal(get_task("mad-recall", seed=5, **SMALL).dataset(TEST, 128)[0], inputs)
