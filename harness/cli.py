@@ -110,6 +110,9 @@ EVAL_CHUNK = typer.Option(
     "auto", help="Streamed evaluation of a model whose state has a constant size (Mamba): each sequence in chunks "
                  "of this length, the state carried across them (the same metrics); auto: only where one forward "
                  "runs out of memory; 0: never.", show_default=True)
+LOSS_BY_POSITION = typer.Option(
+    False, "--loss-by-position", help="Also log each evaluation length's loss per power-of-two bin of positions "
+                                      "(artifact loss_by_position/<L>.json): the loss against context.", show_default=True)
 DRY_RUN = typer.Option(False, "--dry-run", help="Resolve everything (data, config, model, device) and print what "
                                                 "would run; train nothing, record nothing.", show_default=True)
 
@@ -184,6 +187,7 @@ def run(
                    "those up to 4x --seq-len, and --seq-len itself)."),
     eval_samples: int = EVAL_SAMPLES,
     eval_chunk: str = EVAL_CHUNK,
+    loss_by_position: bool = LOSS_BY_POSITION,
     set_: list[str] = MODEL_SETTINGS,
     task_set: list[str] = TASK_SETTINGS,
     tracking_uri: Optional[str] = TRACKING_URI,
@@ -215,7 +219,8 @@ def run(
         steps=steps, batch_size=batch_size, lr=lr,
         seq_warmup_start=parse_length(seq_warmup_start) if seq_warmup_start else None,
         seq_warmup_every=seq_warmup_every, seed=seed, device=device, eval_lengths=eval_lengths,
-        eval_samples=eval_samples, eval_chunk=eval_chunk, set_=set_, task_set=task_set, tracking_uri=tracking_uri,
+        eval_samples=eval_samples, eval_chunk=eval_chunk, loss_by_position=loss_by_position, set_=set_,
+        task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume, checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
         precision=precision, train_step=train_step, log_every=log_every,
     )

@@ -67,7 +67,7 @@ def format_length(n: int) -> str:
 
 # Fields that do not change what a run computes: left out of the config hash.
 _NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
-               "log_every", "progress", "run_name", "train_step", "eval_chunk"}
+               "log_every", "progress", "run_name", "train_step", "eval_chunk", "loss_by_position"}
 
 
 @dataclass
@@ -96,6 +96,7 @@ class RunConfig:
     eval_samples: int = 256
     eval_tokens: int | None = None
     eval_chunk: int | None = None  # streamed evaluation: None auto (after an OOM), 0 never, N chunks above N
+    loss_by_position: bool = False  # also log the loss per power-of-two bin of positions, per length
     model_kwargs: dict = field(default_factory=dict)
     task_kwargs: dict = field(default_factory=dict)
     tracking_uri: str | None = None

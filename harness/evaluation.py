@@ -24,23 +24,34 @@ AUTO_CHUNK = 1 << 16  # the first chunk an out-of-memory evaluation retries with
 MIN_CHUNK = 1 << 10  # chunks are not halved below this (a smaller one is launch-bound)
 
 
+def position_bins(seq_len: int) -> list[tuple[int, int]]:
+    """[start, end) of the positions binned by `loss_by_position`: 0, 1, 2-3, 4-7, ... (powers of two)."""
+    return [(0, 1)] + [(1 << k, min(seq_len, 2 << k)) for k in range(max(1, seq_len).bit_length()) if 1 << k < seq_len]
+
+
 def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device,
-             precision: str = "auto", chunk: int | None = None) -> dict:
+             precision: str = "auto", chunk: int | None = None, by_position: bool = False) -> dict:
     """Loss and accuracy over up to `n_samples` held-out sequences of length `seq_len`, plus the
     task's derived metrics; for a class head also the confusion matrix (rows: true class). The
     sums stay on the device until the end (one read-back per length, not per batch). With
     `chunk`, a streaming model (SequenceModel.stream) runs each sequence `chunk` positions at a
-    time with its state carried over: the same metrics in the memory of one chunk."""
+    time with its state carried over: the same metrics in the memory of one chunk. With
+    `by_position` (a token head), also "loss_by_position": [start, end, mean loss] per bin of
+    `position_bins`, the loss as a function of how much context precedes a position."""
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x scored, correct, scored
     tokens = sequences = 0
     classes = task.head.n_outputs if task.head.kind == "class" else 0
     confusion = torch.zeros(classes * classes, dtype=torch.long, device=device)
+    bins = position_bins(seq_len) if by_position and task.head.kind != "class" else []
+    bin_sums = torch.zeros(2, len(bins), dtype=torch.float64, device=device)  # loss sum, scored count
     start = time.perf_counter()
     for batch in task.eval_batches(seq_len, n_samples, batch_size, device=device):
         batch = batch.to(device)
         with autocast(device, precision):
-            for logits, targets in _scored_parts(model, task, batch, chunk):
+            for first, logits, targets in _scored_parts(model, task, batch, chunk):
+                if bins:
+                    _add_by_position(bin_sums, first, logits, targets)
                 mask = targets != IGNORE_INDEX
                 n = mask.sum()
                 predicted = logits.argmax(-1)
@@ -64,33 +75,52 @@ def evaluate(model, task: Task, seq_len: int, n_samples: int, batch_size: int, d
     metrics.update(task.derived_metrics(metrics))
     if classes:
         metrics["confusion"] = confusion.view(classes, classes).tolist()
+    if bins:
+        loss_sum, count = bin_sums.tolist()
+        metrics["loss_by_position"] = [[a, b, s / n] for (a, b), s, n in zip(bins, loss_sum, count) if n > 0]
     return metrics
 
 
-def _scored_parts(model, task: Task, batch, chunk: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(logits, targets) at the scored positions of `batch`: at once, or chunk by chunk."""
+def _add_by_position(bin_sums: torch.Tensor, first: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """Per-token losses of positions first, first + 1, ... summed into their power-of-two bins."""
+    losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                               reduction="none")  # (b, l)
+    scored = targets != IGNORE_INDEX
+    positions = torch.arange(first, first + targets.shape[1], device=targets.device)
+    # bin of position p: 0 for p = 0, else floor(log2 p) + 1 (position_bins: 0 | 1 | 2-3 | 4-7 | ...)
+    index = torch.where(positions == 0, 0, torch.floor(torch.log2(positions.clamp(min=1).double())).long() + 1)
+    index = index.clamp(max=bin_sums.shape[1] - 1).expand_as(losses)
+    bin_sums[0].scatter_add_(0, index[scored], losses[scored].double())
+    bin_sums[1].scatter_add_(0, index[scored], torch.ones_like(losses[scored], dtype=torch.float64))
+
+
+def _scored_parts(model, task: Task, batch, chunk: int | None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(position of the first column, logits, targets) at the scored positions of `batch`: at
+    once, or chunk by chunk (a class head's position is 0: it has one prediction per sequence)."""
     length = batch.inputs.shape[1]
+    last_only = task.head.kind == "token" and task.scores_last_position_only
     if not chunk or length <= chunk:
-        yield scored(task, model(batch.inputs, last_only=task.scores_last_position_only), batch.targets)
+        logits, targets = scored(task, model(batch.inputs, last_only=task.scores_last_position_only), batch.targets)
+        yield (length - 1 if last_only else 0), logits, targets
         return
     for start, logits in model.stream(batch.inputs, chunk):
         if task.head.kind == "class":
-            yield logits, batch.targets
-        elif task.scores_last_position_only:
+            yield 0, logits, batch.targets
+        elif last_only:
             if start + logits.shape[1] == length:  # the last chunk holds the one scored position
-                yield scored(task, logits, batch.targets)
+                yield (length - 1, *scored(task, logits, batch.targets))
         else:
-            yield logits, batch.targets[:, start:start + logits.shape[1]]
+            yield start, logits, batch.targets[:, start:start + logits.shape[1]]
 
 
 def evaluate_length(model, task: Task, seq_len: int, n_samples: int, batch_size: int, device: torch.device,
-                    precision: str, eval_chunk: int | None) -> tuple[dict, int | None]:
+                    precision: str, eval_chunk: int | None, by_position: bool = False) -> tuple[dict, int | None]:
     """(metrics, chunk used or None) at `seq_len` under the `eval_chunk` policy (module docstring).
     Out of memory where no chunk is left to try, it raises torch.OutOfMemoryError."""
     chunk = eval_chunk if eval_chunk and model.streams and seq_len > eval_chunk else None
     while True:
         try:
-            return evaluate(model, task, seq_len, n_samples, batch_size, device, precision, chunk), chunk
+            return evaluate(model, task, seq_len, n_samples, batch_size, device, precision, chunk, by_position), chunk
         except Exception as exc:
             if not is_out_of_memory(exc) or eval_chunk is not None or not model.streams:
                 raise

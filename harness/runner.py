@@ -494,15 +494,23 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
             samples, eval_batch = eval_plan(config, seq_len)
             try:
                 chunk = config.eval_chunk
+                started = time.perf_counter()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
                 for suffix, variant in {"": task, **task.eval_variants(seq_len)}.items():
                     metrics, used = evaluate_length(model, variant, seq_len, samples, eval_batch, device,
-                                                    config.precision, chunk)
+                                                    config.precision, chunk, config.loss_by_position and not suffix)
                     if used is not None and chunk is None:  # auto: one forward did not fit
                         console.print(f"length {label} did not fit in one forward: evaluated in chunks of "
                                       f"{format_length(used)}, the state carried across them", highlight=False)
                     if used is not None:
                         chunk = used  # the length's variants take the chunk that fitted
                         tracker.set_tags({f"{records.EVAL_CHUNK}/{seq_len}": str(used)})
+                    by_position = metrics.pop("loss_by_position", None)
+                    if by_position is not None:
+                        tracker.log_text(json.dumps({"length": seq_len, "chunk": used, "bins": [
+                            {"start": a, "end": b, "loss": v} for a, b, v in by_position]}),
+                            f"loss_by_position/{seq_len}.json")
                     confusion = metrics.pop("confusion", None)
                     if confusion is not None:
                         tracker.log_text(json.dumps({"classes": task.class_names,
@@ -513,6 +521,11 @@ def _final_eval(config, task, model, tracker, device, console, progress, result)
                         named.update({k: v for k, v in metrics.items() if k != "samples"})
                     tracker.log_metrics(named, step=result.steps_done)
                     result.metrics.update(named)
+                cost = {f"eval_wall_seconds/{seq_len}": time.perf_counter() - started}  # the length and its slices
+                if device.type == "cuda":
+                    cost[f"eval_peak_memory_mb/{seq_len}"] = torch.cuda.max_memory_allocated(device) / 2**20
+                tracker.log_metrics(cost, step=result.steps_done)
+                result.metrics.update(cost)
             except Exception as exc:  # out of memory, on a GPU or the CPU: recorded, longer lengths skipped
                 if not is_out_of_memory(exc):
                     raise

@@ -4,6 +4,7 @@ of one forward over the whole sequence (CPU, the reference kernels)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,44 @@ def test_a_length_whose_forward_does_not_fit_is_evaluated_in_chunks(tmp_path):
     done, run = capped_run(tmp_path, "0")
     assert done.returncode == 0, done.stderr[-3000:]  # an evaluation length out of memory: the run itself is ok
     assert run.data.tags["eval_oom_from"] == "1048576" and "accuracy/1048576" not in run.data.metrics
+
+
+def test_loss_by_position_is_the_loss_binned_by_context_and_streams_alike():
+    task = get_task("lm")
+    model = mamba(task.head, vocab=task.vocab_size)
+    cpu = torch.device("cpu")
+    whole = evaluate(model, task, 300, 4, 2, cpu, by_position=True)
+    streamed = evaluate(model, task, 300, 4, 2, cpu, chunk=64, by_position=True)
+    bins = whole["loss_by_position"]
+    assert [(a, b) for a, b, _ in bins] == [(0, 1), (1, 2), (2, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 128),
+                                            (128, 256), (256, 300)]
+    for (a, b, loss), (a2, b2, loss2) in zip(bins, streamed["loss_by_position"]):
+        assert (a, b) == (a2, b2) and loss2 == pytest.approx(loss, rel=1e-5)
+    # the bins' losses weighted by their positions are the overall loss (every position is scored)
+    weighted = sum((b - a) * loss for a, b, loss in bins) / 300
+    assert weighted == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def test_a_run_logs_loss_by_position_and_each_lengths_evaluation_cost(tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    command = [sys.executable, "-m", "seqbench.harness.cli", "run", "lm", "--steps", "2", "--set", "d_model=16",
+               "--set", "n_layers=1", "--eval-lengths", "128,512", "--eval-samples", "2", "--eval-chunk", "128",
+               "--loss-by-position", "--task-set", "held_out=0.5", "--device", "cpu", "--no-progress",
+               "--tracking-uri", uri]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("lm").experiment_id])
+    assert run.data.tags["eval_chunk/512"] == "128" and "eval_chunk/128" not in run.data.tags
+    assert {"eval_wall_seconds/128", "eval_wall_seconds/512"} <= run.data.metrics.keys()
+    path = client.download_artifacts(run.info.run_id, "loss_by_position/512.json", str(tmp_path))
+    logged = json.loads(Path(path).read_text())
+    assert logged["length"] == 512 and logged["chunk"] == 128 and logged["bins"][-1]["end"] == 512
+
+
+def test_lm_held_out_fraction():
+    small, large = get_task("lm"), get_task("lm", held_out=0.5)
+    assert len(large.eval_store) > 2 * len(small.eval_store)
+    with pytest.raises(SeqbenchError, match="held_out is the fraction"):
+        get_task("lm", held_out=1.0)

@@ -11,7 +11,7 @@ from seqbench.tasks import check_task_settings, get_task, task_settings
 def test_settings_are_the_init_keywords_beyond_modality_data_and_seed():
     assert list(task_settings("mqar")) == ["vocab", "kv", "power"]
     assert list(task_settings("speed")) == ["prompt_len", "new_tokens", "gen_batches"]
-    assert list(task_settings("lm")) == []
+    assert list(task_settings("lm")) == ["held_out"]
 
 
 @pytest.mark.parametrize("task,settings,converted", [
@@ -29,7 +29,7 @@ def test_values_are_brought_to_the_declared_type(task, settings, converted):
 
 @pytest.mark.parametrize("task,settings,message", [
     ("induction-heads", {"bogus": 1}, "task 'induction-heads' has no setting 'bogus'; accepted: vocab"),
-    ("lm", {"vocab": 1}, "task 'lm' has no setting 'vocab'; accepted: none"),
+    ("lm", {"vocab": 1}, "task 'lm' has no setting 'vocab'; accepted: held_out"),
     ("induction-heads", {"vocab": "abc"}, "--task-set vocab takes an integer, got 'abc'"),
     ("induction-heads", {"vocab": 2.5}, "--task-set vocab takes an integer, got 2.5"),
     ("induction-heads", {"vocab": True}, "--task-set vocab takes an integer, got True"),
