@@ -44,7 +44,7 @@ def mad_defaults(seq_len: int, train_examples: int, batch_size: int = 128) -> Ta
     cosine schedule (its baseline point of the lr x wd grid), bf16 on a GPU."""
     steps = 200 * math.ceil(train_examples / batch_size)
     return TaskDefaults(modality="tokens", seq_len=seq_len, steps=steps, batch_size=batch_size, lr=5e-4,
-                        weight_decay=0.0, schedule="cosine", eval_lengths=(seq_len,), model_kwargs=MAD_MODELS)
+                        weight_decay=0.0, schedule="cosine", model_kwargs=MAD_MODELS)  # evaluated at the training length
 
 
 class FixedSetTask(Task):
