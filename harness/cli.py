@@ -372,9 +372,11 @@ def sweep(
         "mad-recall" if suite else task, models[0][0], modality=modality, data=data, steps=steps,
         batch_size=batch_size, lr=lr, seed=seed,
         device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, eval_chunk=eval_chunk, set_=set_,
-        task_set=task_set,
+        task_set=[] if suite else task_set,  # the suite's settings are checked per MAD task (mad_children)
         tracking_uri=tracking_uri, experiment=experiment, precision=precision, train_step=train_step,
     )
+    if suite:
+        base = replace(base, task_kwargs=_parse_settings(task_set))
     base = apply_config_file(ctx, base)  # the file's settings that have no flag, its [set] and [task_set]
     slurm = SlurmOptions(partition=partition, gpus_per_job=gpus_per_job, max_parallel=max_parallel,
                          time_minutes=time_limit)

@@ -210,6 +210,13 @@ def test_sweep_mad_refuses_what_its_grid_sets():
     assert result.exit_code == 2 and "not a MAD task: recall" in result.stderr
     result = CliRunner().invoke(app, ["sweep", "induction-heads"])
     assert result.exit_code == 2 and "--seq-len is required" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", "mad", "--task-set", "colour=3"])
+    assert result.exit_code == 2 and "--task-set colour: no MAD task takes it" in result.stderr
+    result = CliRunner().invoke(app, ["sweep", "mad", "--tasks", "mad-selective-copying", "--task-set", "tokens=eight"])
+    assert result.exit_code == 2 and "tokens" in result.stderr  # checked against the task that takes it
+    # a setting only one MAD task takes fixes it there (and the others run as they are)
+    result = CliRunner().invoke(app, ["sweep", "mad", "--task-set", "tokens=8", "--grid", "quick", "--dry-run"])
+    assert result.exit_code == 0, result.output
 
 
 def test_generated_sets_are_kept_in_the_data_cache(data_cache):
