@@ -37,6 +37,15 @@ def _parameters(config: RunConfig, task) -> tuple[int, int | None]:
     return model.num_parameters(), model.max_seq_len
 
 
+def _chunking(config: RunConfig) -> str:
+    """How --eval-chunk will evaluate (harness.evaluation), in words."""
+    if config.eval_chunk == 0:
+        return "; never streamed"
+    if config.eval_chunk:
+        return f"; streamed in chunks of {format_length(config.eval_chunk)} above that (Mamba)"
+    return "; streamed where one forward runs out of memory (Mamba)"
+
+
 def describe_run(config: RunConfig, nproc: int = 1) -> list[tuple[str, str]]:
     """(what, value) rows of the run `config` asks for, resolved as the runner resolves it."""
     device = pick_device(config.device)
@@ -59,7 +68,7 @@ def describe_run(config: RunConfig, nproc: int = 1) -> list[tuple[str, str]]:
         batch = f"{resolved.batch_size}" + (f" per process x {nproc} = {resolved.batch_size * nproc}" if nproc > 1 else "")
         rows += [("training", f"{resolved.steps:,} steps at {format_length(resolved.seq_len)}, batch {batch}, "
                               f"lr {resolved.lr:g} ({resolved.schedule})"),
-                 ("evaluation", f"lengths {_lengths(resolved.eval_lengths)}"),
+                 ("evaluation", f"lengths {_lengths(resolved.eval_lengths)}" + _chunking(resolved)),
                  ("step", f"{mode} ({why}); {precision_name(device, resolved.precision)}")]
     rows += [("device", f"{device}" + (f" x {nproc} processes" if nproc > 1 else "")),
              ("store", f"{resolve_tracking_uri(resolved.tracking_uri)}, experiment {resolved.experiment}"),
