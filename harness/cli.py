@@ -534,13 +534,13 @@ def report(
 def _sweep_of(tracking_uri: str | None, run_id: str) -> str | None:
     """The task tag of a run (a sweep's parent: its task, or `mad` for the suite); None if no such run."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from seqbench.harness import records
+    from seqbench.harness.report.query import _client
     from seqbench.harness.tracking import resolve_tracking_uri
 
     try:
-        return MlflowClient(resolve_tracking_uri(tracking_uri)).get_run(run_id).data.tags.get(records.TASK)
+        return _client(resolve_tracking_uri(tracking_uri)).get_run(run_id).data.tags.get(records.TASK)
     except MlflowException:
         return None  # the report says what is wrong with the id
 

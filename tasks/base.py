@@ -109,12 +109,9 @@ class Task(ABC):
 TRAIN_STREAM, EVAL_STREAM = 1, 2
 
 
-class GeneratedTask(Task):
-    """A task whose sequences are generated from a seed (no files): subclasses set `vocab` and
-    implement `make`. Training batch `step` and the held-out samples at each length come from
-    their own counter-based streams (tasks.counter_random), so they never overlap, are the same on
-    every machine and device (a GPU run makes its batches on the GPU, with no host work), and a
-    held-out sample does not depend on the evaluation batch size."""
+class SeededTask(Task):
+    """A task whose sequences are made from the seed, not read from files (it takes no --data):
+    ids 0 .. `vocab` - 1, predicted by a token head."""
 
     vocab: int
 
@@ -130,6 +127,14 @@ class GeneratedTask(Task):
     @property
     def head(self) -> HeadSpec:
         return HeadSpec(kind="token", n_outputs=self.vocab)
+
+
+class GeneratedTask(SeededTask):
+    """A task whose sequences are generated afresh from a seed: subclasses set `vocab` and
+    implement `make`. Training batch `step` and the held-out samples at each length come from
+    their own counter-based streams (tasks.counter_random), so they never overlap, are the same on
+    every machine and device (a GPU run makes its batches on the GPU, with no host work), and a
+    held-out sample does not depend on the evaluation batch size."""
 
     @abstractmethod
     def make(self, rng: CounterRandom, seq_len: int) -> Batch:

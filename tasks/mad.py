@@ -29,7 +29,7 @@ import torch
 
 from seqbench.core.errors import SeqbenchError
 from seqbench.core.types import IGNORE_INDEX, Batch, HeadSpec
-from seqbench.tasks.base import Task, TaskDefaults
+from seqbench.tasks.base import SeededTask, TaskDefaults
 
 TRAIN, TEST = 1, 2
 GENERATOR_VERSION = 1  # part of the cache key: raise it when a generator changes what it makes
@@ -47,7 +47,7 @@ def mad_defaults(seq_len: int, train_examples: int, batch_size: int = 128) -> Ta
                         weight_decay=0.0, schedule="cosine", model_kwargs=MAD_MODELS)  # evaluated at the training length
 
 
-class FixedSetTask(Task):
+class FixedSetTask(SeededTask):
     """A task of fixed training and test sets generated from the seed (MAD's protocol): subclasses
     set `vocab` and implement `instance(rng, seq_len, training) -> (inputs, targets)` as NumPy arrays
     of `seq_len` ids each (targets IGNORE_INDEX where nothing is scored)."""
@@ -58,8 +58,6 @@ class FixedSetTask(Task):
     test_examples: int = 1_280
 
     def __init__(self, modality: str | None, data: str | None, seed: int, train_examples: int) -> None:
-        if data is not None:
-            raise SeqbenchError(f"task {self.name!r} generates its data from the seed; it takes no --data")
         if train_examples < 1:
             raise SeqbenchError(f"task {self.name!r}: train_examples must be >= 1, got {train_examples}")
         super().__init__(modality, data, seed)
@@ -67,14 +65,6 @@ class FixedSetTask(Task):
         # MAD trains 200 epochs of whatever its training set holds: the steps follow the set's size
         self.defaults = mad_defaults(type(self).defaults.seq_len, train_examples)
         self._sets: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    @property
-    def vocab_size(self) -> int:
-        return self.vocab
-
-    @property
-    def head(self) -> HeadSpec:
-        return HeadSpec(kind="token", n_outputs=self.vocab)
 
     def settings_key(self) -> tuple:
         """The settings the generated sets depend on (besides length and seed)."""
@@ -382,6 +372,7 @@ class Memorization(FixedSetTask):
                  train_examples: int = 256) -> None:
         super().__init__(modality, data, seed, train_examples)
         self.vocab = vocab
+        self._facts = self.facts() if vocab >= 3 else {}  # check_seq_len refuses a smaller vocab
 
     def facts(self) -> dict[int, int]:
         """The key -> value map: keys the first half of the plain ids, values the second, paired
@@ -396,8 +387,6 @@ class Memorization(FixedSetTask):
             raise SeqbenchError(f"{self.name} takes even lengths >= 2 and vocab >= 3, got {seq_len} and {self.vocab}")
 
     def instance(self, rng, seq_len, training):
-        if not hasattr(self, "_facts"):
-            self._facts = self.facts()
         keys = rng.choice(np.fromiter(self._facts, dtype=np.int64), seq_len // 2)
         inputs = np.stack([keys, np.full_like(keys, self.vocab - 1)], axis=1).reshape(-1)
         values = np.array([self._facts[k] for k in keys.tolist()])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness import records
 from seqbench.harness.report.query import _client, _children, run_label
+from seqbench.harness.report.write import _write_text
 from seqbench.harness.sweep.mad import GRID, LR, SETTING, WD
 from seqbench.harness.tracking import resolve_tracking_uri
 
@@ -149,18 +149,12 @@ def plot(report: MadReport, path: Path) -> None:
     _save_png(figure, path)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_mad_report(out_dir: Path, tracking_uri: str | None, sweep_run_id: str, log_to_parent: bool = True) -> MadReport:
     """Collect, write mad.md / mad.csv / mad.png into `out_dir` and log them to the parent run."""
     report = collect(tracking_uri, sweep_run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write(out_dir / "mad.md", render_markdown(report))
-    _write(out_dir / "mad.csv", render_csv(report))
+    _write_text(out_dir / "mad.md", render_markdown(report))
+    _write_text(out_dir / "mad.csv", render_csv(report))
     plot(report, out_dir / "mad.png")
     if log_to_parent:
         client = _client(resolve_tracking_uri(tracking_uri))

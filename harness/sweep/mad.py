@@ -16,6 +16,7 @@ from dataclasses import replace
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.config import RunConfig
 from seqbench.harness.sweep.plan import Child, model_label
+from seqbench.tasks.mad import FixedSetTask
 
 # task: (baseline setting, {setting: values it takes in turn}); "seq_len" is the run's length
 GRID: dict[str, tuple[dict, dict[str, list]]] = {
@@ -38,7 +39,6 @@ GRID: dict[str, tuple[dict, dict[str, list]]] = {
 LEARNING_RATES = (1e-4, 5e-4, 1e-3)
 WEIGHT_DECAYS = (0.0, 0.1)
 GRIDS = ("full", "baseline", "quick")
-TEST_EXAMPLES = 1_280  # every cell is evaluated on its whole test set
 # tags of a MAD child: its cell (task setting) and optimiser point
 SETTING, LR, WD = "mad.setting", "mad.lr", "mad.weight_decay"
 
@@ -82,7 +82,7 @@ def mad_children(base: RunConfig, models: list[tuple[str, str | None]], tasks: l
                 for lr, wd in optimiser_points(grid):
                     config = replace(base, task=task_name, model=family, size=size, seq_len=seq_len, lr=lr,
                                      weight_decay=wd, task_kwargs=settings, eval_lengths=[seq_len],
-                                     eval_samples=TEST_EXAMPLES, resume=False)
+                                     eval_samples=FixedSetTask.test_examples, resume=False)  # the whole test set
                     resolved = config.resolve(task, device_type)
                     label = f"{model_label(family, size)},{cell},lr={lr:g},wd={wd:g}"
                     children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),

@@ -148,15 +148,10 @@ class Sweep:
 
         return MlflowClient(self.uri)
 
-    @staticmethod
-    @functools.cache
-    def main_metric_of(task: str) -> str:
-        from seqbench.core.registry import registry
-
-        return registry("tasks").load(task).main_metric
-
     def _main_metric(self, metrics: dict[str, float], child: Child) -> float | None:
-        return metrics.get(f"{self.main_metric_of(child.config.task)}/{child.seq_len}")
+        from seqbench.harness.report.query import main_metric_of
+
+        return metrics.get(f"{main_metric_of(child.config.task)}/{child.seq_len}")
 
     # --- scheduling ---------------------------------------------------------------------------
 
