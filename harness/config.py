@@ -149,7 +149,7 @@ class RunConfig:
         check_model_settings(self.model, resolved.model_kwargs)
         task.check_seq_len(resolved.seq_len)
         for n in resolved.eval_lengths:
-            task.check_seq_len(n)
+            task.check_eval_len(n)
         return resolved
 
     def validate(self) -> None:

@@ -80,6 +80,11 @@ class Task(ABC):
         if seq_len < 1:
             raise SeqbenchError(f"sequence length must be >= 1, got {seq_len}")
 
+    def check_eval_len(self, seq_len: int) -> None:
+        """Raise SeqbenchError when the task cannot be evaluated at `seq_len` (by default: when it
+        cannot be posed there; a task whose evaluation data differ from its training data narrows it)."""
+        self.check_seq_len(seq_len)
+
     @abstractmethod
     def train_batch(self, step: int, batch_size: int, seq_len: int, device: torch.device | None = None) -> Batch:
         """The training batch of `step` (deterministic in seed and step), made on `device` where

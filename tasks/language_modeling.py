@@ -61,8 +61,15 @@ class LanguageModeling(Task):
         return "bits_per_byte" if getattr(self.adapter, "byte_level", False) else "bits_per_token"
 
     def check_seq_len(self, seq_len: int) -> None:
+        self._check_splits(seq_len, (("train", self.train_store), ("held-out", self.eval_store)))
+
+    def check_eval_len(self, seq_len: int) -> None:
+        """An evaluation length needs only the held-out split (a long one may exceed the training split)."""
+        self._check_splits(seq_len, (("held-out", self.eval_store),))
+
+    def _check_splits(self, seq_len: int, splits) -> None:
         super().check_seq_len(seq_len)
-        for split, store in (("train", self.train_store), ("held-out", self.eval_store)):
+        for split, store in splits:
             if len(store) < seq_len + 1:
                 raise SeqbenchError(
                     f"lm at length {seq_len:,} needs {seq_len + 1:,} tokens but the {split} split of "

@@ -39,3 +39,17 @@ def test_cpu_runs_evaluate_up_to_four_times_the_training_length():
     assert asked.eval_lengths == [64, 1 << 14]  # --eval-lengths is never cut
     lm = get_task("lm")  # no lengths of its own: its training length
     assert RunConfig(task="lm", seq_len=512).resolve(lm, "cpu").eval_lengths == [512]
+
+
+def test_an_lm_evaluation_length_needs_only_the_held_out_split():
+    """A held-out split larger than the training split (held_out=0.9) can be evaluated beyond the
+    training split's size; the training length needs both splits, an evaluation length too long
+    for the held-out split is refused."""
+    lm = get_task("lm", held_out=0.9)  # the sample text: 1,988 training and 17,893 held-out bytes
+    train, held_out = len(lm.train_store), len(lm.eval_store)
+    assert train < 8192 < held_out
+    assert 8192 in RunConfig(task="lm", seq_len=256, eval_lengths=[256, 8192]).resolve(lm, "cpu").eval_lengths
+    with pytest.raises(SeqbenchError, match="train split"):
+        RunConfig(task="lm", seq_len=8192).resolve(lm, "cpu")
+    with pytest.raises(SeqbenchError, match="held-out split"):
+        RunConfig(task="lm", seq_len=256, eval_lengths=[1 << 16]).resolve(lm, "cpu")

@@ -196,3 +196,24 @@ def test_lm_held_out_fraction():
     assert len(large.eval_store) > 2 * len(small.eval_store)
     with pytest.raises(SeqbenchError, match="held_out is the fraction"):
         get_task("lm", held_out=1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("chunk", [256, 1000])  # 1000 does not divide 4096: a short last chunk
+def test_on_the_gpu_streamed_logits_equal_one_forward(precision, chunk):
+    """On the Triton scan and conv kernels (initial_state in, last state out), in fp32 and under
+    bf16 autocast, chunk after chunk gives one forward's logits over 4096 positions."""
+    from seqbench.core.devices import autocast
+
+    torch.manual_seed(0)
+    model = build_model("mamba", vocab_size=50, head=HeadSpec("token", 50), d_model=64, n_layers=2).cuda().eval()
+    device = torch.device("cuda")
+    ids = torch.randint(0, 50, (2, 4096), device=device, generator=torch.Generator(device).manual_seed(3))
+    with torch.no_grad(), autocast(device, precision):
+        whole = model(ids).float()
+        streamed = torch.cat([logits.float() for _, logits in model.stream(ids, chunk)], dim=1)
+    tolerance = dict(rtol=1e-3, atol=1e-3) if precision == "fp32" else dict(rtol=5e-2, atol=5e-2)
+    torch.testing.assert_close(streamed, whole, **tolerance)
+    if precision == "bf16":  # bf16 rounds differently per chunk; the predictions must still agree
+        assert (streamed.argmax(-1) == whole.argmax(-1)).float().mean() > 0.99
