@@ -325,6 +325,10 @@ def sweep(
                     "but a failure no longer skips a family's longer lengths (they ran first).", show_default=True),
     resume: bool = typer.Option(False, help="Continue the same sweep: skip children that finished, retry the rest.",
                                 show_default=True),
+    retry: Optional[str] = typer.Option(
+        None, help="With --resume, also run again the children that ended with these final statuses "
+                   "(comma-separated of oom, diverged, ok), e.g. after other work on a shared GPU ran them out of memory; "
+                   "default: none, a final status is kept."),
     report_dir: Optional[Path] = typer.Option(
         None, "--report", help="Also write the report (table, plots) here; default: only to the parent run's "
                                "artifacts (and .seqbench/sweeps/<parent run>/report)."),
@@ -364,6 +368,8 @@ def sweep(
     if suite and (seq_len or eval_lengths or lr is not None or modality or data or batch_tokens):
         raise SeqbenchError("sweep mad: the MAD grid sets each cell's length, evaluation, learning rate and data; "
                             "leave out --seq-len, --eval-lengths, --lr, --modality, --data and --batch-tokens")
+    if retry and not resume:
+        raise SeqbenchError("--retry is for --resume: it names the finished children a resumed sweep runs again")
     if not suite and (grid != "full" or tasks):
         raise SeqbenchError("--grid and --tasks are for `seqbench sweep mad`")
     if not suite and not seq_len:
@@ -392,7 +398,8 @@ def sweep(
                     resume=resume, console=err, progress=progress, launcher=launcher, slurm=slurm,
                     batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
                     longest_first=longest_first, resume_command=_command_line(ctx, resume=True),
-                    children=children, name=MAD_SUITE if suite else None)
+                    children=children, name=MAD_SUITE if suite else None,
+                    retry=tuple(word.strip() for word in (retry or "").split(",") if word.strip()))
     if dry_run:
         from seqbench.harness.dry_run import describe_sweep
 

@@ -138,3 +138,19 @@ def test_a_model_that_cannot_take_the_length_is_skipped(tmp_path):
     outcome = {c.seq_len: (c.status, c.message) for c in result.children}
     assert outcome[64][0] == "ok"
     assert outcome[128][0] == "skipped" and "at most 64 tokens" in outcome[128][1]
+
+
+def test_resume_with_retry_runs_an_out_of_memory_child_again(tmp_path):
+    """A resumed sweep keeps an oom child's outcome; with retry=("oom",) (`--retry oom`) it runs
+    the child again in the same run (a shared GPU's other work may have caused the oom)."""
+    base = tiny_base(tmp_path, batch_size=1 << 31)
+    Sweep(base, [("mamba", None)], [64], progress=False).run()
+    launched = lambda: runs_by_name(base.tracking_uri)["mamba-64 · induction-heads"].data.tags[LAUNCHED_TAG]
+    first = launched()
+    kept = Sweep(base, [("mamba", None)], [64], resume=True, progress=False).run()
+    assert kept.children[0].status == "oom" and launched() == first  # not run again
+    again = Sweep(base, [("mamba", None)], [64], resume=True, retry=("oom",), progress=False).run()
+    assert again.children[0].status == "oom" and launched() != first  # run again, in the same run
+    assert len(runs_by_name(base.tracking_uri)) == 2  # the parent and its one child
+    with pytest.raises(SeqbenchError, match="--retry takes the final statuses"):
+        Sweep(base, [("mamba", None)], [64], resume=True, retry=("timeout",))

@@ -54,7 +54,8 @@ class Sweep:
                  console: Console | None = None, progress: bool = True, launcher: str = "local",
                  slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None,
                  longest_first: bool = False, resume_command: str | None = None,
-                 children: list[Child] | None = None, name: str | None = None) -> None:
+                 children: list[Child] | None = None, name: str | None = None,
+                 retry: tuple[str, ...] = ()) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
         check_launcher(launcher, jobs, slurm)
@@ -65,6 +66,10 @@ class Sweep:
         self.base = replace(base, tracking_uri=self.uri, experiment=base.experiment or base.task)
         self.models, self.lengths = models, sorted(lengths)
         self.time_budget, self.jobs, self.resume = time_budget, jobs, resume
+        unknown = [status for status in retry if status not in FINAL]
+        if unknown:
+            raise SeqbenchError(f"--retry takes the final statuses {', '.join(FINAL)}; got {', '.join(unknown)}")
+        self.retry = tuple(retry)  # on resume, final statuses run again (an oom caused by a shared GPU, say)
         self.console = console or Console(stderr=True)
         self.progress = progress
         # a suite (MAD) brings its children, of several tasks; a sweep plans (model, length) of one
@@ -120,7 +125,7 @@ class Sweep:
                 continue
             child.run_id = run.info.run_id
             status = run.data.tags.get(records.STATUS, "")
-            if status in FINAL:
+            if status in FINAL and status not in self.retry:
                 child.status, child.message = status, run.data.tags.get(records.ERROR, "")
                 child.metric = self._main_metric(run.data.metrics, child)
                 if status in STOPS_FAMILY:
