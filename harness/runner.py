@@ -45,7 +45,7 @@ from seqbench.harness.evaluation import eval_plan, evaluate, evaluate_length
 from seqbench.harness.train_step import (StepLog, TrainStep, choose_mode, first_nonfinite, generated_batches,
                                          make_optimizer)
 from seqbench.models import build_model
-from seqbench.tasks import get_task
+from seqbench.tasks import get_task, task_setting_values
 from seqbench.tasks.base import MeasuringTask
 
 
@@ -318,6 +318,8 @@ def _open_run(config: RunConfig, ctx: distributed.Context, model, device: torch.
     name = config.run_name or records.run_name(config.task, label, format_length(config.seq_len))
     tracker = RunTracker(uri, experiment_id, run_id=run_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
     params = config.to_params()
+    # the task's settings as it ran, its defaults too (a --task-set key is in to_params already)
+    params.update({f"task.{key}": str(value) for key, value in task_setting_values(config.task, config.task_kwargs).items()})
     params.update({"code_version": code_version(), "device_name": _device_name(device),
                    "dtype": precision_name(device, config.precision), "train_step_mode": step_mode,
                    "n_parameters": str(model.num_parameters()), "torch_version": torch.__version__,

@@ -35,6 +35,13 @@ def task_settings(name: str) -> dict[str, inspect.Parameter]:
             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)}
 
 
+def task_setting_values(name: str, given: dict) -> dict:
+    """Every setting the task runs with: `given` over the defaults of its `__init__` (what a run
+    records, so that a default changed later still tells its runs apart)."""
+    return {key: given.get(key, p.default) for key, p in task_settings(name).items()
+            if key in given or p.default is not inspect.Parameter.empty}
+
+
 def check_task_settings(name: str, settings: dict) -> dict:
     """Refuse, in one line, a --task-set key the task does not take (listing those it takes) or a
     value that is not of the type its `__init__` declares (its annotation, else its default's

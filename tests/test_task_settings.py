@@ -50,3 +50,21 @@ def test_get_task_checks_before_building_and_passes_the_converted_values():
     assert get_task("speed", gen_batches="2,4").gen_batches == (2, 4)
     with pytest.raises(SeqbenchError, match="takes an integer"):
         get_task("induction-heads", vocab="abc")  # not a TypeError from inside the task
+
+
+def test_a_run_records_every_task_setting_its_defaults_too(tmp_path):
+    """MLflow params task.<name> hold each setting the task ran with, given or not, so runs made
+    before a default changed (spoken digits' pool: last, then mean) are told apart."""
+    from mlflow.tracking import MlflowClient
+
+    from seqbench.harness.config import RunConfig
+    from seqbench.harness.runner import run
+    from seqbench.tasks import task_setting_values
+
+    assert task_setting_values("mqar", {"kv": 4}) == {"vocab": 8192, "kv": 4, "power": 0.01}
+    config = RunConfig(task="mqar", steps=2, batch_size=2, eval_samples=2, eval_lengths=[64], seq_len=64,
+                       task_kwargs={"kv": 4}, model_kwargs={"d_model": 16, "n_layers": 1}, device="cpu",
+                       tracking_uri=f"sqlite:///{tmp_path}/m.db", checkpoint_dir=str(tmp_path / "ckpt"))
+    result = run(config, progress=False)
+    params = MlflowClient(config.tracking_uri).get_run(result.run_id).data.params
+    assert (params["task.vocab"], params["task.kv"], params["task.power"]) == ("8192", "4", "0.01")
