@@ -4,6 +4,7 @@ of one forward over the whole sequence (CPU, the reference kernels)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -189,6 +190,18 @@ def test_a_run_logs_loss_by_position_and_each_lengths_evaluation_cost(tmp_path):
     path = client.download_artifacts(run.info.run_id, "loss_by_position/512.json", str(tmp_path))
     logged = json.loads(Path(path).read_text())
     assert logged["length"] == 512 and logged["chunk"] == 128 and logged["bins"][-1]["end"] == 512
+    # the report draws them: a column per length, a row per bin, each evaluation's cost
+    from seqbench.harness.report import write_report
+
+    report = write_report(tmp_path / "report", uri, experiment="lm", formats=("md", "csv", "png"))
+    assert {p.name for p in report.paths} >= {"loss_by_position.md", "loss_by_position.csv", "loss_by_position.png"}
+    rows = list(csv.DictReader((tmp_path / "report" / "loss_by_position.csv").open()))
+    at_512 = [r for r in rows if r["length"] == "512"]
+    assert [(int(r["start"]), int(r["end"])) for r in at_512] == [(b["start"], b["end"]) for b in logged["bins"]]
+    assert [float(r["loss"]) for r in at_512] == pytest.approx([b["loss"] for b in logged["bins"]], rel=1e-5)
+    assert at_512[0]["chunk"] == "128" and float(at_512[0]["eval_wall_seconds"]) > 0
+    markdown = (tmp_path / "report" / "loss_by_position.md").read_text()
+    assert "| mamba | 512 | 128 |" in markdown and "| mamba | 128 | one forward |" in markdown
 
 
 def test_lm_held_out_fraction():

@@ -15,6 +15,7 @@ from seqbench.harness.report.fits import _fits
 from seqbench.harness.report.model import (ARTIFACT_FOLDER, DEFAULT_FORMATS, EVAL_LENGTH_PLOT, FILES, FORMATS, JSON_FILE,
                                            Report, SCHEDULE_PLOT)
 from seqbench.harness.report.plots import _plot, plot_eval_lengths, plot_schedule
+from seqbench.harness.report.positions import position_curves, write_position_files
 from seqbench.harness.report.query import _client, _newest_per_cell, _ordered, _with_last_validation, main_metric_of, row_of, run_label, select_runs
 from seqbench.harness.report.render import (_memory_unit, evaluated_beyond, is_fraction_metric, metric_key, render_csv,
                                             render_json, render_markdown)
@@ -99,7 +100,8 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
                  experiment: str | None = None, log_to_parent: bool = True,
                  formats: tuple[str, ...] = DEFAULT_FORMATS) -> Report:
     """Write report.md, report.csv and three PNGs for one sweep into `out_dir` (`formats` chooses
-    among md, csv, png and json: report.json holds the CSV's numbers).
+    among md, csv, png and json: report.json holds the CSV's numbers); runs evaluated with
+    --loss-by-position add loss_by_position.md / .csv / .png (harness.report.positions).
 
     Runs: the children of `sweep_run_id`; else the newest sweep parent in `experiment`, or, when
     that experiment has none, its top-level runs (newest per model and length); else the newest
@@ -138,6 +140,9 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
                     schedule=schedule_of(parent, runs, lambda r: run_label(r.data.tags, r.data.params))
                     if parent is not None else None)
     report.paths = _write_files(report, Path(out_dir), started, tuple(formats))
+    curves = position_curves(client, runs)  # runs evaluated with --loss-by-position
+    if curves:
+        report.paths += write_position_files(curves, Path(out_dir), task, tuple(formats))
     if parent is not None and log_to_parent:
         _log_to_parent(client, parent.info.run_id, report)
     return report
