@@ -152,6 +152,10 @@ def test_the_mad_grid_is_madss_cells_times_its_optimiser_points():
     assert cells == {"mad-recall": 11, "mad-noisy-recall": 14, "mad-fuzzy-recall": 11, "mad-selective-copying": 13,
                      "mad-compression": 11, "mad-memorization": 6}
     assert len(full) == 6 * sum(cells.values()) and len({c.config_hash for c in full}) == len(full)
+    # one spec and log file per child: recall, noisy and fuzzy recall share labels and lengths
+    from seqbench.harness.sweep.plan import child_stem
+
+    assert len({child_stem(c) for c in full}) == len(full)
     recall_1k = [c for c in full if c.config.task == "mad-recall" and c.seq_len == 1024]
     assert {(c.config.lr, c.config.weight_decay) for c in recall_1k} == {(lr, wd) for lr in (1e-4, 5e-4, 1e-3)
                                                                          for wd in (0.0, 0.1)}
@@ -229,3 +233,20 @@ def test_generated_sets_are_kept_in_the_data_cache(data_cache):
     assert len(list((data_cache / "mad").glob("mad-recall-*.pt"))) == 2  # another seed: another set
     saved.write_bytes(b"truncated")  # a damaged file is made again, not trusted
     assert torch.equal(get_task("mad-recall", seed=5, **SMALL).dataset(TEST, 128)[0], inputs)
+
+
+def test_a_sweep_refuses_children_that_would_share_a_spec_file(tmp_path):
+    """Children sharing a spec and log file would run each other's config (MAD's recall tasks have
+    one label and length per cell): the sweep refuses them before anything runs."""
+    import dataclasses
+
+    from seqbench.core.errors import SeqbenchError
+    from seqbench.harness.config import RunConfig
+    from seqbench.harness.sweep import Sweep
+    from seqbench.harness.sweep.mad import GRID, mad_children
+
+    base = RunConfig(task="mad-recall", device="cpu", experiment="mad", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    children = mad_children(base, [("mamba", None)], list(GRID), "quick", "cpu")
+    Sweep(base, [("mamba", None)], [], children=children)  # their own stems: accepted
+    with pytest.raises(SeqbenchError, match="share the file name 'mamba,baseline,lr=0.0005,wd=0-128'"):
+        Sweep(base, [("mamba", None)], [], children=[dataclasses.replace(c, stem=None) for c in children])

@@ -55,6 +55,7 @@ class Child:
     metric: float | None = None
     stopped_as: tuple[str, str] | None = None  # (status, message) the sweep stopped it with, if it did
     tags: dict[str, str] = field(default_factory=dict)  # extra tags of its run (a suite's cell, e.g. MAD's)
+    stem: str | None = None  # file-name stem of its spec and log, where label and length do not tell it apart
 
 
 def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str,
@@ -91,8 +92,9 @@ def sweep_hash(task: str, children: list[Child]) -> str:
 
 
 def child_stem(child: Child) -> str:
-    """File-name stem of a child's spec and log: 'transformer-125m-4k'."""
-    return f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
+    """File-name stem of a child's spec and log: 'transformer-125m-4k' (a suite's children, whose
+    tasks share labels and lengths, bring their own)."""
+    return child.stem or f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
 
 
 def write_spec(workdir: Path, child: Child, spec: dict) -> Path:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.interrupts import sigterm_as_interrupt
-from seqbench.harness.sweep.plan import Child, model_label, plan, sweep_hash
+from seqbench.harness.sweep.plan import Child, child_stem, model_label, plan, sweep_hash
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
 from seqbench.harness.progress import plain_progress_seconds
@@ -76,6 +76,9 @@ class Sweep:
         self.children = children if children is not None else plan(self.base, models, self.lengths,
                                                                      self.device_type, batch_tokens)
         self.name = name or self.base.task  # what the parent run is a sweep of
+        stems = [child_stem(c) for c in self.children]
+        if len(set(stems)) != len(stems):  # children sharing a spec file would run each other's config
+            raise SeqbenchError(f"two children of this sweep share the file name {max(stems, key=stems.count)!r}")
         self.batch_tokens = batch_tokens
         self.longest_first = longest_first
         self.launcher_name, self.slurm = launcher, slurm
