@@ -35,7 +35,7 @@ from seqbench.harness import distributed
 from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.devices import check_precision, is_out_of_memory, peak_memory_mb, precision_name
 from seqbench.core.errors import SeqbenchError
-from seqbench.harness.interrupts import sigterm_as_interrupt
+from seqbench.harness.interrupts import interrupt_once
 from seqbench.harness.progress import plain_progress_seconds
 from seqbench.harness.tracking import RunTracker, SilentTracker, code_version, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
@@ -140,7 +140,7 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     Started by torchrun, it trains data-parallel over the ranks (see the module docstring)."""
     ctx = distributed.setup(config.device)
     result = None
-    with sigterm_as_interrupt():
+    with interrupt_once():
         try:
             result = _run(config, ctx, console or Console(stderr=True), progress and ctx.is_main, parent_run_id,
                           run_id)

@@ -112,3 +112,28 @@ def test_a_killed_run_without_a_checkpoint_is_marked_killed_on_resume(tmp_path):
     assert killed.data.tags["error"].startswith("killed: process")
     finished = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != killed.info.run_id]
     assert len(finished) == 1 and finished[0].data.tags["status"] == "ok"
+
+
+def test_a_stop_signalled_again_while_the_run_records_itself_still_records_it(tmp_path):
+    """GNU timeout signals its command and then the command's process group (the command twice);
+    people press Ctrl-C twice. A burst of SIGINTs and SIGTERMs at a training run: the first stops
+    it, the repeats are ignored while it writes its checkpoint and records `interrupted`."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    command = [sys.executable, "-m", "seqbench.harness.cli", *RUN, "--steps", "1000000", "--tracking-uri", uri]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / ".seqbench" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not (checkpoints.is_dir() and list(checkpoints.glob("*.pt"))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    for i in range(60):  # 1.2 s of repeated stops, the recording included
+        if proc.poll() is not None:
+            break
+        os.kill(proc.pid, signal.SIGINT if i % 2 == 0 else signal.SIGTERM)
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("induction-heads").experiment_id])
+    assert run.data.tags["status"] == "interrupted", err[-2000:]
+    assert run.info.status == "KILLED" and Path(run.data.tags["checkpoint"]).exists()
+    assert "still recording how the run ended" in err

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.errors import SeqbenchError
-from seqbench.harness.interrupts import sigterm_as_interrupt
+from seqbench.harness.interrupts import interrupt_once
 from seqbench.harness.sweep.plan import Child, child_stem, model_label, plan, sweep_hash
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
@@ -189,7 +189,7 @@ class Sweep:
     def run(self) -> SweepResult:
         """Run every child; Ctrl-C (or SIGTERM, e.g. a scheduler's time limit) stops the running
         children politely and records the sweep as interrupted."""
-        with sigterm_as_interrupt():
+        with interrupt_once():
             return self._run()
 
     def _run(self) -> SweepResult:
