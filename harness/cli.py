@@ -325,6 +325,9 @@ def sweep(
                     "but a failure no longer skips a family's longer lengths (they ran first).", show_default=True),
     resume: bool = typer.Option(False, help="Continue the same sweep: skip children that finished, retry the rest.",
                                 show_default=True),
+    seeds: Optional[str] = typer.Option(
+        None, help="Comma-separated seeds: every (model, length) runs once per seed and the report gives "
+                   "each cell's mean and spread, e.g. 0,1,2; default: --seed alone."),
     retry: Optional[str] = typer.Option(
         None, help="With --resume, also run again the children that ended with these final statuses "
                    "(comma-separated of oom, diverged, ok), e.g. after other work on a shared GPU ran them out of memory; "
@@ -368,6 +371,8 @@ def sweep(
     if suite and (seq_len or eval_lengths or lr is not None or modality or data or batch_tokens):
         raise SeqbenchError("sweep mad: the MAD grid sets each cell's length, evaluation, learning rate and data; "
                             "leave out --seq-len, --eval-lengths, --lr, --modality, --data and --batch-tokens")
+    if seeds and suite:
+        raise SeqbenchError("--seeds is for a sweep of one task; sweep mad takes --seed")
     if retry and not resume:
         raise SeqbenchError("--retry is for --resume: it names the finished children a resumed sweep runs again")
     if not suite and (grid != "full" or tasks):
@@ -399,7 +404,8 @@ def sweep(
                     batch_tokens=_token_count(batch_tokens) if batch_tokens is not None else None,
                     longest_first=longest_first, resume_command=_command_line(ctx, resume=True),
                     children=children, name=MAD_SUITE if suite else None,
-                    retry=tuple(word.strip() for word in (retry or "").split(",") if word.strip()))
+                    retry=tuple(word.strip() for word in (retry or "").split(",") if word.strip()),
+                    seeds=_seed_list(seeds) if seeds else None)
     if dry_run:
         from seqbench.harness.dry_run import describe_sweep
 
@@ -421,6 +427,17 @@ def sweep(
 
 
 MAD_SUITE = "mad"  # `seqbench sweep mad`: the MAD suite, not one task
+
+
+def _seed_list(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; one line naming what is accepted otherwise."""
+    try:
+        seeds = [int(word) for word in text.split(",") if word.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise SeqbenchError(f"--seeds takes comma-separated non-negative integers, e.g. 0,1,2; got {text!r}")
+    return seeds
 
 
 def _mad_report(folder: Path, tracking_uri: str | None, sweep_run_id: str, title: str) -> None:
@@ -489,15 +506,21 @@ def _print_sweep(result, tracking_uri: str | None = None) -> None:
     table.add_column("model")
     for n in lengths:
         table.add_column(format_length(n), justify="right")
-    cells = {(c.label, c.seq_len): c for c in children}
+    cells: dict[tuple[str, int], list] = {}
+    for c in children:
+        cells.setdefault((c.label, c.seq_len), []).append(c)
     for label in labels:
         row = []
         for n in lengths:
-            c = cells[(label, n)]
-            if c.status == "ok" and c.metric is not None:
-                row.append(f"{c.metric:.4g}")
+            done = [c.metric for c in cells[(label, n)] if c.status == "ok" and c.metric is not None]
+            first = cells[(label, n)][0]
+            if len(cells[(label, n)]) > 1:  # one child per seed: their mean, and how many finished
+                row.append(f"{sum(done) / len(done):.4g} ({len(done)}/{len(cells[(label, n)])} seeds)" if done
+                           else first.status)
+            elif done:
+                row.append(f"{done[0]:.4g}")
             else:
-                row.append(c.status + (f" ({c.message})" if c.status == "skipped" else ""))
+                row.append(first.status + (f" ({first.message})" if first.status == "skipped" else ""))
         table.add_row(label, *row)
     out.print(table)
     _say(f"MLflow parent run {result.parent_run_id} · report: seqbench report --sweep {result.parent_run_id} "

@@ -17,6 +17,7 @@ import torch
 from seqbench.core.devices import check_precision, pick_device, precision_name
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.config import RunConfig, format_length
+from seqbench.harness import records
 from seqbench.harness.runner import find_checkpoint
 from seqbench.harness.sweep import Sweep
 from seqbench.harness.tracking import resolve_tracking_uri
@@ -93,11 +94,14 @@ def describe_sweep(sweep: Sweep) -> tuple[list[tuple[str, str]], list[dict[str, 
         task = tasks[key]
         config = c.resolve(task, sweep.device_type)
         n_parameters, _ = _parameters(config, task)
-        table.append({"model": child.label, "length": format_length(child.seq_len), "steps": f"{config.steps:,}",
-                      "batch": str(config.batch_size), "parameters": f"{n_parameters:,}",
+        table.append({"model": child.label, "length": format_length(child.seq_len),
+                      **({"seed": child.tags[records.SEED]} if records.SEED in child.tags else {}),
+                      "steps": f"{config.steps:,}", "batch": str(config.batch_size), "parameters": f"{n_parameters:,}",
                       "eval at": _lengths(config.eval_lengths), "config hash": child.config_hash})
     cells = {(c.config.task, repr(sorted(c.config.task_kwargs.items())), c.seq_len) for c in sweep.children}
-    shape = (f"{len(sweep.models)} models x {len(sweep.lengths)} lengths" if sweep.name == base.task else
+    seeds = len({c.config.seed for c in sweep.children})
+    shape = (f"{len(sweep.models)} models x {len(sweep.lengths)} lengths" + (f" x {seeds} seeds" if seeds > 1 else "")
+             if sweep.name == base.task else
              f"{len(sweep.models)} models x {len(cells)} task cells x "
              f"{len(sweep.children) // max(1, len(sweep.models) * len(cells))} optimiser points")
     rows = [("task", sweep.name if sweep.name != base.task else

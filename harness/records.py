@@ -17,6 +17,7 @@ HOST, PID = "host", "pid"  # the machine and process training the run (finds run
 # tags of a sweep's parent run, and of its children's scheduling
 SWEEP = "seqbench.sweep"  # "true" on a sweep's parent run
 SWEEP_HASH = "sweep_hash"  # the sweep's identity (task and its children's config hashes)
+SEED = "seed"  # a sweep child's seed, where the sweep runs each cell with several
 MODELS, LENGTHS = "models", "lengths"  # what the sweep covers
 SLOT, LAUNCHED = "sweep_slot", "sweep_launched_ms"  # where and when a child started
 
@@ -27,10 +28,10 @@ TRAIN_TOKENS_PER_S = "train_tokens_per_s"
 PEAK_MEMORY_MB = "peak_memory_mb"
 
 
-def run_name(task: str, model_label: str, length_label: str) -> str:
+def run_name(task: str, model_label: str, length_label: str, seed: str | None = None) -> str:
     """A run's name: model and length first ("mamba-256 · induction-heads"), so that names stay
-    apart where the MLflow UI truncates them."""
-    return f"{model_label}-{length_label} · {task}"
+    apart where the MLflow UI truncates them; a seed where a sweep runs several ("mamba-256/s1 · ...")."""
+    return f"{model_label}-{length_label}{f'/s{seed}' if seed is not None else ''} · {task}"
 
 
 def at_length(name: str, length: int) -> str:

@@ -14,6 +14,8 @@ BASE = ["run", "induction-heads", "--steps", "2", "--eval-samples", "2", "--eval
         "--no-progress"]
 # Cases whose command is not a variation of BASE give their whole command line.
 SPEED = ["run", "speed", "--eval-lengths", "64", "--device", "cpu", "--no-progress"]
+SWEEP = ["sweep", "induction-heads", "--model", "mamba", "--seq-len", "64", "--steps", "2", "--device", "cpu",
+         "--no-progress"]
 AUDIO_LM = ["run", "lm", "--modality", "audio", "--data", "empty.wav", "--seq-len", "64", "--steps", "2",
             "--device", "cpu", "--no-progress"]
 
@@ -40,6 +42,8 @@ CASES = {
     "a report folder that is a file": (["report", "--out", "notes.txt"], "--out notes.txt: notes.txt is a file"),
     "a tracking server that does not answer": (["--tracking-uri", "http://127.0.0.1:9"],
                                                "no MLflow server answers at http://127.0.0.1:9"),
+    "seeds that are not integers": (SWEEP + ["--seeds", "a,b"], "--seeds takes comma-separated non-negative integers"),
+    "--retry without --resume": (SWEEP + ["--retry", "oom"], "--retry is for --resume"),
     "--output-json into a missing folder": (["--output-json", "nowhere/run.json"], "folder nowhere does not exist"),
 }
 # The server case used to retry silently for minutes: it has to fail fast.

@@ -154,3 +154,34 @@ def test_resume_with_retry_runs_an_out_of_memory_child_again(tmp_path):
     assert len(runs_by_name(base.tracking_uri)) == 2  # the parent and its one child
     with pytest.raises(SeqbenchError, match="--retry takes the final statuses"):
         Sweep(base, [("mamba", None)], [64], resume=True, retry=("timeout",))
+
+
+def test_a_sweep_over_seeds_runs_each_cell_per_seed_and_reports_mean_and_spread(tmp_path):
+    """seeds=[0, 1, 2] (`--seeds 0,1,2`): one child per (model, length, seed), each with its seed;
+    the report's cell is the mean over the seeds with their spread, and report.csv keeps each one."""
+    import csv
+    import statistics
+
+    from seqbench.harness.report import write_report
+
+    base = tiny_base(tmp_path)
+    result = Sweep(base, [("mamba", None)], [64, 128], progress=False, seeds=[0, 1, 2]).run()
+    assert [(c.seq_len, c.config.seed) for c in result.children] == [(64, 0), (64, 1), (64, 2), (128, 0), (128, 1),
+                                                                      (128, 2)]
+    assert {c.status for c in result.children} == {"ok"}
+    runs = [r for r in runs_by_name(base.tracking_uri).values() if r.data.tags.get("seq_len")]
+    assert sorted((r.data.tags["seq_len"], r.data.params["seed"]) for r in runs) == [
+        (n, s) for n in ("128", "64") for s in ("0", "1", "2")]
+    report = write_report(tmp_path / "report", base.tracking_uri, sweep_run_id=result.parent_run_id)
+    by_seed = {c.config.seed: c.metric for c in result.children if c.seq_len == 64}
+    (cell,) = [r for r in report.rows if r.seq_len == 64]
+    assert cell.seeds == (0, 1, 2) and cell.seed_values == tuple(by_seed[s] for s in (0, 1, 2))
+    assert cell.main_value == pytest.approx(statistics.mean(by_seed.values()))
+    assert cell.spread[0] == pytest.approx(statistics.stdev(by_seed.values()))
+    rows = {r["seq_len"]: r for r in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    assert rows["64"]["seeds"] == "0;1;2" and len(rows["64"]["run_id"].split(";")) == 3
+    assert [float(part.split(":")[1]) for part in rows["64"]["accuracy_by_seed"].split(";")] == [
+        pytest.approx(by_seed[s]) for s in (0, 1, 2)]
+    assert "(3/3 seeds)" in (tmp_path / "report" / "report.md").read_text()
+    parent = MlflowClient(base.tracking_uri).get_run(result.parent_run_id)
+    assert parent.data.params["seed"] == "0,1,2"

@@ -1,5 +1,5 @@
-"""What a sweep report holds: its rows (one per model and length), the fitted scaling exponents,
-and the files it writes."""
+"""What a sweep report holds: its rows (one per model and length, the seeds of a cell merged),
+the fitted scaling exponents, and the files it writes."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ class ReportRow:
     run_id: str
     at_eval_length: dict[int, float] = field(default_factory=dict)  # main metric at every length evaluated
     last_validation: tuple[int, float] | None = None  # unfinished run: (steps, val_<main metric>) last logged
+    seed: int | None = None  # the run's seed (None for runs that did not record one)
+    # a cell of several seeds (one run each): their seeds and main values, None where a seed did not
+    # finish; main_value is then the mean of those that did
+    seeds: tuple[int, ...] = ()
+    seed_values: tuple[float | None, ...] = ()
+
+    @property
+    def spread(self) -> tuple[float, float, float] | None:
+        """(sample standard deviation, min, max) of the finished seeds' values; None under two."""
+        done = [v for v in self.seed_values if v is not None]
+        if len(done) < 2:
+            return None
+        mean = sum(done) / len(done)
+        sd = (sum((v - mean) ** 2 for v in done) / (len(done) - 1)) ** 0.5
+        return sd, min(done), max(done)
 
     @property
     def seconds_per_token(self) -> float | None:

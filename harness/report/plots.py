@@ -15,9 +15,11 @@ from seqbench.harness.report.render import is_fraction_metric
 
 
 def _plot(path: Path, report: Report, value_of: Callable[[ReportRow], float | None], ylabel: str,
-          log_y: bool, fraction: bool = False, legend_suffix: dict[str, str] | None = None) -> None:
+          log_y: bool, fraction: bool = False, legend_suffix: dict[str, str] | None = None,
+          seed_range: bool = False) -> None:
     """One line per model over the finished cells; an × with the status at the bottom edge where a
-    cell did not finish, so a reader sees where each family stopped."""
+    cell did not finish, so a reader sees where each family stopped; with `seed_range`, a cell of
+    several seeds also shows the range of their values (the main metric's, which `value_of` gives)."""
     from matplotlib import rcParams
     from matplotlib.figure import Figure  # no pyplot: no global state, no display
     from matplotlib.ticker import FuncFormatter, NullLocator, PercentFormatter
@@ -34,6 +36,12 @@ def _plot(path: Path, report: Report, value_of: Callable[[ReportRow], float | No
         if points:
             ax.plot(*zip(*points), marker="o", color=color, label=name)
             plotted = True
+        if seed_range:  # a cell of several seeds: the range of their values about the mean
+            for r in report.rows:
+                if r.model == model and r.status == "ok" and r.spread and (v := value_of(r)) is not None:
+                    _, low, high = r.spread
+                    ax.errorbar([r.seq_len], [v], yerr=[[v - low], [high - v]], fmt="none", ecolor=color,
+                                capsize=3, alpha=0.7)
         stopped = [r for r in report.rows if r.model == model and r.status != "ok"]
         for j, r in enumerate(stopped):
             y = 0.03 + 0.06 * i

@@ -148,15 +148,47 @@ def row_of(run, main_metric: str) -> ReportRow | None:
         run_id=run.info.run_id,
         at_eval_length={int(n): v for key, v in metrics.items()
                         if (n := key.removeprefix(f"{main_metric}/")).isdigit()},
+        seed=int(seed) if (seed := run.data.params.get("seed", "")).isdigit() else None,
     )
 
 
 def _newest_per_cell(runs: list) -> list:
-    """A re-run cell keeps only its newest run."""
+    """A re-run cell keeps only its newest run (per seed: a cell of several seeds keeps one run each)."""
     newest = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        newest[(run_label(run.data.tags, run.data.params), run.data.tags.get(records.SEQ_LEN))] = run
+        key = (run_label(run.data.tags, run.data.params), run.data.tags.get(records.SEQ_LEN), run.data.params.get("seed"))
+        newest[key] = run
     return list(newest.values())
+
+
+def merge_seeds(rows: list[ReportRow]) -> list[ReportRow]:
+    """One row per (model, length): a cell run with several seeds becomes one row whose main value,
+    values at each evaluation length and throughput are the means over the seeds that finished
+    (its `seeds` and `seed_values` keep each one), its peak memory the largest, and its status ok
+    when every seed is (else the first other status, with the finished seeds' mean)."""
+    cells: dict[tuple[str, int], list[ReportRow]] = {}
+    for row in rows:
+        cells.setdefault((row.model, row.seq_len), []).append(row)
+    merged = []
+    for group in cells.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        group = sorted(group, key=lambda r: (r.seed is None, r.seed or 0))
+        done = [r for r in group if r.status == "ok" and r.main_value is not None]
+        failed = [r for r in group if r.status != "ok"]
+        mean = lambda values: sum(values) / len(values) if values else None
+        lengths = sorted({n for r in done for n in r.at_eval_length})
+        merged.append(replace(
+            failed[0] if failed else group[0],
+            main_value=mean([r.main_value for r in done]),
+            tokens_per_s=mean([r.tokens_per_s for r in group if r.tokens_per_s]),
+            peak_memory_mb=max((r.peak_memory_mb for r in group if r.peak_memory_mb is not None), default=None),
+            run_id=";".join(r.run_id for r in group),
+            at_eval_length={n: mean([r.at_eval_length[n] for r in done if n in r.at_eval_length]) for n in lengths},
+            seed=None, seeds=tuple(r.seed if r.seed is not None else -1 for r in group),
+            seed_values=tuple(r.main_value if any(r is d for d in done) else None for r in group)))
+    return merged
 
 
 def _ordered(rows: list[ReportRow], model_order: list[str]) -> list[ReportRow]:

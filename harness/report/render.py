@@ -51,6 +51,13 @@ def pivot_cell(row: ReportRow | None, main_metric: str) -> str:
     """The main metric where the cell finished, else why not (details only for skipped cells)."""
     if row is None:
         return ""
+    if row.seeds:  # several seeds: their mean ± sample standard deviation, and how many finished
+        done = sum(v is not None for v in row.seed_values)
+        if not done:
+            return status_text(row, with_detail=row.status == "skipped") + f" (0/{len(row.seeds)} seeds)"
+        spread = row.spread
+        sd = f" ± {format_metric(main_metric, spread[0])}" if spread else ""
+        return f"{format_metric(main_metric, row.main_value)}{sd} ({done}/{len(row.seeds)} seeds)"
     if row.status == "ok":
         return format_metric(main_metric, row.main_value)
     return status_text(row, with_detail=row.status == "skipped") + progress_text(row, main_metric)
@@ -190,8 +197,9 @@ def _long_table(report: Report) -> tuple[list[str], list[list]]:
     beyond = evaluated_beyond(report)  # one column per evaluation length, as the runs name them
     header = ["model", "seq_len", "status", report.main_metric, "tokens_per_s", "us_per_token",
               "peak_memory_mb", "error", "run_id", "last_val_step", f"last_val_{report.main_metric}",
-              "slot", "launched_s", "seconds", "train_seconds", "eval_seconds"] + [
-        f"{report.main_metric}/{n}" for n in beyond]
+              "slot", "launched_s", "seconds", "train_seconds", "eval_seconds", "seeds",
+              f"{report.main_metric}_by_seed", f"{report.main_metric}_sd", f"{report.main_metric}_min",
+              f"{report.main_metric}_max"] + [f"{report.main_metric}/{n}" for n in beyond]
     spans = {(s.model, s.seq_len): s for s in report.schedule.spans} if report.schedule else {}
     rows = []
     for r in report.rows:
@@ -201,8 +209,13 @@ def _long_table(report: Report) -> tuple[list[str], list[list]]:
         timing = ([span.slot, round(span.start_s, 3), round(span.seconds, 3)]
                   + [None if v is None else round(v, 3) for v in (span.train_s, span.eval_s)]
                   if span else [None] * 5)
+        spread = r.spread or (None, None, None)
+        by_seed = (";".join(f"{seed}:{'' if v is None else repr(v)}" for seed, v in zip(r.seeds, r.seed_values))
+                   if r.seeds else None)
+        seeds = ";".join(map(str, r.seeds)) if r.seeds else (None if r.seed is None else str(r.seed))
         rows.append([r.model, r.seq_len, r.status, r.main_value, r.tokens_per_s, us, r.peak_memory_mb, r.error,
-                     r.run_id, last_step, last_value] + timing + [r.at_eval_length.get(n) for n in beyond])
+                     r.run_id, last_step, last_value] + timing + [seeds, by_seed, *spread]
+                    + [r.at_eval_length.get(n) for n in beyond])
     return header, rows
 
 

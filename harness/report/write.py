@@ -16,7 +16,8 @@ from seqbench.harness.report.model import (ARTIFACT_FOLDER, DEFAULT_FORMATS, EVA
                                            Report, SCHEDULE_PLOT)
 from seqbench.harness.report.plots import _plot, plot_eval_lengths, plot_schedule
 from seqbench.harness.report.positions import position_curves, write_position_files
-from seqbench.harness.report.query import _client, _newest_per_cell, _ordered, _with_last_validation, main_metric_of, row_of, run_label, select_runs
+from seqbench.harness.report.query import (_client, _newest_per_cell, _ordered, _with_last_validation, main_metric_of,
+                                           merge_seeds, row_of, run_label, select_runs)
 from seqbench.harness.report.render import (_memory_unit, evaluated_beyond, is_fraction_metric, metric_key, render_csv,
                                             render_json, render_markdown)
 
@@ -66,7 +67,7 @@ def _write_files(report: Report, out_dir: Path, started_ms: int | None,
         return paths
     main = report.main_metric
     fraction = is_fraction_metric(main)
-    _plot(metric_png, report, lambda r: r.main_value, main, log_y=not fraction, fraction=fraction)
+    _plot(metric_png, report, lambda r: r.main_value, main, log_y=not fraction, fraction=fraction, seed_range=True)
     _plot(time_png, report, lambda r: r.seconds_per_token * 1e6 if r.seconds_per_token else None,
           "time per token (µs)", log_y=True,
           legend_suffix={m: rf"  time $\propto L^{{{f.exponent:.2f}}}$" + (f" ({len(f.lengths)} points)" * f.few_points)
@@ -129,8 +130,8 @@ def write_report(out_dir: Path, tracking_uri: str | None = None, sweep_run_id: s
         raise SeqbenchError(f"the runs in {uri} have no task tag; only runs recorded by seqbench can be reported")
     main = main_metric_of(task)
     model_order = [m for m in (parent.data.tags.get(records.MODELS, "") if parent else "").split(",") if m]
-    rows = _ordered([_with_last_validation(client, row, main)
-                     for run in runs if (row := row_of(run, main)) is not None], model_order)
+    rows = _ordered(merge_seeds([_with_last_validation(client, row, main)
+                                 for run in runs if (row := row_of(run, main)) is not None]), model_order)
     if not rows:
         raise SeqbenchError(f"none of the runs of {source} has a seq_len tag; nothing to report")
     planned = parent.data.tags.get(records.LENGTHS, "") if parent else ""

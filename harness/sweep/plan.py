@@ -12,6 +12,7 @@ from pathlib import Path
 
 from seqbench.core.errors import SeqbenchError
 from seqbench.harness.config import RunConfig, format_length
+from seqbench.harness import records
 
 
 def parse_models(text: str) -> list[tuple[str, str | None]]:
@@ -59,29 +60,36 @@ class Child:
 
 
 def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str,
-         batch_tokens: int | None = None) -> list[Child]:
+         batch_tokens: int | None = None, seeds: list[int] | None = None) -> list[Child]:
     """Every (model, length) child, shortest length first, each config resolved and checked.
 
     Children evaluate at their own training length unless `base.eval_lengths` says otherwise.
     With `batch_tokens`, every child's batch holds that many tokens (batch = tokens // length, at
-    least one sequence), so every length trains on the same number of tokens per step."""
+    least one sequence), so every length trains on the same number of tokens per step. With
+    several `seeds`, every (model, length) runs once per seed (data and initialisation), and the
+    report gives each cell's mean and spread over them."""
     from seqbench.tasks import get_task
 
     if batch_tokens is not None and base.batch_size is not None:
         raise SeqbenchError("--batch-tokens and --batch-size both set the batch; give one")
     if batch_tokens is not None and batch_tokens < 1:
         raise SeqbenchError(f"--batch-tokens must be >= 1, got {batch_tokens}")
+    seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
     task = get_task(base.task, modality=base.modality, data=base.data, seed=base.seed, **base.task_kwargs)
     children = []
     for seq_len in sorted(lengths):
         batch_size = max(1, batch_tokens // seq_len) if batch_tokens is not None else base.batch_size
         for family, size in models:
-            config = replace(base, model=family, size=size, seq_len=seq_len, batch_size=batch_size,
-                             eval_lengths=base.eval_lengths or [seq_len], resume=False)
-            resolved = config.resolve(task, device_type)
-            label = model_label(family, size)
-            children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
-                                  params=resolved.to_params()))
+            for seed in seeds:
+                config = replace(base, model=family, size=size, seq_len=seq_len, batch_size=batch_size,
+                                 eval_lengths=base.eval_lengths or [seq_len], resume=False, seed=seed)
+                resolved = config.resolve(task, device_type)
+                label = model_label(family, size)
+                several = len(seeds) > 1
+                children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
+                                      params=resolved.to_params(), tags={records.SEED: str(seed)} if several else {},
+                                      stem=f"{label.replace(':', '-')}-{format_length(seq_len)}-seed{seed}" if several
+                                      else None))
     return children
 
 

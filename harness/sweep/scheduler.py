@@ -55,7 +55,7 @@ class Sweep:
                  slurm: "SlurmOptions | None" = None, batch_tokens: int | None = None,
                  longest_first: bool = False, resume_command: str | None = None,
                  children: list[Child] | None = None, name: str | None = None,
-                 retry: tuple[str, ...] = ()) -> None:
+                 retry: tuple[str, ...] = (), seeds: list[int] | None = None) -> None:
         if jobs < 1:
             raise SeqbenchError(f"--jobs must be >= 1, got {jobs}")
         check_launcher(launcher, jobs, slurm)
@@ -74,7 +74,7 @@ class Sweep:
         self.progress = progress
         # a suite (MAD) brings its children, of several tasks; a sweep plans (model, length) of one
         self.children = children if children is not None else plan(self.base, models, self.lengths,
-                                                                     self.device_type, batch_tokens)
+                                                                     self.device_type, batch_tokens, seeds)
         self.name = name or self.base.task  # what the parent run is a sweep of
         stems = [child_stem(c) for c in self.children]
         if len(set(stems)) != len(stems):  # children sharing a spec file would run each other's config
@@ -113,6 +113,9 @@ class Sweep:
         if self.batch_tokens is not None:  # the batch differs per length: the children hold theirs
             params.pop("batch_size", None)
             params["batch_tokens"] = str(self.batch_tokens)
+        seeds = list(dict.fromkeys(c.config.seed for c in self.children))
+        if len(seeds) > 1:  # the children hold theirs
+            params["seed"] = ",".join(str(seed) for seed in seeds)
         parent.log_params(params)
         return parent
 
@@ -144,7 +147,8 @@ class Sweep:
         if child.config.size:
             tags[records.SIZE] = child.config.size
         tracker = RunTracker(self.uri, experiment_id,
-                             run_name=records.run_name(child.config.task, child.label, format_length(child.seq_len)),
+                             run_name=records.run_name(child.config.task, child.label, format_length(child.seq_len),
+                                                       child.tags.get(records.SEED)),
                              tags=tags, parent_run_id=parent_id)
         tracker.log_params(child.params)
         child.run_id = tracker.run_id
