@@ -37,7 +37,7 @@ class ReportRow:
     seed: int | None = None  # the run's seed (None for runs that did not record one)
     # a cell of several seeds (one run each): their seeds and main values, None where a seed did not
     # finish; main_value is then the mean of those that did
-    seeds: tuple[int, ...] = ()
+    seeds: tuple[int | None, ...] = ()
     seed_values: tuple[float | None, ...] = ()
 
     @property

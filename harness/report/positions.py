@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqbench.harness import records
 from seqbench.harness.config import format_length
 from seqbench.harness.report.plots import _save_png
 from seqbench.harness.report.query import run_label
@@ -45,8 +46,10 @@ def position_curves(client, runs) -> list[PositionCurve]:
             for name in names:
                 data = json.loads(Path(client.download_artifacts(run_id, name, folder)).read_text())
                 length = int(data["length"])
+                seed = run.data.tags.get(records.SEED)  # a sweep over seeds: one curve per seed
                 curves.append(PositionCurve(
-                    label=run_label(run.data.tags, run.data.params), length=length, chunk=data.get("chunk"),
+                    label=run_label(run.data.tags, run.data.params) + (f"/s{seed}" if seed else ""),
+                    length=length, chunk=data.get("chunk"),
                     bins=[(int(b["start"]), int(b["end"]), float(b["loss"])) for b in data["bins"]],
                     loss=metrics.get(f"loss/{length}"), wall_seconds=metrics.get(f"eval_wall_seconds/{length}"),
                     peak_memory_mb=metrics.get(f"eval_peak_memory_mb/{length}")))

@@ -186,7 +186,7 @@ def merge_seeds(rows: list[ReportRow]) -> list[ReportRow]:
             peak_memory_mb=max((r.peak_memory_mb for r in group if r.peak_memory_mb is not None), default=None),
             run_id=";".join(r.run_id for r in group),
             at_eval_length={n: mean([r.at_eval_length[n] for r in done if n in r.at_eval_length]) for n in lengths},
-            seed=None, seeds=tuple(r.seed if r.seed is not None else -1 for r in group),
+            seed=None, seeds=tuple(r.seed for r in group),
             seed_values=tuple(r.main_value if any(r is d for d in done) else None for r in group)))
     return merged
 
