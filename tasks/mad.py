@@ -32,7 +32,7 @@ from seqbench.core.types import IGNORE_INDEX, Batch, HeadSpec
 from seqbench.tasks.base import SeededTask, TaskDefaults
 
 TRAIN, TEST = 1, 2
-GENERATOR_VERSION = 1  # part of the cache key: raise it when a generator changes what it makes
+GENERATOR_VERSION = 2  # part of the cache key: raise it when a generator changes what it makes
 # MAD's models: width 128, two mixer blocks; its optimiser grid is lr {1e-4, 5e-4, 1e-3} x wd {0, 0.1}
 MAD_MODELS = {"default": {"d_model": 128, "n_layers": 2},
               "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 16},
@@ -78,6 +78,13 @@ class FixedSetTask(SeededTask):
     def instance(self, rng: np.random.Generator, seq_len: int, training: bool) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def instances(self, rng: np.random.Generator, count: int, seq_len: int,
+                  training: bool) -> tuple[np.ndarray, np.ndarray]:
+        """`count` sequences as (inputs, targets) arrays of shape (count, seq_len): one `instance`
+        after another, unless a task draws the whole set at once."""
+        pairs = [self.instance(rng, seq_len, training) for _ in range(count)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
     def dataset(self, split: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of the training (TRAIN) or test (TEST) set at `seq_len`, int64 tensors.
         Kept in the data cache (a MAD sweep trains each set at six optimiser points and several
@@ -92,9 +99,9 @@ class FixedSetTask(SeededTask):
             except Exception:  # not there yet, or damaged (any unpickling error): make it again
                 rng = self._rng(split, seq_len)
                 count = self.train_examples if split == TRAIN else self.test_examples
-                pairs = [self.instance(rng, seq_len, split == TRAIN) for _ in range(count)]
-                inputs = torch.from_numpy(np.stack([p[0] for p in pairs]).astype(np.int64))
-                targets = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+                inputs, targets = self.instances(rng, count, seq_len, split == TRAIN)
+                inputs = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.int64))
+                targets = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
                 self._sets[key] = inputs, targets
                 self._save(path, inputs, targets)
         return self._sets[key]
@@ -133,13 +140,6 @@ class FixedSetTask(SeededTask):
             yield Batch(inputs[start:end], targets[start:end])
 
 
-def _shifted(tokens: list[int], scored: list[int], seq_len: int, training: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The last seq_len + 1 tokens of a recall instance as (inputs, targets) of seq_len positions:
-    the next token everywhere when training, else only the scored ones (MAD's test targets)."""
-    tokens, scored = np.asarray(tokens[-(seq_len + 1):]), np.asarray(scored[-(seq_len + 1):])
-    return tokens[:-1], tokens[1:] if training else scored[1:]
-
-
 class InContextRecall(FixedSetTask):
     """MAD in-context recall: key-value pairs in context, the values of keys seen before scored.
 
@@ -169,38 +169,56 @@ class InContextRecall(FixedSetTask):
         if not 0 <= self.frac_noise < 1 or (self.frac_noise > 0 and self.noise_vocab < 1):
             raise SeqbenchError(f"{self.name}: frac_noise must be in [0, 1) and needs noise_vocab >= 1")
 
-    def instance(self, rng, seq_len, training):
+    def instances(self, rng, count, seq_len, training):
+        """The whole set at once. Per sequence: seq_len / 2 context slots (multi-query: the first a
+        filler pair, of which the length keeps only the value, so it is no pair of the context),
+        each a key and that key's value (drawn per key, once per sequence) or, at `frac_noise` of
+        the slots but one, a pair of noise ids; then (single query) the copy id; then a probe key,
+        drawn uniformly from the keys of the context, and its value. Multi-query scores the value
+        of every key seen before in the context, and the probe's."""
         copy_token = self.vocab - 1
         plain = self.vocab - (0 if self.multi_query else 1) - self.noise_vocab
-        keys, values = np.arange(plain // 2), np.arange(plain // 2, plain)
-        noise = np.arange(plain, plain + self.noise_vocab)
-        # seq_len + 1 tokens: the pairs and the copy id, or (multi-query) one pair more, the first, of
-        # which the length keeps only the value (so it is no pair of the context)
-        filler = self.multi_query
-        pairs = seq_len // 2 + filler
-        kept = rng.integers(filler, pairs - 1)  # one slot is never noise: some pair precedes the probe
-        mapping, seen, tokens, scored = {}, set(), [], []
-        for slot in range(pairs - 1):
-            if filler and slot == 0:
-                tokens += [int(rng.choice(keys)), int(rng.choice(values))]
-                scored += [IGNORE_INDEX] * 2
-                continue
-            if self.frac_noise > 0 and slot != kept and rng.random() < self.frac_noise:
-                tokens += rng.choice(noise, 2).tolist()
-                scored += [IGNORE_INDEX] * 2
-                continue
-            k = int(rng.choice(keys))
-            v = mapping.setdefault(k, int(rng.choice(values)))
-            tokens += [k, v]
-            scored += [IGNORE_INDEX, v if (self.multi_query and k in seen) else IGNORE_INDEX]
-            seen.add(k)
-        probe = int(rng.choice(sorted(seen)))
+        half = plain // 2
+        filler = int(self.multi_query)
+        slots = seq_len // 2 + filler - 1
+        rows = np.arange(count)
+        keys = rng.integers(0, half, (count, slots))
+        value_of = rng.integers(half, plain, (count, half))  # each key's value in each sequence
+        tokens = np.stack([keys, np.take_along_axis(value_of, keys, axis=1)], axis=2)  # (count, slots, 2)
+        real = np.ones((count, slots), dtype=bool)  # slots that are key-value pairs of the context
+        if filler:
+            real[:, 0] = False
+            tokens[:, 0, 0], tokens[:, 0, 1] = rng.integers(0, half, count), rng.integers(half, plain, count)
+        if self.frac_noise > 0:
+            kept = rng.integers(filler, slots, count)  # one slot is never noise: some pair precedes the probe
+            noise = rng.random((count, slots)) < self.frac_noise
+            noise[:, :filler] = False
+            noise[rows, kept] = False
+            noise_ids = rng.integers(plain, plain + self.noise_vocab, (count, slots, 2))
+            tokens = np.where(noise[..., None], noise_ids, tokens)
+            real &= ~noise
+        # each real slot's key: its first occurrence in the sequence, or seen before
+        marked = np.where(real, keys, half)  # half: no key
+        order = np.argsort(marked, axis=1, kind="stable")
+        ordered = np.take_along_axis(marked, order, axis=1)
+        first_in_order = np.ones_like(ordered, dtype=bool)
+        first_in_order[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        first = np.empty_like(first_in_order)
+        np.put_along_axis(first, order, first_in_order, axis=1)
+        seen_before = real & ~first
+        scored = np.full((count, slots, 2), IGNORE_INDEX)
+        if self.multi_query:
+            scored[:, :, 1] = np.where(seen_before, tokens[:, :, 1], IGNORE_INDEX)
+        # the probe: uniform over the distinct keys of the context (a random score on first occurrences)
+        probe_slot = np.where(real & first, rng.random((count, slots)), -1.0).argmax(axis=1)
+        probe = keys[rows, probe_slot]
+        answer = value_of[rows, probe]
+        tail, tail_scored = [probe, answer], [np.full(count, IGNORE_INDEX), answer]
         if not self.multi_query:
-            tokens.append(copy_token)
-            scored.append(IGNORE_INDEX)
-        tokens += [probe, mapping[probe]]
-        scored += [IGNORE_INDEX, mapping[probe]]
-        return _shifted(tokens, scored, seq_len, training)
+            tail, tail_scored = [np.full(count, copy_token), *tail], [np.full(count, IGNORE_INDEX), *tail_scored]
+        tokens = np.concatenate([tokens.reshape(count, -1), np.stack(tail, axis=1)], axis=1)[:, -(seq_len + 1):]
+        scored = np.concatenate([scored.reshape(count, -1), np.stack(tail_scored, axis=1)], axis=1)[:, -(seq_len + 1):]
+        return tokens[:, :-1], tokens[:, 1:] if training else scored[:, 1:]
 
 
 class NoisyInContextRecall(InContextRecall):
