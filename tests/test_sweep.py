@@ -185,3 +185,11 @@ def test_a_sweep_over_seeds_runs_each_cell_per_seed_and_reports_mean_and_spread(
     assert "(3/3 seeds)" in (tmp_path / "report" / "report.md").read_text()
     parent = MlflowClient(base.tracking_uri).get_run(result.parent_run_id)
     assert parent.data.params["seed"] == "0,1,2"
+
+
+def test_more_local_children_than_gpus_are_told_they_share_them():
+    from seqbench.harness.sweep.launch import shared_gpu_note
+
+    assert shared_gpu_note(1, 1) is None and shared_gpu_note(2, 2) is None and shared_gpu_note(3, 0) is None
+    note = shared_gpu_note(6, 1)
+    assert note.startswith("6 children at a time on 1 GPU:") and "time-sliced" in note and note.endswith("--jobs 1 runs one per GPU")

@@ -120,6 +120,15 @@ class LocalLauncher:
         return ChildProcess(child, spec, workdir, {**os.environ, **self.envs[slot]})
 
 
+def shared_gpu_note(jobs: int, gpus: int) -> str | None:
+    """What to say when local children outnumber the GPUs: a GPU time-slices the processes on it,
+    so each child runs slower than alone (a small model's step, mostly launch latency, much slower)."""
+    if gpus < 1 or jobs <= gpus:
+        return None
+    return (f"{jobs} children at a time on {gpus} GPU{'s' if gpus > 1 else ''}: the processes sharing a GPU are "
+            f"time-sliced, so each runs slower than alone (small models most); --jobs {gpus} runs one per GPU")
+
+
 def _slots(jobs: int, device_type: str) -> list[dict[str, str]]:
     """Environment of each of the `jobs` worker slots: a GPU each (round robin) or a share of the cores."""
     if device_type == "cuda":

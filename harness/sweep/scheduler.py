@@ -19,7 +19,8 @@ from seqbench.harness.sweep.plan import Child, child_stem, model_label, plan, sw
 from seqbench.harness.tracking import RunTracker, resolve_tracking_uri, setup_experiment
 from seqbench.harness import records
 from seqbench.harness.progress import plain_progress_seconds
-from seqbench.harness.sweep.launch import LaunchedChild, Launcher, LocalLauncher, check_launcher, children_device_type
+from seqbench.harness.sweep.launch import (LaunchedChild, Launcher, LocalLauncher, check_launcher, children_device_type,
+                                          shared_gpu_note)
 
 
 if TYPE_CHECKING:
@@ -206,6 +207,12 @@ class Sweep:
         workdir = (Path(self.base.checkpoint_dir).parent / "sweeps" / parent.run_id).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         launcher = self._launcher(workdir)
+        if self.launcher_name == "local" and self.device_type == "cuda":
+            import torch
+
+            note = shared_gpu_note(self.jobs, torch.cuda.device_count())
+            if note:
+                self.console.print(note, highlight=False, markup=False, soft_wrap=True)
         free = list(range(launcher.slots))
         running: dict[int, LaunchedChild] = {}
         pending = [c for c in self.launch_order() if c.status not in FINAL]
