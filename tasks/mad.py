@@ -170,9 +170,9 @@ class InContextRecall(FixedSetTask):
             raise SeqbenchError(f"{self.name}: frac_noise must be in [0, 1) and needs noise_vocab >= 1")
 
     def instances(self, rng, count, seq_len, training):
-        """The whole set at once. Per sequence: seq_len / 2 context slots (multi-query: the first a
-        filler pair, of which the length keeps only the value, so it is no pair of the context),
-        each a key and that key's value (drawn per key, once per sequence) or, at `frac_noise` of
+        """The whole set at once. Per sequence: seq_len / 2 - 1 context slots (multi-query: one more,
+        the first, a filler pair of which the length keeps only the value, so it is no pair of the
+        context), each a key and that key's value (drawn per key, once per sequence) or, at `frac_noise` of
         the slots but one, a pair of noise ids; then (single query) the copy id; then a probe key,
         drawn uniformly from the keys of the context, and its value. Multi-query scores the value
         of every key seen before in the context, and the probe's."""

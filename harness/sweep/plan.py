@@ -75,6 +75,7 @@ def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[in
     if batch_tokens is not None and batch_tokens < 1:
         raise SeqbenchError(f"--batch-tokens must be >= 1, got {batch_tokens}")
     seeds = list(dict.fromkeys(seeds)) if seeds else [base.seed]
+    several = len(seeds) > 1  # then each child is tagged, named and filed with its seed
     task = get_task(base.task, modality=base.modality, data=base.data, seed=base.seed, **base.task_kwargs)
     children = []
     for seq_len in sorted(lengths):
@@ -85,7 +86,6 @@ def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[in
                                  eval_lengths=base.eval_lengths or [seq_len], resume=False, seed=seed)
                 resolved = config.resolve(task, device_type)
                 label = model_label(family, size)
-                several = len(seeds) > 1
                 children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
                                       params=resolved.to_params(), tags={records.SEED: str(seed)} if several else {},
                                       stem=f"{label.replace(':', '-')}-{format_length(seq_len)}-seed{seed}" if several
