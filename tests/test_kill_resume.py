@@ -15,15 +15,21 @@ RUN = ["run", "induction-heads", "--steps", "2000", "--batch-size", "2", "--eval
        "--set", "d_model=8", "--set", "n_layers=1", "--device", "cpu", "--no-progress", "--checkpoint-every", "25"]
 
 
-def test_sigkill_then_resume_continues_the_same_run_from_the_periodic_checkpoint(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    command = [sys.executable, "-m", "seqbench.harness.cli", *RUN, "--tracking-uri", uri]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoints = tmp_path / ".seqbench" / "checkpoints"
+def _start_until_checkpoint(command: list[str], cwd: Path) -> subprocess.Popen:
+    """The run started, once its first periodic checkpoint exists (it is training)."""
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = cwd / ".seqbench" / "checkpoints"
     deadline = time.monotonic() + 300
     while not (checkpoints.is_dir() and list(checkpoints.glob("*.pt"))):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
         time.sleep(0.05)
+    return proc
+
+
+def test_sigkill_then_resume_continues_the_same_run_from_the_periodic_checkpoint(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    command = [sys.executable, "-m", "seqbench.harness.cli", *RUN, "--tracking-uri", uri]
+    proc = _start_until_checkpoint(command, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     client = MlflowClient(uri)
@@ -120,12 +126,7 @@ def test_a_stop_signalled_again_while_the_run_records_itself_still_records_it(tm
     it, the repeats are ignored while it writes its checkpoint and records `interrupted`."""
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     command = [sys.executable, "-m", "seqbench.harness.cli", *RUN, "--steps", "1000000", "--tracking-uri", uri]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoints = tmp_path / ".seqbench" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while not (checkpoints.is_dir() and list(checkpoints.glob("*.pt"))):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.05)
+    proc = _start_until_checkpoint(command, tmp_path)
     for i in range(60):  # 1.2 s of repeated stops, the recording included
         if proc.poll() is not None:
             break

@@ -249,4 +249,4 @@ def test_a_sweep_refuses_children_that_would_share_a_spec_file(tmp_path):
     children = mad_children(base, [("mamba", None)], list(GRID), "quick", "cpu")
     Sweep(base, [("mamba", None)], [], children=children)  # their own stems: accepted
     with pytest.raises(SeqbenchError, match="share the file name 'mamba,baseline,lr=0.0005,wd=0-128'"):
-        Sweep(base, [("mamba", None)], [], children=[dataclasses.replace(c, stem=None) for c in children])
+        Sweep(base, [("mamba", None)], [], children=[dataclasses.replace(c, stem_parts=()) for c in children])

@@ -38,6 +38,8 @@ def position_curves(client, runs) -> list[PositionCurve]:
     """Every (run, evaluation length) that logged loss_by_position/<L>.json, by label then length."""
     curves = []
     for run in runs:
+        if run.data.params.get("loss_by_position") != "True":  # asked for by the run (no listing otherwise)
+            continue
         run_id, metrics = run.info.run_id, run.data.metrics
         names = [f.path for f in client.list_artifacts(run_id, ARTIFACTS) if f.path.endswith(".json")]
         if not names:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from seqbench.core.errors import SeqbenchError
-from seqbench.harness.config import RunConfig, format_length
+from seqbench.harness.config import RunConfig
 from seqbench.harness.sweep.plan import Child, model_label
 from seqbench.tasks.mad import FixedSetTask
 
@@ -88,5 +88,5 @@ def mad_children(base: RunConfig, models: list[tuple[str, str | None]], tasks: l
                     children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
                                           params=resolved.to_params(),
                                           tags={SETTING: cell, LR: f"{lr:g}", WD: f"{wd:g}"},
-                                          stem=f"{task_name}-{label}-{format_length(seq_len)}"))
+                                          stem_parts=(task_name,)))
     return children

@@ -56,7 +56,8 @@ class Child:
     metric: float | None = None
     stopped_as: tuple[str, str] | None = None  # (status, message) the sweep stopped it with, if it did
     tags: dict[str, str] = field(default_factory=dict)  # extra tags of its run (a suite's cell, e.g. MAD's)
-    stem: str | None = None  # file-name stem of its spec and log, where label and length do not tell it apart
+    # what tells its spec and log file apart beyond label and length (a suite's task, a seed)
+    stem_parts: tuple[str, ...] = ()
 
 
 def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[int], device_type: str,
@@ -88,8 +89,7 @@ def plan(base: RunConfig, models: list[tuple[str, str | None]], lengths: list[in
                 label = model_label(family, size)
                 children.append(Child(config=config, label=label, seq_len=seq_len, config_hash=resolved.hash(),
                                       params=resolved.to_params(), tags={records.SEED: str(seed)} if several else {},
-                                      stem=f"{label.replace(':', '-')}-{format_length(seq_len)}-seed{seed}" if several
-                                      else None))
+                                      stem_parts=(f"seed{seed}",) if several else ()))
     return children
 
 
@@ -100,9 +100,9 @@ def sweep_hash(task: str, children: list[Child]) -> str:
 
 
 def child_stem(child: Child) -> str:
-    """File-name stem of a child's spec and log: 'transformer-125m-4k' (a suite's children, whose
-    tasks share labels and lengths, bring their own)."""
-    return child.stem or f"{child.label.replace(':', '-')}-{format_length(child.seq_len)}"
+    """File-name stem of a child's spec and log: 'transformer-125m-4k', then its `stem_parts`
+    ('mamba-4k-seed1'; a suite's children, whose tasks share labels and lengths, add the task)."""
+    return "-".join((child.label.replace(":", "-"), format_length(child.seq_len), *child.stem_parts))
 
 
 def write_spec(workdir: Path, child: Child, spec: dict) -> Path:
