@@ -189,7 +189,9 @@ class TrainStep:
             self._inputs, self._targets = batch.inputs.clone(), batch.targets.clone()
         self.optimizer.zero_grad(set_to_none=True)  # gradients are then the graph's own memory
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the batch producer's pinning and copies (harness/batches.py), on its own
+        # thread and stream, would otherwise invalidate a capture they happen to overlap
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             made = self.make_batch(self._step, batch_size, length) if self.generates else Batch(self._inputs,
                                                                                                  self._targets)
             self._out = self._train(made, cache=False)

@@ -96,6 +96,42 @@ def test_a_data_backed_task_trains_captured_with_prefetched_batches(tmp_path):
                                torch.tensor(_losses(eager.config, eager.run_id)), rtol=1e-4, atol=1e-4)
 
 
+def test_a_capture_survives_another_thread_pinning_and_copying_batches():
+    """The prefetching thread of a data-backed task pins memory and copies while the step is
+    captured; in the default (global) capture mode that invalidates the capture."""
+    import threading
+
+    from seqbench.core.types import Batch
+    from seqbench.harness.train_step import TrainStep, make_optimizer
+    from seqbench.models import build_model
+
+    device = torch.device("cuda")
+    task = get_task("mad-memorization", seed=0)
+    model = build_model("transformer", vocab_size=task.vocab_size, head=task.head, d_model=32, n_layers=2).to(device)
+    step = TrainStep(model, task, make_optimizer(model, 1e-3, 0.0, device, "captured"), 1.0, device, "fp32",
+                     "captured")
+    stop = threading.Event()
+
+    def pin_and_copy():
+        stream = torch.cuda.Stream()
+        while not stop.is_set():
+            with torch.cuda.stream(stream):
+                torch.ones(4096).pin_memory().to("cuda", non_blocking=True)
+
+    producer = threading.Thread(target=pin_and_copy, daemon=True)
+    producer.start()
+    try:
+        batch = task.train_batch(0, 8, 32)
+        batch = Batch(batch.inputs.cuda(), batch.targets.cuda())
+        for n in range(8):  # warm-up steps, the capture, replays
+            out = step(n, 32, 8, batch)
+        torch.cuda.synchronize()
+    finally:
+        stop.set()
+        producer.join()
+    assert step.captures == 1 and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("to_group", [False, True], ids=["process", "process-group"])
 def test_ctrl_c_during_captured_training_records_interrupted_and_resumes(tmp_path, to_group):
     """SIGINT to a run replaying its captured step (to the process, or to its whole group as
