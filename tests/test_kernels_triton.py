@@ -92,8 +92,10 @@ def _check(x, use, softplus, dtype, config=None):
 ALL = ("D", "z", "bias", "h0")
 # both forwards, each with its backward: SEQ_GRAD makes the single-launch `_fwd_seq` run under
 # autograd too (by default only a forward without gradients uses it; see test_forward_path_dispatch),
-# SEQ_MAX_TILES = 0 forces the three-kernel forward
-PATHS = [pytest.param({"SEQ_GRAD": True}, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles")]
+# SEQ_MAX_TILES = 0 forces the three-kernel forward; SUMS_MAX_ROWS = 0 the backward's reductions
+# in PyTorch instead of `_bwd_sums`
+PATHS = [pytest.param({"SEQ_GRAD": True}, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles"),
+         pytest.param({"SEQ_MAX_TILES": 0, "SUMS_MAX_ROWS": 0}, id="tiles-torch-sums")]
 
 
 @needs_triton
@@ -163,6 +165,7 @@ def test_forward_path_dispatch(monkeypatch):
     spies = {name: _LaunchSpy(getattr(triton_scan, name)) for name in ("_fwd_seq", "_fwd_tile_state", "_fwd_out")}
     for name, spy in spies.items():
         monkeypatch.setattr(triton_scan, name, spy)
+    monkeypatch.setattr(triton_scan, "_PLANS", {})  # plans bind their kernels when built
     x = {k: v.to(DEVICE) for k, v in _inputs(1, 4, 70, 2, torch.float32, seed=5).items()}
 
     def run(config, grad):
@@ -202,9 +205,9 @@ def test_seq_forward_writes_the_same_tile_states(use_h0):
     x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 45, 3, torch.float32, groups=2, seed=6).items()}
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
             x["initial_state"] if use_h0 else None, True, True)
-    out_s, last_s, saved_s, cfg_s = _forward(*args, {"T": 16, "T_SEQ": 16, "SEQ_MAX_TILES": 64})
-    out_t, last_t, saved_t, cfg_t = _forward(*args, {"T": 16, "SEQ_MAX_TILES": 0})
-    assert cfg_s["SEQ"] and not cfg_t["SEQ"] and cfg_s["T"] == cfg_t["T"] == 16
+    out_s, last_s, saved_s, plan_s = _forward(*args, {"T": 16, "T_SEQ": 16, "SEQ_MAX_TILES": 64})
+    out_t, last_t, saved_t, plan_t = _forward(*args, {"T": 16, "SEQ_MAX_TILES": 0})
+    assert plan_s.cfg["SEQ"] and not plan_t.cfg["SEQ"] and plan_s.cfg["T"] == plan_t.cfg["T"] == 16
     hst_s, dtsum_s = saved_s[-2:]
     hst_t, dtsum_t = saved_t[-2:]
     assert hst_s.shape == hst_t.shape == (2, 4, 3, 4) and dtsum_s.shape == dtsum_t.shape == (2, 3, 4)
@@ -220,6 +223,7 @@ def test_seq_forward_writes_the_same_tile_states(use_h0):
 @pytest.mark.parametrize("config", [
     {"MAX_PARTIAL_BYTES": 1, "UNROLL": 2, "BC_F32": True},  # several channel blocks per program
     {"MIN_PROGRAMS": 1},                                     # one channel block per program
+    {"SUMS_MAX_ROWS": 0},                                    # the reductions in PyTorch, not `_bwd_sums`
 ])
 def test_scan_backward_without_last_state_and_partial_buffers(config):
     """Output-only loss (no last-state gradient) and both ways of writing partial dB/dC rows."""

@@ -37,13 +37,13 @@ class _MambaInnerFn(torch.autograd.Function):
         u, x_dbl, delta = _pre_scan(x, conv_w, conv_b, xproj_w, dt_w, dt_rank)
         B, C = x_dbl[:, dt_rank:dt_rank + d_state], x_dbl[:, dt_rank + d_state:]
         A = -torch.exp(A_log.float())
-        y, _, saved, cfg = triton_scan._forward(u, delta, A, B, C, D, z, dt_bias, None, True, False, None,
-                                                needs_grad=True)
+        y, _, saved, plan = triton_scan._forward(u, delta, A, B, C, D, z, dt_bias, None, True, False, None,
+                                                 needs_grad=True)
         hst, dtsum = saved[-2:]
         wT = out_w.t()
         out = torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))  # (b, l, d_model)
         ctx.save_for_backward(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl, hst, dtsum)
-        ctx.cfg, ctx.dt_rank, ctx.d_state = cfg, dt_rank, d_state
+        ctx.plan, ctx.dt_rank, ctx.d_state = plan, dt_rank, d_state
         return out
 
     @staticmethod
@@ -60,11 +60,9 @@ class _MambaInnerFn(torch.autograd.Function):
             u, x_dbl, delta = _pre_scan(*leaves, R)
         B, C = x_dbl_saved[:, R:R + N], x_dbl_saved[:, R + N:]
         A32 = -torch.exp(A_log.float())
-        du, ddelta, dA, dBC, dD, dz, dbias, _ = triton_scan._bwd(
-            dy, None, u.detach(), delta.detach(), A32, triton_scan._as_grouped(B),
-            triton_scan._as_grouped(C), D.float(), z, dt_bias.float(), True, hst, dtsum, ctx.cfg,
-            collapse_groups=True, out=y,
-        )
+        ops = ctx.plan.operands(u.detach(), delta.detach(), A32, B, C, D, z, dt_bias, None)  # as the forward's
+        du, ddelta, dA, dBC, dD, dz, dbias, _ = triton_scan._bwd(ctx.plan, dy, None, *ops[:8], hst, dtsum,
+                                                                 collapse_groups=True, out=y)
         dout_w = torch.bmm(doutT, y.transpose(1, 2)).sum(0)  # (d_model, d_inner)
         dx_dbl = torch.zeros_like(x_dbl)
         dx_dbl[:, R:R + N] = dBC[0]

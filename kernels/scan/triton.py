@@ -40,7 +40,8 @@ C reversed inside every tile comes from `_reverse_tiles`).
 
 The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
 launch). Without anything to differentiate the forward runs outside autograd. Every launch goes
-through `seqbench.kernels.launch.launch`, which skips Triton's per-call binding (NOTES.md, variant 8).
+through a `seqbench.kernels.launch.Bound` of the call's plan (`_Plan`: what a call's signature fixes,
+built once per signature), which skips Triton's per-call binding (NOTES.md, variants 8 and 11).
 
 Index math that can pass 2^31 is int64 (program ids and row offsets are widened before they are
 multiplied); pointer advances inside loops are pointer increments. The kernels also run under
@@ -57,7 +58,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from seqbench.kernels.launch import launch
+from seqbench.kernels.launch import Bound, current_stream
+from seqbench.kernels.scan.checks import check_scan_inputs
 
 __all__ = ["selective_scan_triton", "scan_config"]
 
@@ -587,6 +589,47 @@ def _bwd_main(
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
+@triton.jit
+def _bwd_sums(gst_ptr, dA_ptr, dBCp_ptr, dBC_ptr, dDbp_ptr, dDb_ptr, batch, ntiles, dim, N, n_a, n_bc, k_bc, M_bc,
+              BLK: tl.constexpr):
+    """The backward's partial sums in one launch, for short sequences (few tiles): programs
+    [0, n_a) sum gst over batch and tiles into dA (dim, N) in A's layout; [n_a, n_a + n_bc) sum
+    each group of k_bc consecutive partial dB / dC rows (M_bc long) into dBC, cast to its dtype;
+    the rest sum dD / ddelta_bias's (2, batch * ntiles, dim) partials into dDb (2, dim)."""
+    pid = tl.program_id(0)
+    offs = tl.arange(0, BLK)
+    acc = tl.zeros([BLK], dtype=tl.float32)
+    if pid < n_a:
+        idx = pid * BLK + offs  # flat (n, d) of one (N, dim) state entry
+        m = idx < N * dim
+        for b in range(batch):
+            src = gst_ptr + (b * (ntiles + 1) + 1).to(tl.int64) * N * dim + idx  # gst[b, 1:]
+            for k in range(ntiles):
+                acc += tl.load(src + k * N * dim, mask=m, other=0.0)
+        tl.store(dA_ptr + (idx % dim) * N + idx // dim, acc, mask=m)
+    elif pid < n_a + n_bc:
+        q = pid - n_a
+        nblk = tl.cdiv(M_bc, BLK)
+        row = (q // nblk).to(tl.int64)
+        col = (q % nblk) * BLK + offs
+        m = col < M_bc
+        src = dBCp_ptr + row * k_bc * M_bc + col
+        for k in range(k_bc):
+            acc += tl.load(src + k * M_bc, mask=m, other=0.0)
+        tl.store(dBC_ptr + row * M_bc + col, acc.to(dBC_ptr.dtype.element_ty), mask=m)
+    else:
+        q = pid - n_a - n_bc
+        nblk = tl.cdiv(dim, BLK)
+        c = q // nblk  # 0: dD, 1: ddelta_bias
+        d = (q % nblk) * BLK + offs
+        m = d < dim
+        rows = batch * ntiles
+        src = dDbp_ptr + (c * rows).to(tl.int64) * dim + d
+        for j in range(rows):
+            acc += tl.load(src + j * dim, mask=m, other=0.0)
+        tl.store(dDb_ptr + c * dim + d, acc, mask=m)
+
+
 # Per-kernel tile shapes; `scan_config` picks from these, the benchmark may override them.
 CONFIG: dict[str, int] = {
     "T": 64,          # steps per tile (power of 2)
@@ -612,6 +655,10 @@ CONFIG: dict[str, int] = {
     "BD_SEQ": 1,
     "WARPS_SEQ": 1,
     "SEQ_GRAD": False,
+    # The backward's reductions (dA, dB / dC, dD / ddelta_bias) as one `_bwd_sums` launch when
+    # batch * tiles is at most this (short, host-bound calls); PyTorch sums otherwise, which
+    # spread long reductions over the whole GPU (NOTES.md, variant 11).
+    "SUMS_MAX_ROWS": 64,
 }
 
 
@@ -665,72 +712,12 @@ def _rows_contiguous(BC: Tensor) -> Tensor:
     return BC.contiguous()
 
 
-def _as_grouped(BC: Tensor) -> Tensor:
-    return _rows_contiguous(BC.unsqueeze(1) if BC.dim() == 3 else BC)
-
-
 def _bc_geometry(BC: Tensor) -> tuple[int, int, int, int]:
     """(groups, N, batch stride, group stride) of a (b, N, L) or (b, G, N, L) B / C whose rows are
     contiguous (`_rows_contiguous`)."""
     if BC.dim() == 3:
         return 1, BC.shape[1], BC.stride(0), 0
     return BC.shape[1], BC.shape[2], BC.stride(0), BC.stride(1)
-
-
-def _fwd(u, delta, A, B, C, D, z, delta_bias, softplus, h0, want_last, cfg):
-    """Runs the forward chosen by cfg. Returns out, the last state (batch, dim, N) fp32 when
-    want_last (else None), and hst / dtsum for the backward."""
-    batch, dim, length = u.shape
-    groups, N, sB_b, sB_g = _bc_geometry(B)
-    dpg = dim // groups
-    T = cfg["T"]
-    ntiles = triton.cdiv(length, T)
-    dev = u.device
-    out = torch.empty_like(u)
-    hst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
-    dtsum = torch.empty((batch, ntiles, dim), device=dev, dtype=torch.float32)
-    dummy = A
-    bias = delta_bias if delta_bias is not None else dummy
-    if cfg["SEQ"]:
-        BD = cfg["BD_SEQ"]
-        last = torch.empty((batch, dim, N), device=dev, dtype=torch.float32) if want_last else None
-        launch(
-            _fwd_seq, (triton.cdiv(dim, BD), batch),
-            u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy, bias,
-            h0 if h0 is not None else dummy, hst, dtsum, last if want_last else dummy,
-            dim, length, ntiles, dpg, sB_b, sB_g,
-            N=N, BD=BD, T=T, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=softplus, HAS_H0=h0 is not None, HAS_LAST=want_last, UNROLL=cfg["UNROLL"],
-            num_warps=cfg["WARPS_SEQ"],
-        )
-        return out, last, hst, dtsum
-    BD = cfg["BD_FWD"]
-    hloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
-    grid = (ntiles * triton.cdiv(dim, BD), batch)
-    launch(
-        _fwd_tile_state, grid,
-        u, delta, A, B, bias, hloc, dtsum,
-        dim, length, ntiles, dpg, sB_b, sB_g,
-        N=N, BD=BD, T=T, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"],
-        num_warps=cfg["WARPS_STATE"],
-    )
-    blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
-    launch(
-        _carry_fwd, (triton.cdiv(N * dim, blk), batch),
-        hloc, dtsum, A, h0 if h0 is not None else dummy, hst, dim, ntiles,
-        N=N, BLK=blk, K=K, HAS_H0=h0 is not None, num_warps=cfg["WARPS_CARRY"],
-    )
-    del hloc
-    launch(
-        _fwd_out, grid,
-        u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy, bias, hst,
-        dim, length, ntiles, dpg, sB_b, sB_g,
-        N=N, BD=BD, T=T, HAS_D=D is not None, HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_FWD"],
-    )
-    # last state (b, dim, N) = the entry after the last tile
-    last = hst[:, ntiles].transpose(1, 2).contiguous() if want_last else None
-    return out, last, hst, dtsum
 
 
 @functools.lru_cache(maxsize=256)
@@ -751,134 +738,289 @@ def _split_plan(batch: int, ntiles: int, length: int, N: int, groups: int, nblk_
     return nblk_per_group
 
 
-def _bwd(dout, dlast, u, delta, A, Bg, Cg, D, z, delta_bias, softplus, hst, dtsum, cfg,
-         collapse_groups=False, out=None):
-    """The backward's launches. With `out` (u's shape and layout), the forward's output is
-    recomputed into it as a by-product (a caller that saved no output needs it)."""
-    batch, dim, length = u.shape
-    groups, N = Bg.shape[1], Bg.shape[2]
-    dpg = dim // groups
-    T, BD = cfg["T"], cfg["BD_BWD"]
-    ntiles = triton.cdiv(length, T)
-    dev = u.device
+def _operand_key(t: Tensor | None) -> tuple | None:
+    """What a plan depends on for one operand: shape, strides, dtype, device, 16-byte alignment."""
+    if t is None:
+        return None
+    return t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16 == 0
+
+
+_PLANS: dict[tuple, "_Plan"] = {}
+_MAX_PLANS = 1024
+
+
+class _Plan:
+    """Everything about a call that its signature fixes -- every operand's shape, strides, dtype,
+    device and alignment, and the flags: the tile configuration, which operands need a copy or a
+    cast, the buffers' shapes and the forward's launches, bound once (`launch.Bound`). The
+    backward's launches are bound on first use (`backward`). A second call with the same
+    signature only allocates and launches: this is what keeps a short scan's host time small."""
+
+    def __init__(self, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides,
+                 needs_grad):
+        self.softplus, self.want_last = softplus, want_last
+        self.device = u.get_device()
+        self.dtypes = (B.dim(), B.dtype, C.dtype, A.dtype, None if D is None else D.dtype,
+                       None if delta_bias is None else delta_bias.dtype,
+                       None if initial_state is None else initial_state.dtype)
+        self.copy = {"u": not u.is_contiguous(), "delta": not delta.is_contiguous(),
+                     "z": z is not None and not z.is_contiguous()}
+        B2, C2 = _rows_contiguous(B), _rows_contiguous(C)
+        self.copy["B"], self.copy["C"] = B2 is not B, C2 is not C
+        if B2.stride() != C2.stride():  # the kernels take one set of strides for both
+            self.copy["B"] = self.copy["C"] = "all"
+            B2, C2 = B2.contiguous(), C2.contiguous()
+        batch, dim, length = u.shape
+        cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides, needs_grad)
+        self.bc_f32 = cfg["BC_F32"]
+        if self.bc_f32:  # a cast may change the strides: the geometry is the converted one's
+            B2, C2 = B2.float(), C2.float()
+        groups, N, sB_b, sB_g = _bc_geometry(B2)
+        self.cast = {"A": A.dtype != torch.float32 or not A.is_contiguous(),
+                     "D": D is not None and (D.dtype != torch.float32 or not D.is_contiguous()),
+                     "bias": delta_bias is not None and (delta_bias.dtype != torch.float32
+                                                         or not delta_bias.is_contiguous()),
+                     "h0": initial_state is not None and (initial_state.dtype != torch.float32
+                                                          or not initial_state.is_contiguous())}
+        self.cfg, self.batch, self.dim, self.length, self.groups, self.N = cfg, batch, dim, length, groups, N
+        self.sB = (sB_b, sB_g)
+        self.has = {"D": D is not None, "z": z is not None, "bias": delta_bias is not None,
+                    "h0": initial_state is not None}
+        T = cfg["T"]
+        self.ntiles = ntiles = triton.cdiv(length, T)
+        self.hst_shape, self.dtsum_shape = (batch, ntiles + 1, N, dim), (batch, ntiles, dim)
+        self.hloc_shape = (batch, ntiles, N, dim)
+        dpg = dim // groups
+        ints = (dim, length, ntiles, dpg, sB_b, sB_g)
+        flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
+                     UNROLL=cfg["UNROLL"])
+        if cfg["SEQ"]:
+            BD = cfg["BD_SEQ"]
+            self.fwd = (Bound(_fwd_seq, (triton.cdiv(dim, BD), batch), ints, N=N, BD=BD, T=T, **flags,
+                              HAS_H0=initial_state is not None, HAS_LAST=want_last, num_warps=cfg["WARPS_SEQ"]),)
+        else:
+            BD = cfg["BD_FWD"]
+            grid = (ntiles * triton.cdiv(dim, BD), batch)
+            blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
+            self.fwd = (
+                Bound(_fwd_tile_state, grid, ints, N=N, BD=BD, T=T, HAS_BIAS=flags["HAS_BIAS"], SOFTPLUS=softplus,
+                      UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_STATE"]),
+                Bound(_carry_fwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
+                      HAS_H0=initial_state is not None, num_warps=cfg["WARPS_CARRY"]),
+                Bound(_fwd_out, grid, ints, N=N, BD=BD, T=T, **flags, num_warps=cfg["WARPS_FWD"]),
+            )
+        self._backward: dict[tuple, _BackwardPlan] = {}
+
+    def operands(self, u, delta, A, B, C, D, z, delta_bias, initial_state):
+        """The operands in the kernels' layouts and dtypes (only the conversions this signature needs)."""
+        copy, cast = self.copy, self.cast
+        if copy["u"]:
+            u = u.contiguous()
+        if copy["delta"]:
+            delta = delta.contiguous()
+        if copy["z"]:
+            z = z.contiguous()
+        if copy["B"]:
+            B = B.contiguous() if copy["B"] == "all" else _rows_contiguous(B)
+        if copy["C"]:
+            C = C.contiguous() if copy["C"] == "all" else _rows_contiguous(C)
+        if self.bc_f32:
+            B, C = B.float(), C.float()
+        if cast["A"]:
+            A = A.float().contiguous()
+        if cast["D"]:
+            D = D.float().contiguous()
+        if cast["bias"]:
+            delta_bias = delta_bias.float().contiguous()
+        if cast["h0"]:
+            initial_state = initial_state.float().contiguous()
+        return u, delta, A, B, C, D, z, delta_bias, initial_state
+
+    def forward(self, u, delta, A, B, C, D, z, bias, h0):
+        """Operands from `operands`. Returns out, the last state (batch, dim, N) fp32 when
+        want_last (else None), hst and dtsum for the backward."""
+        out = torch.empty_like(u)
+        hst = u.new_empty(self.hst_shape, dtype=torch.float32)
+        dtsum = u.new_empty(self.dtsum_shape, dtype=torch.float32)
+        stream = current_stream(self.device)
+        dummy = A
+        if self.cfg["SEQ"]:
+            last = u.new_empty((self.batch, self.dim, self.N), dtype=torch.float32) if self.want_last else None
+            self.fwd[0](stream, u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy,
+                        bias if bias is not None else dummy, h0 if h0 is not None else dummy, hst, dtsum,
+                        last if last is not None else dummy)
+            return out, last, hst, dtsum
+        hloc = u.new_empty(self.hloc_shape, dtype=torch.float32)
+        tile_state, carry, output = self.fwd
+        tile_state(stream, u, delta, A, B, bias if bias is not None else dummy, hloc, dtsum)
+        carry(stream, hloc, dtsum, A, h0 if h0 is not None else dummy, hst)
+        del hloc
+        output(stream, u, delta, z if z is not None else u, out, A, B, C, D if D is not None else dummy,
+               bias if bias is not None else dummy, hst)
+        # last state (b, dim, N) = the entry after the last tile
+        last = hst[:, self.ntiles].transpose(1, 2).contiguous() if self.want_last else None
+        return out, last, hst, dtsum
+
+    def backward(self, has_dlast: bool, has_out: bool, collapse_groups: bool,
+                 aligned: tuple[bool, ...]) -> "_BackwardPlan":
+        key = (has_dlast, has_out, collapse_groups, aligned)
+        plan = self._backward.get(key)
+        if plan is None:
+            plan = self._backward[key] = _BackwardPlan(self, has_dlast, has_out, collapse_groups)
+        return plan
+
+
+class _BackwardPlan:
+    """The backward's buffer shapes and bound launches for one forward plan."""
+
+    def __init__(self, fp: _Plan, has_dlast: bool, has_out: bool, collapse_groups: bool) -> None:
+        cfg, batch, dim, length, groups, N = fp.cfg, fp.batch, fp.dim, fp.length, fp.groups, fp.N
+        T, BD, ntiles = cfg["T"], cfg["BD_BWD"], fp.ntiles
+        dpg = dim // groups
+        sB_b, sB_g = fp.sB
+        has_bias, has_d, has_z = fp.has["bias"], fp.has["D"], fp.has["z"]
+        nblk_pg = dpg // BD
+        n_dsub = _split_plan(batch, ntiles, length, N, groups, nblk_pg, cfg["MAX_PARTIAL_BYTES"], cfg["MIN_PROGRAMS"])
+        nsplit = groups * (nblk_pg // n_dsub)
+        self.lpad = lpad = ntiles * T
+        self.qloc_shape, self.gst_shape = (batch, ntiles, N, dim), (batch, ntiles + 1, N, dim)
+        self.dBC_shape = (2, batch, nsplit, N, length)
+        self.dBC_split = (2, batch, groups, nsplit // groups, N, length)
+        self.dDb_shape = (2, batch, ntiles, dim) if (has_d or has_bias) else None
+        self.Crev_shape = (batch, groups, N, lpad)
+        blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
+        nblk = triton.cdiv(lpad, 1024)
+        self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
+                                (dim, length, ntiles, dpg, sB_b, sB_g), N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=has_z,
+                                HAS_BIAS=has_bias, SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"],
+                                num_warps=cfg["WARPS_STATE"])
+        self.carry = Bound(_carry_bwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
+                           HAS_DLAST=has_dlast, num_warps=cfg["WARPS_CARRY"])
+        self.reverse = Bound(_reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups * N, sB_b),
+                             T=T, BLK=1024, num_warps=4)
+        self.bc_dtype = fp.dtypes[1] if fp.dtypes[1] == fp.dtypes[2] else torch.float32
+        self.sums = None
+        if batch * ntiles <= cfg["SUMS_MAX_ROWS"]:
+            g_out = 1 if collapse_groups else groups
+            self.dBC_out = (2, batch, N, length) if collapse_groups else (2, batch, groups, N, length)
+            n_a, n_bc = triton.cdiv(N * dim, 1024), 2 * batch * g_out * triton.cdiv(N * length, 1024)
+            n_d = 2 * triton.cdiv(dim, 1024) if self.dDb_shape is not None else 0
+            self.sums = Bound(_bwd_sums, (n_a + n_bc + n_d,), (batch, ntiles, dim, N, n_a, n_bc, nsplit // g_out,
+                                                                N * length), BLK=1024, num_warps=4)
+        self.main = Bound(_bwd_main, (ntiles * nsplit, batch),
+                          (dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub),
+                          N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
+                          SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=has_out)
+
+
+def plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus: bool, want_last: bool,
+             overrides: dict | None = None, needs_grad: bool = False) -> _Plan:
+    """The plan of this call's signature: built, after checking the inputs against the contract,
+    the first time the signature is seen (a signature that passed once passes again)."""
+    key = (_operand_key(u), _operand_key(delta), _operand_key(A), _operand_key(B), _operand_key(C),
+           _operand_key(D), _operand_key(z), _operand_key(delta_bias), _operand_key(initial_state),
+           softplus, want_last, needs_grad, None if not overrides else tuple(sorted(overrides.items())))
+    plan = _PLANS.get(key)
+    if plan is None:
+        check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, allow_float64=False)
+        if u.shape[-1] == 0:
+            raise ValueError("selective_scan_triton needs length >= 1")
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        plan = _PLANS[key] = _Plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last,
+                                   overrides, needs_grad)
+    return plan
+
+
+def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dtsum, collapse_groups=False,
+         out=None):
+    """The backward's launches, on the operands `plan.operands` gave the forward. With `out` (u's
+    shape and layout), the forward's output is recomputed into it as a by-product (a caller that
+    saved no output needs it). Returns du, ddelta, dA (dim, N), dBC (2, b, N, L) or
+    (2, b, G, N, L) in B's dtype when B and C share one (else fp32), dD, dz, ddelta_bias,
+    dh0 (b, dim, N); dA, dD, ddelta_bias and dh0 in fp32."""
+    bp = plan.backward(dlast is not None, out is not None, collapse_groups,
+                       (dout.data_ptr() % 16 == 0, u.data_ptr() % 16 == 0, delta.data_ptr() % 16 == 0))
+    stream = current_stream(plan.device)
     dummy = A
-    sB_b, sB_g = Bg.stride(0), Bg.stride(1)
     has_bias = delta_bias is not None
-    qloc = torch.empty((batch, ntiles, N, dim), device=dev, dtype=torch.float32)
-    grid = (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch)
-    launch(
-        _bwd_tile_state, grid,
-        dout, z if z is not None else u, delta, A, Cg, delta_bias if has_bias else dummy, qloc,
-        dim, length, ntiles, dpg, sB_b, sB_g,
-        N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=z is not None, HAS_BIAS=has_bias, SOFTPLUS=softplus,
-        UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_STATE"],
-    )
-    gst = torch.empty((batch, ntiles + 1, N, dim), device=dev, dtype=torch.float32)
-    blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
-    launch(
-        _carry_bwd, (triton.cdiv(N * dim, blk), batch),
-        qloc, dtsum, A, dlast if dlast is not None else dummy, gst, dim, ntiles,
-        N=N, BLK=blk, K=K, HAS_DLAST=dlast is not None, num_warps=cfg["WARPS_CARRY"],
-    )
+    qloc = u.new_empty(bp.qloc_shape, dtype=torch.float32)
+    bp.tile_state(stream, dout, z if z is not None else u, delta, A, C, delta_bias if has_bias else dummy, qloc)
+    gst = u.new_empty(bp.gst_shape, dtype=torch.float32)
+    bp.carry(stream, qloc, dtsum, A, dlast if dlast is not None else dummy, gst)
     del qloc
-    dh0 = gst[:, 0].transpose(1, 2)
-    nblk_pg = dpg // BD
-    n_dsub = _split_plan(batch, ntiles, length, N, groups, nblk_pg, cfg["MAX_PARTIAL_BYTES"], cfg["MIN_PROGRAMS"])
-    nsplit = groups * (nblk_pg // n_dsub)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     # partial sums: one buffer for dB / dC, one for dD / ddelta_bias (fewer host-side ops)
-    dBCp = torch.empty((2, batch, nsplit, N, length), device=dev, dtype=torch.float32)
-    dBp, dCp = dBCp[0], dBCp[1]
-    dDbp = torch.empty((2, batch, ntiles, dim), device=dev, dtype=torch.float32) if (D is not None or has_bias) else None
-    dDp = dDbp[0] if D is not None else None
-    dbp = dDbp[1] if has_bias else None
+    dBCp = u.new_empty(bp.dBC_shape, dtype=torch.float32)
+    dDbp = u.new_empty(bp.dDb_shape, dtype=torch.float32) if bp.dDb_shape is not None else None
+    dDp = dDbp[0] if D is not None else dummy
+    dbp = dDbp[1] if has_bias else dummy
     # C reversed inside every tile (batch * groups * N * lpad), for the reversed scan
-    lpad = ntiles * T
-    Crev = torch.empty((batch, groups, N, lpad), device=dev, dtype=Cg.dtype)
-    nblk = triton.cdiv(lpad, 1024)
-    launch(_reverse_tiles, (batch * groups * N * nblk,), Cg, Crev, length, lpad, nblk, groups * N, Cg.stride(0),
-           T=T, BLK=1024, num_warps=4)
-    launch(
-        _bwd_main, (ntiles * nsplit, batch),
-        u, delta, z if z is not None else u, dout, A, Bg, Cg, Crev,
-        D if D is not None else dummy, delta_bias if has_bias else dummy, hst, gst,
-        du, ddelta, dz if dz is not None else du, dBp, dCp,
-        dDp if dDp is not None else dummy, dbp if dbp is not None else dummy, out if out is not None else du,
-        dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
-        N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=has_bias,
-        SOFTPLUS=softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=out is not None,
-    )
-    dA = gst[:, 1:].sum(dim=(0, 1)).t()  # (dim, N), natural-log A
-    s_per_group = nsplit // groups
-    dBC = dBCp.view(2, batch, groups, s_per_group, N, length)
-    dBC = dBC.sum(dim=(2, 3)) if collapse_groups else dBC.sum(3)  # (2, b, N, L) or (2, b, G, N, L)
-    dDb = dDbp.sum(dim=(1, 2)) if dDbp is not None else None
-    dD = dDb[0] if D is not None else None
-    dbias = dDb[1] if has_bias else None
+    Crev = u.new_empty(bp.Crev_shape, dtype=C.dtype)
+    bp.reverse(stream, C, Crev)
+    bp.main(stream, u, delta, z if z is not None else u, dout, A, B, C, Crev, D if D is not None else dummy,
+            delta_bias if has_bias else dummy, hst, gst, du, ddelta, dz if dz is not None else du, dBCp[0], dBCp[1],
+            dDp, dbp, out if out is not None else du)
+    if bp.sums is not None:
+        dA = A.new_empty((plan.dim, plan.N))
+        dBC = u.new_empty(bp.dBC_out, dtype=bp.bc_dtype)
+        dDb = A.new_empty((2, plan.dim)) if dDbp is not None else None
+        bp.sums(stream, gst, dA, dBCp, dBC, dDbp if dDbp is not None else dummy, dDb if dDb is not None else dummy)
+    else:
+        dA = gst[:, 1:].sum(dim=(0, 1)).t()  # (dim, N), natural-log A
+        dBC = dBCp.view(bp.dBC_split)
+        dBC = dBC.sum(dim=(2, 3)) if collapse_groups else dBC.sum(3)  # (2, b, N, L) or (2, b, G, N, L)
+        dBC = dBC if bp.bc_dtype == torch.float32 else dBC.to(bp.bc_dtype)
+        dDb = dDbp.sum(dim=(1, 2)) if dDbp is not None else None
+    dD = dbias = None
+    if dDb is not None:
+        dD, dbias = dDb.unbind(0)
+        dD, dbias = (dD if D is not None else None), (dbias if has_bias else None)
+    dh0 = gst[:, 0].transpose(1, 2) if plan.has["h0"] else None
     return du, ddelta, dA, dBC, dD, dz, dbias, dh0
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides,
              needs_grad: bool = False):
-    """Operands in the kernels' layouts and dtypes (each conversion is a no-op when they already
-    are), then the forward. Returns out, last (or None), the tensors the backward needs, cfg."""
-    batch, dim, length = u.shape
-    u = u.contiguous()
-    delta = delta.contiguous()
-    z = z.contiguous() if z is not None else None
-    B, C = _rows_contiguous(B), _rows_contiguous(C)
-    if B.stride() != C.stride():  # the kernels take one set of strides for both
-        B, C = B.contiguous(), C.contiguous()
-    cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides, needs_grad)
-    if cfg["BC_F32"]:
-        B, C = B.float(), C.float()
-    A32 = A.float().contiguous()
-    Df = D.float().contiguous() if D is not None else None
-    bias = delta_bias.float().contiguous() if delta_bias is not None else None
-    h0 = initial_state.float().contiguous() if initial_state is not None else None
-    out, last, hst, dtsum = _fwd(u, delta, A32, B, C, Df, z, bias, softplus, h0, want_last, cfg)
-    return out, last, (u, delta, A32, B, C, Df, z, bias, hst, dtsum), cfg
+    """The plan of this call, the operands in the kernels' layouts and dtypes, then the forward.
+    Returns out, last (or None), the tensors the backward needs, the plan."""
+    plan = plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides, needs_grad)
+    ops = plan.operands(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    out, last, hst, dtsum = plan.forward(*ops)
+    return out, last, (*ops[:8], hst, dtsum), plan
 
 
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, want_last, overrides):
-        out, last, saved, cfg = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                         delta_softplus, want_last, overrides, needs_grad=True)
+        out, last, saved, plan = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                          delta_softplus, want_last, overrides, needs_grad=True)
         ctx.save_for_backward(*saved)
-        ctx.cfg = cfg
-        ctx.softplus = delta_softplus
-        ctx.meta = (B.dim(), B.dtype, C.dtype, A.dtype,
-                    D.dtype if D is not None else None,
-                    delta_bias.dtype if delta_bias is not None else None,
-                    initial_state.dtype if initial_state is not None else None)
+        ctx.plan = plan
         ctx.set_materialize_grads(False)
-        return out, (last if last is not None else out.new_empty(0))
+        return (out, last) if want_last else out
 
     @staticmethod
-    def backward(ctx, dout, dlast):
+    def backward(ctx, dout, dlast=None):
         u, delta, A32, B, C, Df, z, bias, hst, dtsum = ctx.saved_tensors
-        bdim, Bdt, Cdt, Adt, Ddt, biasdt, h0dt = ctx.meta
+        plan = ctx.plan
+        bdim, Bdt, Cdt, Adt, Ddt, biasdt, h0dt = plan.dtypes
         dout = torch.zeros_like(u) if dout is None else dout.contiguous()
-        dlast = dlast.float().contiguous() if (dlast is not None and dlast.numel()) else None
-        du, ddelta, dA, dBC, dD, dz, dbias, dh0 = _bwd(
-            dout, dlast, u, delta, A32, _as_grouped(B), _as_grouped(C), Df, z, bias, ctx.softplus, hst,
-            dtsum, ctx.cfg, collapse_groups=bdim == 3,
-        )
-        if Bdt == Cdt:
-            dB, dC = dBC.to(Bdt).unbind(0)
+        dlast = dlast.float().contiguous() if dlast is not None else None
+        du, ddelta, dA, dBC, dD, dz, dbias, dh0 = _bwd(plan, dout, dlast, u, delta, A32, B, C, Df, z, bias, hst,
+                                                       dtsum, collapse_groups=bdim == 3)
+        if Bdt == Cdt:  # dBC is in their dtype already
+            dB, dC = dBC.unbind(0)
         else:
             dB, dC = dBC[0].to(Bdt), dBC[1].to(Cdt)
-        return (
-            du, ddelta, dA.to(Adt), dB, dC,
-            dD.to(Ddt) if dD is not None else None,
-            dz,
-            dbias.to(biasdt) if dbias is not None else None,
-            dh0.to(h0dt) if h0dt is not None else None,
-            None, None, None,
-        )
+        return du, ddelta, _as(dA, Adt), dB, dC, _as(dD, Ddt), dz, _as(dbias, biasdt), _as(dh0, h0dt), None, None, None
+
+
+def _as(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+    """An fp32 gradient in its input's dtype (no op where it is fp32 already)."""
+    return grad if grad is None or dtype == torch.float32 else grad.to(dtype)
 
 
 def selective_scan_triton(
@@ -897,18 +1039,17 @@ def selective_scan_triton(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fused selective scan (kernels/CONTRACT.md semantics) on CUDA tensors, or on CPU tensors under
     TRITON_INTERPRET=1. Differentiable in u, delta, A, B, C, D, z, delta_bias and initial_state.
-    Inputs are assumed validated (kernels.selective_scan checks them)."""
-    if u.device.type != "cuda" and not _INTERPRET:
+    The inputs are checked against the contract the first time their signature is seen."""
+    if not u.is_cuda and not _INTERPRET:
         raise ValueError(
             "selective_scan_triton needs CUDA tensors (or TRITON_INTERPRET=1 set before import "
             "to run the kernels on the CPU)"
         )
-    if u.shape[-1] == 0:
-        raise ValueError("selective_scan_triton needs length >= 1")
     args = (u, delta, A, B, C, D, z, delta_bias, initial_state,
             bool(delta_softplus), bool(return_last_state), _config)
     if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args[:9]):
-        out, last = _SelectiveScanFn.apply(*args)
+        result = _SelectiveScanFn.apply(*args)
+        out, last = result if return_last_state else (result, None)
     else:  # nothing to differentiate: no autograd node, nothing saved
-        out, last, _saved, _cfg = _forward(*args)
+        out, last, _saved, _plan = _forward(*args)
     return (out, last) if return_last_state else out
