@@ -190,8 +190,9 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
     return rows
 
 
-def plot_ratios(rows: list[dict], path: Path) -> None:
-    """One bar per cell: seqbench / mamba_ssm (1 = level; > 1 seqbench is better)."""
+def plot_ratios(rows: list[dict], path: Path, device: str | None = None) -> None:
+    """One bar per cell: seqbench / mamba_ssm (1 = level; > 1 seqbench is better); `device`
+    names the GPU in the title (default: this machine's, for a plot made where it was measured)."""
     from matplotlib.figure import Figure
 
     done = [r for r in rows if r["ratio"] is not None]
@@ -204,6 +205,6 @@ def plot_ratios(rows: list[dict], path: Path) -> None:
     axis.axhline(1.0, color="black", linewidth=0.8)
     axis.set_xticks(range(len(done)), labels, rotation=60, ha="right", fontsize=7)
     axis.set(ylabel="seqbench ÷ mamba_ssm (higher: seqbench better)",
-             title=f"seqbench Mamba vs the authors' mamba_ssm · {torch.cuda.get_device_name()}")
+             title=f"seqbench Mamba vs the authors' mamba_ssm · {device or torch.cuda.get_device_name()}")
     axis.grid(True, axis="y", alpha=0.3)
     save_png(figure, path)

@@ -140,10 +140,13 @@ def plot(report: MadReport, path: Path) -> None:
         values = [report.task_score(model, t) for t in report.tasks] + [report.mad_score(model)]
         xs = [x + i * width for x in range(len(labels))]
         axis.bar(xs, [0 if v is None else 100 * v for v in values], width, label=model)
+        for x, v in zip(xs, values):
+            if v is None:  # a cell with no finished point: say so rather than draw a zero
+                axis.text(x, 2, "n/a", ha="center", va="bottom", rotation=90, fontsize=7)
     axis.set_xticks([x + width * (len(report.models) - 1) / 2 for x in range(len(labels))], labels, rotation=20)
     axis.set_ylabel("accuracy (%)")
-    axis.set_ylim(0, 100)
-    axis.legend()
+    axis.set_ylim(0, 105)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axis.set_title("MAD: task scores (best optimiser point per cell, mean over cells)")
     figure.tight_layout()
     _save_png(figure, path)

@@ -35,8 +35,9 @@ Backward mirrors it: `_bwd_tile_state` (closed-form gradient flowing into each t
 from inside the tile), `_carry_bwd` (reverse walk over tiles: gradient w.r.t. every tile's end
 state, and dh0), `_bwd_main` (per tile: h by a forward scan; g = dL/dh by a forward scan over
 the tile in reversed order, flipped back -- Triton's reverse scan costs ~10x the shuffles; then
-du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias that PyTorch reduces;
-C reversed inside every tile comes from `_reverse_tiles`).
+du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias, reduced by one
+`_bwd_sums` launch for short sequences and by PyTorch otherwise; C reversed inside every tile
+comes from `_reverse_tiles`).
 
 The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
 launch). Without anything to differentiate the forward runs outside autograd. Every launch goes
