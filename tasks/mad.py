@@ -236,6 +236,12 @@ class NoisyInContextRecall(InContextRecall):
         super().__init__(modality, data, seed, vocab, train_examples, multi_query, noise_vocab, frac_noise)
 
 
+def _pick(rng: np.random.Generator, options: list[int]) -> int:
+    """`rng.choice(options)` for a short list: the same draw (one bounded integer), without
+    choice's array handling, which was most of the fuzzy-recall generator's time."""
+    return options[int(rng.integers(len(options)))]
+
+
 class FuzzyInContextRecall(FixedSetTask):
     """MAD fuzzy in-context recall: keys and values are spans of 1..k_motif and 1..v_motif
     distinct ids (keys from the first half of the plain ids, values from the second), so a key is
@@ -284,8 +290,8 @@ class FuzzyInContextRecall(FixedSetTask):
         keys, values = np.arange(plain // 2), np.arange(plain // 2, plain)
         k_sizes = list(range(1, self.k_motif + 1)) if training else [self.k_motif]
         v_sizes = list(range(1, self.v_motif + 1))
-        probe_k = self._draw(rng, keys, int(rng.choice(k_sizes)))
-        probe_v = self._draw(rng, values, int(rng.choice(v_sizes)))
+        probe_k = self._draw(rng, keys, _pick(rng, k_sizes))
+        probe_v = self._draw(rng, values, _pick(rng, v_sizes))
         budget = seq_len + 1 - (0 if self.multi_query else 1) - len(probe_k) - len(probe_v)
         probe_at = rng.integers(max(1, budget - len(probe_k) - len(probe_v) - (self.k_motif + self.v_motif)))
         mapping, seen, tokens, scored, placed = {}, set(), [], [], False
@@ -293,11 +299,11 @@ class FuzzyInContextRecall(FixedSetTask):
             if not placed and len(tokens) >= probe_at:
                 k, v, placed = probe_k, probe_v, True
             else:
-                k = self._draw(rng, keys, int(rng.choice(k_sizes)))
+                k = self._draw(rng, keys, _pick(rng, k_sizes))
                 if k == probe_k:
                     v, placed = probe_v, True
                 else:
-                    v = mapping.get(k) or self._draw(rng, values, int(rng.choice(v_sizes)))
+                    v = mapping.get(k) or self._draw(rng, values, _pick(rng, v_sizes))
             mapping[k] = v
             tokens += [*k, *v]
             scored += [IGNORE_INDEX] * len(k) + (list(v) if (self.multi_query and k in seen) else [IGNORE_INDEX] * len(v))

@@ -71,6 +71,18 @@ def test_fuzzy_recall_scores_value_spans_and_pads_on_the_left():
     assert torch.equal(train_inputs[:, 1:], train_targets[:, :-1])  # training targets: the next token
 
 
+def test_the_fuzzy_generators_pick_draws_what_rng_choice_draws():
+    """`_pick` replaced `rng.choice` in the fuzzy-recall generator for speed; the sets it makes
+    (and the data cache's keys) stay the same only while both draw the same values."""
+    import numpy as np
+
+    from seqbench.tasks.mad import _pick
+
+    for options in ([1], [1, 2, 3], [2, 5, 7, 11, 13]):
+        a, b = np.random.default_rng(3), np.random.default_rng(3)
+        assert [_pick(a, options) for _ in range(500)] == [int(b.choice(options)) for _ in range(500)]
+
+
 def test_mad_selective_copying_scores_the_context_tokens_in_order():
     task, inputs, targets = held_out("mad-selective-copying", 256, tokens=16)
     blank, copy = task.vocab - 2, task.vocab - 1
