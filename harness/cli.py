@@ -106,6 +106,10 @@ EXPERIMENT = typer.Option(None, help="MLflow experiment; default: the task's nam
 PROGRESS = typer.Option(True, help="Show progress bars.", show_default=True)
 PRECISION = typer.Option("auto", help="auto (bf16 autocast on CUDA, fp32 on the CPU), bf16 or fp32; recorded as param dtype.")
 TRAIN_STEP = typer.Option("auto", help="auto (a captured CUDA-graph step on one GPU, else eager), eager or captured.")
+DETERMINISTIC = typer.Option(
+    False, help="PyTorch's deterministic algorithms, cuDNN's deterministic choices and cuBLAS's fixed workspace, for "
+                "runs of one seed that repeat bitwise; ops without a deterministic version are recorded in the run "
+                "(tag nondeterministic_ops).", show_default=True)
 EVAL_CHUNK = typer.Option(
     "auto", help="Streamed evaluation of a model whose state has a constant size (Mamba): each sequence in chunks "
                  "of this length, the state carried across them (the same metrics); auto: only where one forward "
@@ -204,6 +208,7 @@ def run(
     progress: bool = PROGRESS,
     precision: str = PRECISION,
     train_step: str = TRAIN_STEP,
+    deterministic: bool = DETERMINISTIC,
     log_every: int = typer.Option(10, help="Steps between logged losses (each a read-back from the GPU)."),
     nproc: int = typer.Option(
         1, help="Data-parallel processes on this host (runs torchrun); --batch-size is per process.", show_default=True),
@@ -222,7 +227,7 @@ def run(
         eval_samples=eval_samples, eval_chunk=eval_chunk, loss_by_position=loss_by_position, set_=set_,
         task_set=task_set, tracking_uri=tracking_uri,
         experiment=experiment, resume=resume, checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-        precision=precision, train_step=train_step, log_every=log_every,
+        precision=precision, train_step=train_step, deterministic=deterministic, log_every=log_every,
     )
     config = apply_config_file(ctx, config)  # the file's settings that have no flag, its [set] and [task_set]
     if checkpoint_every < 0 or checkpoint_minutes <= 0:
@@ -340,6 +345,7 @@ def sweep(
     progress: bool = PROGRESS,
     precision: str = PRECISION,
     train_step: str = TRAIN_STEP,
+    deterministic: bool = DETERMINISTIC,
     launcher: str = typer.Option(
         "local", help="Where children run: local (processes here) or slurm (a job array via submitit).",
         show_default=True),
@@ -385,6 +391,7 @@ def sweep(
         device=device, eval_lengths=eval_lengths, eval_samples=eval_samples, eval_chunk=eval_chunk, set_=set_,
         task_set=[] if suite else task_set,  # the suite's settings are checked per MAD task (mad_children)
         tracking_uri=tracking_uri, experiment=experiment, precision=precision, train_step=train_step,
+        deterministic=deterministic,
     )
     if suite:
         base = replace(base, task_kwargs=_parse_settings(task_set))

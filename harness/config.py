@@ -67,7 +67,7 @@ def format_length(n: int) -> str:
 
 # Fields that do not change what a run computes: left out of the config hash.
 _NOT_HASHED = {"tracking_uri", "experiment", "resume", "checkpoint_dir", "checkpoint_every", "checkpoint_minutes",
-               "log_every", "progress", "run_name", "train_step", "eval_chunk", "loss_by_position"}
+               "log_every", "progress", "run_name", "train_step", "eval_chunk", "loss_by_position", "deterministic"}
 
 
 @dataclass
@@ -110,6 +110,7 @@ class RunConfig:
     world_size: int = 1  # data-parallel processes (torchrun); batch_size is per process
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU; or bf16, fp32
     train_step: str = "auto"  # auto: captured (one CUDA graph) where possible, else eager
+    deterministic: bool = False  # PyTorch's deterministic algorithms (harness.determinism)
 
     def resolve(self, task, device_type: str) -> "RunConfig":
         """Fill every None from the task's defaults and check the values; returns a new config."""

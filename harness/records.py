@@ -11,6 +11,7 @@ RESTARTS = "restarts"  # how often a reopened run started again at step 0
 EVAL_OOM_FROM = "eval_oom_from"  # the first evaluation length that ran out of memory
 EVAL_CHUNK = "eval_chunk"  # eval_chunk/<L>: the chunk a streamed evaluation at length L ran in
 FAILED_RANK = "failed_rank"  # the data-parallel rank whose own failure ended the run
+NONDETERMINISTIC_OPS = "nondeterministic_ops"  # a --deterministic run's ops that had no deterministic version
 PARENT = "mlflow.parentRunId"  # a sweep child's parent run (MLflow's own tag)
 HOST, PID = "host", "pid"  # the machine and process training the run (finds runs whose process is gone)
 

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from seqbench.harness import distributed
+from seqbench.harness.determinism import deterministic_algorithms
 from seqbench.harness.config import RunConfig, format_length
 from seqbench.core.devices import check_precision, is_out_of_memory, peak_memory_mb, precision_name
 from seqbench.core.errors import SeqbenchError
@@ -140,10 +141,10 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
     Started by torchrun, it trains data-parallel over the ranks (see the module docstring)."""
     ctx = distributed.setup(config.device)
     result = None
-    with interrupt_once():
+    with interrupt_once(), deterministic_algorithms(config.deterministic) as nondeterministic_ops:
         try:
             result = _run(config, ctx, console or Console(stderr=True), progress and ctx.is_main, parent_run_id,
-                          run_id)
+                          run_id, nondeterministic_ops)
             return result
         finally:
             # A rank that failed alone leaves its peers inside a collective: leaving the group would
@@ -153,7 +154,7 @@ def run(config: RunConfig, console: Console | None = None, progress: bool = True
 
 
 def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress: bool,
-         parent_run_id: str | None, run_id: str | None) -> RunResult:
+         parent_run_id: str | None, run_id: str | None, nondeterministic_ops: set[str]) -> RunResult:
     device = ctx.device
     task = get_task(config.task, modality=config.modality, data=config.data, seed=config.seed, **config.task_kwargs)
     config = replace(config, world_size=ctx.world_size).resolve(task, device.type)
@@ -191,7 +192,8 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     ckpt = checkpoint_path(config, tracker.run_id)
     try:
         if ctx.is_main and not isinstance(task, MeasuringTask):  # once the run exists: bad input stays one line
-            console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}", highlight=False)
+            console.print(f"training step: {mode} ({why}); {precision_name(device, config.precision)}"
+                          + ("; deterministic algorithms" if config.deterministic else ""), highlight=False)
         if start_step == 0 and run_id is not None and ctx.is_main:
             _mark_restart(tracker, ckpt, console)
         if device.type == "cuda":
@@ -216,11 +218,11 @@ def _run(config: RunConfig, ctx: distributed.Context, console: Console, progress
     except Exception as exc:
         if not is_out_of_memory(exc):  # recorded, then re-raised: a bug must stay visible
             result.status, result.message = "failed", f"{type(exc).__name__}: {exc}"
-            if not _close(tracker, model, optimizer, ckpt, result, ctx):
+            if not _close(tracker, model, optimizer, ckpt, result, ctx, nondeterministic_ops):
                 raise
             return result  # a peer's failure broke this rank's collective: the peer's record stands
         result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0]}"
-    _close(tracker, model, optimizer, ckpt, result, ctx)
+    _close(tracker, model, optimizer, ckpt, result, ctx, nondeterministic_ops)
     return result
 
 
@@ -336,8 +338,9 @@ def _device_name(device: torch.device) -> str:
 
 
 def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, result: RunResult,
-           ctx: distributed.Context) -> bool:
-    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status (rank 0).
+           ctx: distributed.Context, nondeterministic_ops: set[str]) -> bool:
+    """Checkpoint (unless diverged or nothing trained), log the last metrics, set the status (rank 0);
+    a deterministic run also records the ops that had no deterministic version.
 
     Under torchrun, a rank other than 0 that failed alone records the ending instead; rank 0 then
     keeps that record and takes its status and message into `result`. True when the ending is
@@ -361,6 +364,8 @@ def _close(tracker: RunTracker | SilentTracker, model, optimizer, ckpt: Path, re
         tracker.log_metrics({records.PEAK_MEMORY_MB: peak_memory_mb(device), **times}, step=result.steps_done)
         if result.message:
             tracker.set_tags({records.ERROR: result.message[:5000]})
+        if result.config.deterministic:
+            tracker.set_tags({records.NONDETERMINISTIC_OPS: ",".join(sorted(nondeterministic_ops)) or "none"})
     finally:
         tracker.finish(result.status)
     return False
