@@ -5,9 +5,11 @@
 Every cell of the comparison: training forward+backward (130m, bf16 autocast on fp32 weights,
 cross-entropy on fp32 logits: tokens/s and peak memory), prefill (1.4b, one forward of the
 prompt, last logits only), generation (130m and 1.4b, prompt 2048 + 128 greedy tokens, the decode
-step as a CUDA graph) and the selective scan alone (forward+backward, 1 x 1536 x 2048). Inference
-runs on bf16 weights for both, as the authors' benchmark does. The same timing code measures
-both (CUDA events, medians after warm-up); each model is built with seed 0 and random weights.
+step as a CUDA graph) and the selective scan alone (forward+backward, 1 x 1536 x 2048). Prefill
+is timed at every generation batch of 1.4b, so that a generation call's time splits into its
+prefill and its 128 decode steps. Inference runs on bf16 weights for both, as the authors'
+benchmark does. The same timing code measures both (CUDA events, medians after warm-up); each
+model is built with seed 0 and random weights.
 
 `mamba_ssm` is never a dependency: when it cannot be imported, its column stays empty and only
 seqbench is measured. CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio
@@ -30,7 +32,7 @@ FIELDS = ["what", "size", "batch", "seq_len", "seqbench", "mamba_ssm", "unit", "
 # the authors' released configurations: (d_model, n_layer)
 THEIR_SIZES = {"130m": (768, 24), "1.4b": (2048, 48)}
 TRAIN_SHAPES = [(8, 2048), (1, 16384)]
-PREFILL_BATCHES = [1, 32]
+PREFILL_BATCHES = [1, 8, 32, 128]  # every generation batch too: a generation call is its prefill plus the decode steps
 GEN_BATCHES = [1, 8, 32, 128]
 PROMPT, NEW = 2048, 128
 
