@@ -73,8 +73,8 @@ def current_stream(device_index: int) -> int:
 
 
 class Bound:
-    """`kernel[grid](*tensors, *ints, **meta)` with the grid, the integer arguments and the
-    constexprs / options fixed at construction.
+    """`kernel[grid](*tensors, *ints, **meta)` with the grid, the scalar arguments (`ints`: the
+    integers and floats after the tensors) and the constexprs / options fixed at construction.
 
     The caller guarantees that every call's tensors specialise alike (the same dtypes and 16-byte
     alignment in the same places): the kernel compiled by the first call is reused unchecked.

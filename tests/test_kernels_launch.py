@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqbench.kernels.launch import _arg_key, launch
+from seqbench.kernels.launch import Bound, _arg_key, current_stream, launch
 
 
 def test_key_separates_alignment_dtype_and_integer_classes():
@@ -40,3 +40,16 @@ def test_launch_runs_the_kernel():
         out = torch.zeros(100, device=device)
         launch(_scale_kernel, (triton.cdiv(100, 32),), x, out, 100, a, BLOCK=32)
         torch.testing.assert_close(out, a * x)
+
+
+def test_a_bound_kernel_takes_its_tensors_and_keeps_its_integers_and_constexprs():
+    """`Bound` fixes grid, integers and constexprs; each call passes only tensors (on CUDA the
+    calls after the first go straight to the compiled launcher, here through the interpreter)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.randn(100, device=device)
+    bound = Bound(_scale_kernel, (triton.cdiv(100, 32),), (100, 3.0), BLOCK=32)
+    stream = current_stream(x.get_device())
+    for _ in range(3):
+        out = torch.zeros(100, device=device)
+        bound(stream, x, out)
+        torch.testing.assert_close(out, 3.0 * x)
