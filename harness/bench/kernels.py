@@ -354,9 +354,15 @@ def run_host_bench(variants: dict[str, dict | None], shapes: list[tuple[int, int
     return rows
 
 
-# --host: the default (single-launch forward at these lengths) against the three-kernel forward;
-# with --variants also the sequential forward's tile shapes
-HOST_VARIANTS: dict[str, dict | None] = {"default": None, "three_kernel": {"SEQ_MAX_TILES": 0}, "seq_grad": {"SEQ_GRAD": True}}
+# --host: the default (single-launch forward at these lengths) against the three-kernel forward,
+# the single-launch forward under autograd too, the backward's sums in PyTorch, and C read
+# reversed inside `_bwd_main` (kernels/NOTES.md, variants 11 and 12); with --variants also the
+# sequential forward's tile shapes
+HOST_VARIANTS: dict[str, dict | None] = {
+    "default": None, "three_kernel": {"SEQ_MAX_TILES": 0}, "seq_grad": {"SEQ_GRAD": True},
+    "torch_sums": {"SUMS_MAX_ROWS": 0}, "c_rev_load": {"C_REV_LOAD": True},
+    "seq_grad_c_rev_load": {"SEQ_GRAD": True, "C_REV_LOAD": True},
+}
 SEQ_VARIANTS: dict[str, dict] = {
     "seq_T64_BD1": {"T_SEQ": 64, "BD_SEQ": 1},
     "seq_T64_BD2": {"T_SEQ": 64, "BD_SEQ": 2},

@@ -459,13 +459,14 @@ def _bwd_main(
     dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, ACCUM: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    UNROLL: tl.constexpr, HAS_OUT: tl.constexpr,
+    UNROLL: tl.constexpr, HAS_OUT: tl.constexpr, C_REV_LOAD: tl.constexpr = False,
 ):
     """Per tile: h by a forward scan from the tile's start state, and g = dL/dh by a forward
     scan over the tile in reversed order (position i holds step T-1-i), then g is flipped back.
     This avoids Triton's reverse scan, which costs ~10x the shuffles of a forward one.
     dt and dy are flipped once per channel block; C comes pre-reversed per tile (Crev, written
-    by `_reverse_tiles`: (batch, groups, N, ntiles*T)).
+    by `_reverse_tiles`: (batch, groups, N, ntiles*T)), or with C_REV_LOAD is loaded from C at
+    reversed positions (no `_reverse_tiles` launch; loads that do not vectorise).
     dB / dC rows of the program's channels go to partial buffers (batch, nsplit, N, length):
     plain stores with one channel block per program (ACCUM=False), read-add-write otherwise."""
     pid = tl.program_id(0)  # splits vary fastest (B / C rows shared in L2)
@@ -491,14 +492,22 @@ def _bwd_main(
         trow = t[None, :] + 0 * d[:, None]  # [BD, T], equal rows
         Bp = B_ptr + bg + trow
         Cp = C_ptr + bg + trow
-        Crp = Crev_ptr + ((b * (dim // dpg) + g.to(tl.int64)) * N) * lpad + trow  # Crev: contiguous (b, G, N, lpad)
+        if C_REV_LOAD:  # C itself, read from the tile's end backwards (zero past the sequence)
+            trow_r = (tile * T + (T - 1) - tl.arange(0, T))[None, :] + 0 * d[:, None]
+            Crp = C_ptr + bg + trow_r
+            crev_mask = d_mask[:, None] & (trow_r < length)
+            crev_row = length
+        else:
+            Crp = Crev_ptr + ((b * (dim // dpg) + g.to(tl.int64)) * N) * lpad + trow  # Crev: contiguous (b, G, N, lpad)
+            crev_mask = d_mask[:, None]
+            crev_row = lpad
         Ap = A_ptr + d.to(tl.int64) * N
         hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
         gp = gst_ptr + (b * (ntiles + 1) + tile + 1) * N * dim + d
         a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
         Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
         Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
-        Cn_r = tl.load(Crp, mask=d_mask[:, None], other=0.0).to(tl.float32)
+        Cn_r = tl.load(Crp, mask=crev_mask, other=0.0).to(tl.float32)
         h0 = tl.load(hp, mask=d_mask, other=0.0)
         gend = tl.load(gp, mask=d_mask, other=0.0)
         if ACCUM:
@@ -519,7 +528,7 @@ def _bwd_main(
             a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
             Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
             Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
-            Cn_rx = tl.load(Crp + nx * lpad, mask=d_mask[:, None], other=0.0).to(tl.float32)
+            Cn_rx = tl.load(Crp + nx * crev_row, mask=crev_mask, other=0.0).to(tl.float32)
             h0_x = tl.load(hp + nx * dim, mask=d_mask, other=0.0)
             gend_x = tl.load(gp + nx * dim, mask=d_mask, other=0.0)
             if ACCUM:  # previous channel blocks' partial rows (this program's own region)
@@ -660,6 +669,10 @@ CONFIG: dict[str, int] = {
     # batch * tiles is at most this (short, host-bound calls); PyTorch sums otherwise, which
     # spread long reductions over the whole GPU (NOTES.md, variant 11).
     "SUMS_MAX_ROWS": 64,
+    # Read C reversed inside `_bwd_main` instead of one `_reverse_tiles` launch and a Crev buffer
+    # (one launch and one allocation less per backward; unvectorised loads of C): a variant for
+    # short, host-bound calls, not yet timed (NOTES.md, variant 12), so off.
+    "C_REV_LOAD": False,
 }
 
 
@@ -897,8 +910,9 @@ class _BackwardPlan:
                                 num_warps=cfg["WARPS_STATE"])
         self.carry = Bound(_carry_bwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
                            HAS_DLAST=has_dlast, num_warps=cfg["WARPS_CARRY"])
-        self.reverse = Bound(_reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups * N, sB_b),
-                             T=T, BLK=1024, num_warps=4)
+        self.reverse = None if cfg["C_REV_LOAD"] else Bound(
+            _reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups * N, sB_b), T=T, BLK=1024,
+            num_warps=4)
         self.bc_dtype = fp.dtypes[1] if fp.dtypes[1] == fp.dtypes[2] else torch.float32
         self.sums = None
         if batch * ntiles <= cfg["SUMS_MAX_ROWS"]:
@@ -911,7 +925,8 @@ class _BackwardPlan:
         self.main = Bound(_bwd_main, (ntiles * nsplit, batch),
                           (dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub),
                           N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
-                          SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=has_out)
+                          SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=has_out,
+                          C_REV_LOAD=cfg["C_REV_LOAD"])
 
 
 def plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus: bool, want_last: bool,
@@ -959,8 +974,11 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
     dDp = dDbp[0] if D is not None else dummy
     dbp = dDbp[1] if has_bias else dummy
     # C reversed inside every tile (batch * groups * N * lpad), for the reversed scan
-    Crev = u.new_empty(bp.Crev_shape, dtype=C.dtype)
-    bp.reverse(stream, C, Crev)
+    if bp.reverse is not None:
+        Crev = u.new_empty(bp.Crev_shape, dtype=C.dtype)
+        bp.reverse(stream, C, Crev)
+    else:  # `_bwd_main` reads C reversed itself
+        Crev = C
     bp.main(stream, u, delta, z if z is not None else u, dout, A, B, C, Crev, D if D is not None else dummy,
             delta_bias if has_bias else dummy, hst, gst, du, ddelta, dz if dz is not None else du, dBCp[0], dBCp[1],
             dDp, dbp, out if out is not None else du)
