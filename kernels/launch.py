@@ -26,7 +26,7 @@ from torch import Tensor
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _I32 = (-(1 << 31), (1 << 31) - 1)
-_compiled: dict[tuple, object] = {}
+_compiled: dict[tuple, "_Direct"] = {}
 
 
 def _arg_key(arg: object) -> object:
@@ -45,26 +45,47 @@ def _hooked(hook: object) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+class _Direct:
+    """A compiled kernel's C launcher with what it needs fixed: the function handle, the packed
+    metadata and the constexpr values (it takes every parameter in order and skips the constexpr
+    ones itself). Kernels that need scratch memory go through Triton's launcher, which allocates
+    it on each call."""
+
+    __slots__ = ("run", "head", "constexprs")
+
+    def __init__(self, compiled, kernel: triton.JITFunction, n_runtime: int, meta: dict) -> None:
+        if hasattr(compiled, "result"):  # asynchronous compile mode
+            compiled = compiled.result()
+        self.constexprs = tuple(meta[name] for name in kernel.arg_names[n_runtime:])
+        launcher = compiled.run
+        if launcher.global_scratch_size or launcher.profile_scratch_size:
+            self.run, self.head = launcher, (compiled.function, compiled.packed_metadata, None, None, None)
+        else:  # what launcher(...) does, minus its scratch allocation closures
+            self.run = launcher.launch
+            self.head = (compiled.function, launcher.launch_cooperative_grid, launcher.launch_pdl, None, None,
+                         compiled.packed_metadata, None, None, None)
+
+
+def _through_triton() -> bool:
+    """Calls go through Triton itself: under the interpreter, or while a profiler's hook is set."""
+    return _INTERPRET or _hooked(triton.knobs.runtime.launch_enter_hook) or \
+        _hooked(triton.knobs.runtime.launch_exit_hook)
+
+
 def launch(kernel: triton.JITFunction, grid: tuple[int, ...], *args: object, **meta: object) -> None:
     """`kernel[grid](*args, **meta)`: runtime arguments positionally, constexprs and options
     (num_warps, ...) by keyword, on the current CUDA stream of the first tensor's device."""
-    if _INTERPRET or _hooked(triton.knobs.runtime.launch_enter_hook) or _hooked(triton.knobs.runtime.launch_exit_hook):
+    if _through_triton():
         kernel[grid](*args, **meta)
         return
     device = next(a for a in args if isinstance(a, Tensor)).device.index
     key = (kernel, device, tuple(meta.items()), tuple(map(_arg_key, args)))
-    compiled = _compiled.get(key)
-    if compiled is None:
-        compiled = kernel[grid](*args, **meta)
-        if hasattr(compiled, "result"):  # asynchronous compile mode
-            compiled = compiled.result()
-        _compiled[key] = compiled
+    direct = _compiled.get(key)
+    if direct is None:
+        _compiled[key] = _Direct(kernel[grid](*args, **meta), kernel, len(args), meta)
         return
-    # the launcher takes every parameter in order; it skips the constexpr ones
-    constexprs = [meta[name] for name in kernel.arg_names[len(args):]]
     grid3 = (*grid, 1, 1)
-    compiled.run(grid3[0], grid3[1], grid3[2], torch._C._cuda_getCurrentRawStream(device), compiled.function,
-                 compiled.packed_metadata, None, None, None, *args, *constexprs)
+    direct.run(grid3[0], grid3[1], grid3[2], current_stream(device), *direct.head, *args, *direct.constexprs)
 
 
 def current_stream(device_index: int) -> int:
@@ -80,30 +101,18 @@ class Bound:
     alignment in the same places): the kernel compiled by the first call is reused unchecked.
     Under the interpreter, or while a Triton launch hook is installed, calls go through Triton."""
 
-    __slots__ = ("kernel", "grid", "ints", "meta", "_launch", "_head", "_tail")
+    __slots__ = ("kernel", "grid", "ints", "meta", "_direct", "_tail")
 
     def __init__(self, kernel: triton.JITFunction, grid: tuple[int, ...], ints: tuple = (), **meta: object) -> None:
         self.kernel, self.grid, self.ints, self.meta = kernel, (*grid, 1, 1)[:3], tuple(ints), meta
-        self._launch = None
+        self._direct: _Direct | None = None
 
     def __call__(self, stream: int, *tensors: Tensor) -> None:
-        if self._launch is None or _hooked(triton.knobs.runtime.launch_enter_hook) or \
-                _hooked(triton.knobs.runtime.launch_exit_hook):
+        if self._direct is None or _through_triton():
             compiled = self.kernel[self.grid](*tensors, *self.ints, **self.meta)
-            if self._launch is None and not _INTERPRET:
-                self._adopt(compiled.result() if hasattr(compiled, "result") else compiled, len(tensors))
+            if self._direct is None and not _INTERPRET:
+                self._direct = _Direct(compiled, self.kernel, len(tensors) + len(self.ints), self.meta)
+                self._tail = (*self.ints, *self._direct.constexprs)
             return
-        self._launch(*self.grid, stream, *self._head, *tensors, *self._tail)
-
-    def _adopt(self, compiled, n_tensors: int) -> None:
-        # the launcher takes every parameter in order (it skips the constexpr ones itself)
-        constexprs = [self.meta[name] for name in self.kernel.arg_names[n_tensors + len(self.ints):]]
-        self._tail = (*self.ints, *constexprs)
-        launcher = compiled.run
-        if launcher.global_scratch_size or launcher.profile_scratch_size:  # Triton allocates these per call
-            self._launch = launcher
-            self._head = (compiled.function, compiled.packed_metadata, None, None, None)
-        else:  # what launcher(...) does, minus its scratch allocation closures
-            self._launch = launcher.launch
-            self._head = (compiled.function, launcher.launch_cooperative_grid, launcher.launch_pdl, None, None,
-                          compiled.packed_metadata, None, None, None)
+        direct = self._direct
+        direct.run(*self.grid, stream, *direct.head, *tensors, *self._tail)

@@ -779,10 +779,12 @@ class _Plan:
                        None if initial_state is None else initial_state.dtype)
         self.copy = {"u": not u.is_contiguous(), "delta": not delta.is_contiguous(),
                      "z": z is not None and not z.is_contiguous()}
+        # B / C as the kernels read them: as they are, with their rows made contiguous, or, where
+        # their strides then differ (the kernels take one set for both), both contiguous
         B2, C2 = _rows_contiguous(B), _rows_contiguous(C)
-        self.copy["B"], self.copy["C"] = B2 is not B, C2 is not C
-        if B2.stride() != C2.stride():  # the kernels take one set of strides for both
-            self.copy["B"] = self.copy["C"] = "all"
+        self.bc_layout = None if (B2 is B and C2 is C) else _rows_contiguous
+        if B2.stride() != C2.stride():
+            self.bc_layout = Tensor.contiguous
             B2, C2 = B2.contiguous(), C2.contiguous()
         batch, dim, length = u.shape
         cfg = scan_config(batch, dim, length, B.shape[1] if B.dim() == 4 else 1, overrides, needs_grad)
@@ -834,10 +836,8 @@ class _Plan:
             delta = delta.contiguous()
         if copy["z"]:
             z = z.contiguous()
-        if copy["B"]:
-            B = B.contiguous() if copy["B"] == "all" else _rows_contiguous(B)
-        if copy["C"]:
-            C = C.contiguous() if copy["C"] == "all" else _rows_contiguous(C)
+        if self.bc_layout is not None:
+            B, C = self.bc_layout(B), self.bc_layout(C)
         if self.bc_f32:
             B, C = B.float(), C.float()
         if cast["A"]:
