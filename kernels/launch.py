@@ -27,6 +27,9 @@ from torch import Tensor
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _I32 = (-(1 << 31), (1 << 31) - 1)
 _compiled: dict[tuple, "_Direct"] = {}
+# Bound passes its tensors' addresses as integers (Triton's launcher calls data_ptr() on a tensor
+# and asks the driver for its device pointer: cuPointerGetAttribute, once per tensor per launch)
+PASS_ADDRESSES = True
 
 
 def _arg_key(arg: object) -> object:
@@ -66,7 +69,7 @@ class _Direct:
                          compiled.packed_metadata, None, None, None)
 
 
-def _through_triton() -> bool:
+def through_triton() -> bool:
     """Calls go through Triton itself: under the interpreter, or while a profiler's hook is set."""
     return _INTERPRET or _hooked(triton.knobs.runtime.launch_enter_hook) or \
         _hooked(triton.knobs.runtime.launch_exit_hook)
@@ -75,7 +78,7 @@ def _through_triton() -> bool:
 def launch(kernel: triton.JITFunction, grid: tuple[int, ...], *args: object, **meta: object) -> None:
     """`kernel[grid](*args, **meta)`: runtime arguments positionally, constexprs and options
     (num_warps, ...) by keyword, on the current CUDA stream of the first tensor's device."""
-    if _through_triton():
+    if through_triton():
         kernel[grid](*args, **meta)
         return
     device = next(a for a in args if isinstance(a, Tensor)).device.index
@@ -99,6 +102,7 @@ class Bound:
 
     The caller guarantees that every call's tensors specialise alike (the same dtypes and 16-byte
     alignment in the same places): the kernel compiled by the first call is reused unchecked.
+    After that first call a tensor may also be passed as its address (an int) of the same dtype.
     Under the interpreter, or while a Triton launch hook is installed, calls go through Triton."""
 
     __slots__ = ("kernel", "grid", "ints", "meta", "_direct", "_tail")
@@ -107,12 +111,14 @@ class Bound:
         self.kernel, self.grid, self.ints, self.meta = kernel, (*grid, 1, 1)[:3], tuple(ints), meta
         self._direct: _Direct | None = None
 
-    def __call__(self, stream: int, *tensors: Tensor) -> None:
-        if self._direct is None or _through_triton():
+    def __call__(self, stream: int, *tensors: Tensor | int) -> None:
+        if self._direct is None or through_triton():
             compiled = self.kernel[self.grid](*tensors, *self.ints, **self.meta)
             if self._direct is None and not _INTERPRET:
                 self._direct = _Direct(compiled, self.kernel, len(tensors) + len(self.ints), self.meta)
                 self._tail = (*self.ints, *self._direct.constexprs)
             return
         direct = self._direct
+        if PASS_ADDRESSES:  # an integer skips the launcher's data_ptr() call and driver lookup per tensor
+            tensors = [t if t.__class__ is int else t.data_ptr() for t in tensors]
         direct.run(*self.grid, stream, *direct.head, *tensors, *self._tail)

@@ -7,6 +7,7 @@ interpreter.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import triton
 import triton.language as tl
@@ -52,4 +53,20 @@ def test_a_bound_kernel_takes_its_tensors_and_keeps_its_integers_and_constexprs(
     for _ in range(3):
         out = torch.zeros(100, device=device)
         bound(stream, x, out)
+        torch.testing.assert_close(out, 3.0 * x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_bound_kernel_takes_addresses_after_its_first_call():
+    """After the first call has compiled the kernel, a tensor may be passed as its address (the
+    scan passes its scratch buffers so, and `PASS_ADDRESSES` converts every tensor)."""
+    x = torch.randn(100, device="cuda")
+    bound = Bound(_scale_kernel, (triton.cdiv(100, 32),), (100, 3.0), BLOCK=32)
+    stream = current_stream(x.get_device())
+    out = torch.zeros(100, device="cuda")
+    bound(stream, x, out)  # compiles
+    for _ in range(2):
+        out = torch.zeros(100, device="cuda")
+        bound(stream, x.data_ptr(), out.data_ptr())
         torch.testing.assert_close(out, 3.0 * x)

@@ -428,3 +428,25 @@ def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert "VALUEERROR" in res.stdout and "CUDA" in res.stdout, res.stdout + res.stderr
+
+
+def test_scratch_buffers_are_aligned_disjoint_and_addressed_like_their_views():
+    """The scan's backward scratch: one allocation, buffers 64-byte aligned and disjoint, each
+    half of a paired buffer where its view says, and the addresses those of the views."""
+    from seqbench.kernels.scan.triton import _Scratch
+
+    sc = _Scratch([("a", (3, 5), torch.float32, None), ("pair", (2, 1, 7), torch.float32, ("p0", "p1")),
+                   ("c", (2, 3), torch.bfloat16, None)])
+    ws = torch.empty(sc.elems)
+    views, addr = sc.views(ws), sc.addresses(ws.data_ptr())
+    assert set(views) == set(addr) == {"a", "pair", "p0", "p1", "c"}
+    assert views["pair"].shape == (2, 1, 7) and views["c"].dtype == torch.bfloat16
+    for name, t in views.items():
+        assert t.data_ptr() == addr[name], name
+    spans = sorted((views[n].data_ptr(), views[n].data_ptr() + views[n].nbytes) for n in ("a", "pair", "c"))
+    assert all(s % 64 == ws.data_ptr() % 64 for s, _ in spans)
+    assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:]))
+    assert spans[-1][1] <= ws.data_ptr() + ws.nbytes
+    views["p1"].fill_(2.0)
+    views["p0"].fill_(1.0)
+    assert views["pair"][1].eq(2.0).all() and views["pair"][0].eq(1.0).all()

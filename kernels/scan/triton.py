@@ -52,6 +52,7 @@ TRITON_INTERPRET=1 on CPU tensors (the CI tests), with smaller tiles.
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -59,7 +60,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from seqbench.kernels.launch import Bound, current_stream
+from seqbench.kernels.launch import Bound, current_stream, through_triton
 from seqbench.kernels.scan.checks import check_scan_inputs
 
 __all__ = ["selective_scan_triton", "scan_config"]
@@ -601,44 +602,52 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 @triton.jit
 def _bwd_sums(gst_ptr, dA_ptr, dBCp_ptr, dBC_ptr, dDbp_ptr, dDb_ptr, batch, ntiles, dim, N, n_a, n_bc, k_bc, M_bc,
-              BLK: tl.constexpr):
+              BLK: tl.constexpr, ROWS: tl.constexpr):
     """The backward's partial sums in one launch, for short sequences (few tiles): programs
     [0, n_a) sum gst over batch and tiles into dA (dim, N) in A's layout; [n_a, n_a + n_bc) sum
     each group of k_bc consecutive partial dB / dC rows (M_bc long) into dBC, cast to its dtype;
-    the rest sum dD / ddelta_bias's (2, batch * ntiles, dim) partials into dDb (2, dim)."""
+    the rest sum dD / ddelta_bias's (2, batch * ntiles, dim) partials into dDb (2, dim). Each step
+    loads a [ROWS x BLK] block, so ROWS independent rows are in flight per program (a loop of one
+    row at a time is bound by load latency: 181 us at 1 x 1536 x 2048, NOTES.md variant 13)."""
     pid = tl.program_id(0)
     offs = tl.arange(0, BLK)
-    acc = tl.zeros([BLK], dtype=tl.float32)
+    rows = tl.arange(0, ROWS)[:, None]
+    acc = tl.zeros([ROWS, BLK], dtype=tl.float32)
     if pid < n_a:
         idx = pid * BLK + offs  # flat (n, d) of one (N, dim) state entry
-        m = idx < N * dim
-        for b in range(batch):
-            src = gst_ptr + (b * (ntiles + 1) + 1).to(tl.int64) * N * dim + idx  # gst[b, 1:]
-            for k in range(ntiles):
-                acc += tl.load(src + k * N * dim, mask=m, other=0.0)
-        tl.store(dA_ptr + (idx % dim) * N + idx // dim, acc, mask=m)
+        m = (idx < N * dim)[None, :]
+        n_rows = batch * ntiles
+        for r0 in range(0, n_rows, ROWS):
+            r = r0 + rows  # gst[b, 1 + k] for r = b * ntiles + k
+            src = gst_ptr + ((r // ntiles) * (ntiles + 1) + r % ntiles + 1).to(tl.int64) * N * dim + idx[None, :]
+            acc += tl.load(src, mask=m & (r < n_rows), other=0.0)
+        tl.store(dA_ptr + (idx % dim) * N + idx // dim, tl.sum(acc, axis=0), mask=idx < N * dim)
     elif pid < n_a + n_bc:
         q = pid - n_a
         nblk = tl.cdiv(M_bc, BLK)
         row = (q // nblk).to(tl.int64)
         col = (q % nblk) * BLK + offs
-        m = col < M_bc
-        src = dBCp_ptr + row * k_bc * M_bc + col
-        for k in range(k_bc):
-            acc += tl.load(src + k * M_bc, mask=m, other=0.0)
-        tl.store(dBC_ptr + row * M_bc + col, acc.to(dBC_ptr.dtype.element_ty), mask=m)
+        m = (col < M_bc)[None, :]
+        src = dBCp_ptr + row * k_bc * M_bc + col[None, :]
+        for k0 in range(0, k_bc, ROWS):
+            k = k0 + rows
+            acc += tl.load(src + k.to(tl.int64) * M_bc, mask=m & (k < k_bc), other=0.0)
+        tl.store(dBC_ptr + row * M_bc + col, tl.sum(acc, axis=0).to(dBC_ptr.dtype.element_ty), mask=col < M_bc)
     else:
         q = pid - n_a - n_bc
         nblk = tl.cdiv(dim, BLK)
         c = q // nblk  # 0: dD, 1: ddelta_bias
         d = (q % nblk) * BLK + offs
-        m = d < dim
-        rows = batch * ntiles
-        src = dDbp_ptr + (c * rows).to(tl.int64) * dim + d
-        for j in range(rows):
-            acc += tl.load(src + j * dim, mask=m, other=0.0)
-        tl.store(dDb_ptr + c * dim + d, acc, mask=m)
+        m = (d < dim)[None, :]
+        n_rows = batch * ntiles
+        src = dDbp_ptr + (c * n_rows).to(tl.int64) * dim + d[None, :]
+        for j0 in range(0, n_rows, ROWS):
+            j = j0 + rows
+            acc += tl.load(src + j * dim, mask=m & (j < n_rows), other=0.0)
+        tl.store(dDb_ptr + c * dim + d, tl.sum(acc, axis=0), mask=d < dim)
 
+
+_SUMS_BLK, _SUMS_ROWS = 256, 16  # `_bwd_sums`: columns per program, rows loaded per step
 
 # Per-kernel tile shapes; `scan_config` picks from these, the benchmark may override them.
 CONFIG: dict[str, int] = {
@@ -884,6 +893,35 @@ class _Plan:
         return plan
 
 
+class _Scratch:
+    """Named buffers at fixed offsets (64-byte aligned) of one fp32 allocation: one allocation
+    instead of one per buffer, and, once a plan's launches are compiled, raw addresses instead of
+    tensor views (Triton's launcher looks every tensor argument up in the driver; an integer it
+    takes as it is). A buffer of shape (2, ...) also names its two halves."""
+
+    def __init__(self, buffers: list[tuple[str, tuple[int, ...], torch.dtype, tuple[str, str] | None]]) -> None:
+        self.layout, self.offsets, off = [], [], 0
+        for name, shape, dtype, halves in buffers:
+            nbytes = math.prod(shape) * dtype.itemsize
+            self.layout.append((name, off, shape, dtype, halves))
+            self.offsets.append((name, off))
+            if halves:
+                self.offsets += [(halves[0], off), (halves[1], off + nbytes // 2)]
+            off += -(-nbytes // 64) * 64
+        self.elems = max(off // 4, 1)
+
+    def views(self, ws: Tensor) -> dict[str, Tensor]:
+        raw, out = ws.view(torch.uint8), {}
+        for name, off, shape, dtype, halves in self.layout:
+            t = out[name] = raw[off:off + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+            if halves:
+                out[halves[0]], out[halves[1]] = t[0], t[1]
+        return out
+
+    def addresses(self, base: int) -> dict[str, int]:
+        return {name: base + off for name, off in self.offsets}
+
+
 class _BackwardPlan:
     """The backward's buffer shapes and bound launches for one forward plan."""
 
@@ -902,6 +940,14 @@ class _BackwardPlan:
         self.dBC_split = (2, batch, groups, nsplit // groups, N, length)
         self.dDb_shape = (2, batch, ntiles, dim) if (has_d or has_bias) else None
         self.Crev_shape = (batch, groups, N, lpad)
+        # the backward's scratch buffers (qloc, gst, the partial sums, Crev) as one allocation
+        self.scratch = _Scratch(
+            [("qloc", self.qloc_shape, torch.float32, None), ("gst", self.gst_shape, torch.float32, None),
+             ("dBC_partial", self.dBC_shape, torch.float32, ("dB_partial", "dC_partial"))]
+            + ([("dDb_partial", self.dDb_shape, torch.float32, ("dD_partial", "dbias_partial"))]
+               if self.dDb_shape else [])
+            + ([] if cfg["C_REV_LOAD"] else [("Crev", self.Crev_shape, torch.float32 if fp.bc_f32 else fp.dtypes[2], None)]))
+        self.launched = False  # set once the launches below have compiled (from then on: addresses)
         blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
         nblk = triton.cdiv(lpad, 1024)
         self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
@@ -918,10 +964,11 @@ class _BackwardPlan:
         if batch * ntiles <= cfg["SUMS_MAX_ROWS"]:
             g_out = 1 if collapse_groups else groups
             self.dBC_out = (2, batch, N, length) if collapse_groups else (2, batch, groups, N, length)
-            n_a, n_bc = triton.cdiv(N * dim, 1024), 2 * batch * g_out * triton.cdiv(N * length, 1024)
-            n_d = 2 * triton.cdiv(dim, 1024) if self.dDb_shape is not None else 0
+            blk = _SUMS_BLK
+            n_a, n_bc = triton.cdiv(N * dim, blk), 2 * batch * g_out * triton.cdiv(N * length, blk)
+            n_d = 2 * triton.cdiv(dim, blk) if self.dDb_shape is not None else 0
             self.sums = Bound(_bwd_sums, (n_a + n_bc + n_d,), (batch, ntiles, dim, N, n_a, n_bc, nsplit // g_out,
-                                                                N * length), BLK=1024, num_warps=4)
+                                                                N * length), BLK=blk, ROWS=_SUMS_ROWS, num_warps=4)
         self.main = Bound(_bwd_main, (ntiles * nsplit, batch),
                           (dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub),
                           N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
@@ -960,34 +1007,37 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
     stream = current_stream(plan.device)
     dummy = A
     has_bias = delta_bias is not None
-    qloc = u.new_empty(bp.qloc_shape, dtype=torch.float32)
+    ws = u.new_empty((bp.scratch.elems,), dtype=torch.float32)
+    # every scratch buffer is a fixed offset into ws: the launches take raw addresses, except
+    # where a buffer must be a tensor (Triton's own launch path, PyTorch's sums, dh0)
+    as_tensors = bp.sums is None or plan.has["h0"] or not bp.launched or through_triton()
+    sc = bp.scratch.views(ws) if as_tensors else bp.scratch.addresses(ws.data_ptr())
+    qloc, gst, dBp, dCp = sc["qloc"], sc["gst"], sc["dB_partial"], sc["dC_partial"]
     bp.tile_state(stream, dout, z if z is not None else u, delta, A, C, delta_bias if has_bias else dummy, qloc)
-    gst = u.new_empty(bp.gst_shape, dtype=torch.float32)
     bp.carry(stream, qloc, dtsum, A, dlast if dlast is not None else dummy, gst)
-    del qloc
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
-    # partial sums: one buffer for dB / dC, one for dD / ddelta_bias (fewer host-side ops)
-    dBCp = u.new_empty(bp.dBC_shape, dtype=torch.float32)
-    dDbp = u.new_empty(bp.dDb_shape, dtype=torch.float32) if bp.dDb_shape is not None else None
-    dDp = dDbp[0] if D is not None else dummy
-    dbp = dDbp[1] if has_bias else dummy
+    dDbp = sc.get("dDb_partial")
+    dDp = sc["dD_partial"] if D is not None else dummy
+    dbp = sc["dbias_partial"] if has_bias else dummy
     # C reversed inside every tile (batch * groups * N * lpad), for the reversed scan
     if bp.reverse is not None:
-        Crev = u.new_empty(bp.Crev_shape, dtype=C.dtype)
+        Crev = sc["Crev"]
         bp.reverse(stream, C, Crev)
     else:  # `_bwd_main` reads C reversed itself
         Crev = C
     bp.main(stream, u, delta, z if z is not None else u, dout, A, B, C, Crev, D if D is not None else dummy,
-            delta_bias if has_bias else dummy, hst, gst, du, ddelta, dz if dz is not None else du, dBCp[0], dBCp[1],
+            delta_bias if has_bias else dummy, hst, gst, du, ddelta, dz if dz is not None else du, dBp, dCp,
             dDp, dbp, out if out is not None else du)
     if bp.sums is not None:
         dA = A.new_empty((plan.dim, plan.N))
         dBC = u.new_empty(bp.dBC_out, dtype=bp.bc_dtype)
         dDb = A.new_empty((2, plan.dim)) if dDbp is not None else None
-        bp.sums(stream, gst, dA, dBCp, dBC, dDbp if dDbp is not None else dummy, dDb if dDb is not None else dummy)
+        bp.sums(stream, gst, dA, dBp, dBC, dDbp if dDbp is not None else dummy, dDb if dDb is not None else dummy)
+        bp.launched = True
     else:
+        dBCp = sc["dBC_partial"]
         dA = gst[:, 1:].sum(dim=(0, 1)).t()  # (dim, N), natural-log A
         dBC = dBCp.view(bp.dBC_split)
         dBC = dBC.sum(dim=(2, 3)) if collapse_groups else dBC.sum(3)  # (2, b, N, L) or (2, b, G, N, L)
