@@ -946,7 +946,8 @@ class _BackwardPlan:
              ("dBC_partial", self.dBC_shape, torch.float32, ("dB_partial", "dC_partial"))]
             + ([("dDb_partial", self.dDb_shape, torch.float32, ("dD_partial", "dbias_partial"))]
                if self.dDb_shape else [])
-            + ([] if cfg["C_REV_LOAD"] else [("Crev", self.Crev_shape, torch.float32 if fp.bc_f32 else fp.dtypes[2], None)]))
+            + ([] if cfg["C_REV_LOAD"] else
+               [("Crev", self.Crev_shape, torch.float32 if fp.bc_f32 else fp.dtypes[2], None)]))
         self.launched = False  # set once the launches below have compiled (from then on: addresses)
         blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
         nblk = triton.cdiv(lpad, 1024)
