@@ -19,6 +19,8 @@ from seqbench.kernels import selective_scan
 from seqbench.kernels.backend import resolve_backend
 from seqbench.models.backbone import Mixer, SequenceModel, autocast_dtype
 from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
+from seqbench.models.transformer import MLP
+from seqbench.core.errors import SeqbenchError
 from seqbench.core.types import HeadSpec
 
 
@@ -178,10 +180,14 @@ def build_mamba(
     expand: int = 2,
     residual_in_fp32: bool = True,
     backend: str = "auto",
+    mlp: str = "none",
 ) -> SequenceModel:
-    """A Mamba language/classification model on the shared backbone (no MLP: Mamba blocks only).
-    `backend` picks the implementation of every kernel the model runs (scan, conv, decode step,
-    norm): auto (Triton on CUDA), triton, reference."""
+    """A Mamba language/classification model on the shared backbone: Mamba blocks only, as the
+    paper's (`mlp` none), or each followed by a gelu / swiglu MLP (MAD's blocks pair every mixer
+    with a SwiGLU). `backend` picks the implementation of every kernel the model runs (scan,
+    conv, decode step, norm): auto (Triton on CUDA), triton, reference."""
+    if mlp not in MLP.KINDS:
+        raise SeqbenchError(f"--set mlp must be one of {', '.join(MLP.KINDS)}, got {mlp!r}")
     return SequenceModel(
         vocab_size=vocab_size,
         d_model=d_model,
@@ -189,6 +195,7 @@ def build_mamba(
         mixer_factory=lambda i: MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand,
                                            backend=backend),
         head=head,
+        mlp_factory=None if mlp == "none" else (lambda i: MLP(d_model, mlp)),
         residual_in_fp32=residual_in_fp32,
         family="mamba",
         backend=backend,

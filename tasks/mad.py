@@ -33,18 +33,33 @@ from seqbench.tasks.base import SeededTask, TaskDefaults
 
 TRAIN, TEST = 1, 2
 GENERATOR_VERSION = 2  # part of the cache key: raise it when a generator changes what it makes
-# MAD's models: width 128, two mixer blocks; its optimiser grid is lr {1e-4, 5e-4, 1e-3} x wd {0, 0.1}
-MAD_MODELS = {"default": {"d_model": 128, "n_layers": 2},
-              "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 16},
-              "hybrid": {"d_model": 128, "n_layers": 2, "attn_layers": "1", "n_heads": 16}}
+# MAD's models: width 128, two mixer blocks; its optimiser grid is lr {1e-4, 5e-4, 1e-3} x wd {0, 0.1}.
+# blocks "family": each family's own block at MAD's width and depth (Mamba: mixer only, state 16;
+# Transformer and Hyena: mixer + GELU MLP). blocks "mad": MAD's blocks (mad-lab's configs): every
+# mixer followed by a SwiGLU MLP, Mamba's state 4, attention with 16 heads.
+_ATTENTION = ("transformer", "transformer-abs", "transformer-xpos", "transformer++")
+MAD_MODELS = {
+    "family": {"default": {"d_model": 128, "n_layers": 2},
+               "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 16},
+               "hybrid": {"d_model": 128, "n_layers": 2, "attn_layers": "1", "n_heads": 16}},
+    "mad": {"default": {"d_model": 128, "n_layers": 2, "mlp": "swiglu"},
+            "mamba": {"d_model": 128, "n_layers": 2, "d_state": 4, "mlp": "swiglu"},
+            **{name: {"d_model": 128, "n_layers": 2, "n_heads": 16, "mlp": "swiglu"} for name in _ATTENTION},
+            "transformer++": {"d_model": 128, "n_layers": 2, "n_heads": 16},  # SwiGLU already
+            "hybrid": {"d_model": 128, "n_layers": 2, "attn_layers": "1", "n_heads": 16, "d_state": 4,
+                       "mlp": "swiglu"}},
+}
+BLOCKS = tuple(MAD_MODELS)
 
 
-def mad_defaults(seq_len: int, train_examples: int, batch_size: int = 128) -> TaskDefaults:
+def mad_defaults(seq_len: int, train_examples: int, batch_size: int = 128, blocks: str = "family") -> TaskDefaults:
     """MAD's training recipe: 200 epochs of its training set at batch 128, AdamW at 5e-4 with a
-    cosine schedule (its baseline point of the lr x wd grid), bf16 on a GPU."""
+    cosine schedule (its baseline point of the lr x wd grid), bf16 on a GPU; MAD's model size
+    with the `blocks` of MAD_MODELS."""
     steps = 200 * math.ceil(train_examples / batch_size)
     return TaskDefaults(modality="tokens", seq_len=seq_len, steps=steps, batch_size=batch_size, lr=5e-4,
-                        weight_decay=0.0, schedule="cosine", model_kwargs=MAD_MODELS)  # evaluated at the training length
+                        weight_decay=0.0, schedule="cosine",  # evaluated at the training length
+                        model_kwargs=MAD_MODELS[blocks])
 
 
 class FixedSetTask(SeededTask):
@@ -57,13 +72,17 @@ class FixedSetTask(SeededTask):
     train_examples: int = 12_800
     test_examples: int = 1_280
 
-    def __init__(self, modality: str | None, data: str | None, seed: int, train_examples: int) -> None:
+    def __init__(self, modality: str | None, data: str | None, seed: int, train_examples: int,
+                 blocks: str = "family") -> None:
         if train_examples < 1:
             raise SeqbenchError(f"task {self.name!r}: train_examples must be >= 1, got {train_examples}")
+        if blocks not in BLOCKS:
+            raise SeqbenchError(f"task {self.name!r}: blocks must be one of {', '.join(BLOCKS)}, got {blocks!r}")
         super().__init__(modality, data, seed)
         self.train_examples = train_examples
+        self._blocks = blocks  # the models' blocks, not the data: outside settings_key
         # MAD trains 200 epochs of whatever its training set holds: the steps follow the set's size
-        self.defaults = mad_defaults(type(self).defaults.seq_len, train_examples)
+        self.defaults = mad_defaults(type(self).defaults.seq_len, train_examples, blocks=blocks)
         self._sets: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def settings_key(self) -> tuple:
@@ -154,8 +173,8 @@ class InContextRecall(FixedSetTask):
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16,
                  train_examples: int = 12_800, multi_query: bool = True, noise_vocab: int = 0,
-                 frac_noise: float = 0.0) -> None:
-        super().__init__(modality, data, seed, train_examples)
+                 frac_noise: float = 0.0, blocks: str = "family") -> None:
+        super().__init__(modality, data, seed, train_examples, blocks)
         self.vocab, self.multi_query = vocab, multi_query
         self.noise_vocab, self.frac_noise = noise_vocab, frac_noise
 
@@ -232,8 +251,8 @@ class NoisyInContextRecall(InContextRecall):
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 32,
                  train_examples: int = 12_800, multi_query: bool = True, noise_vocab: int = 16,
-                 frac_noise: float = 0.2) -> None:
-        super().__init__(modality, data, seed, vocab, train_examples, multi_query, noise_vocab, frac_noise)
+                 frac_noise: float = 0.2, blocks: str = "family") -> None:
+        super().__init__(modality, data, seed, vocab, train_examples, multi_query, noise_vocab, frac_noise, blocks)
 
 
 def _pick(rng: np.random.Generator, options: list[int]) -> int:
@@ -255,8 +274,8 @@ class FuzzyInContextRecall(FixedSetTask):
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16,
                  train_examples: int = 12_800, k_motif: int = 3, v_motif: int = 3,
-                 multi_query: bool = True) -> None:
-        super().__init__(modality, data, seed, train_examples)
+                 multi_query: bool = True, blocks: str = "family") -> None:
+        super().__init__(modality, data, seed, train_examples, blocks)
         self.vocab, self.k_motif, self.v_motif = vocab, k_motif, v_motif
         self.multi_query = multi_query
         self._spans: dict[tuple[int, int], list[tuple[int, ...]]] = {}
@@ -336,8 +355,8 @@ class MadSelectiveCopying(FixedSetTask):
     defaults = mad_defaults(256, 12_800)
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16,
-                 train_examples: int = 12_800, tokens: int = 16) -> None:
-        super().__init__(modality, data, seed, train_examples)
+                 train_examples: int = 12_800, tokens: int = 16, blocks: str = "family") -> None:
+        super().__init__(modality, data, seed, train_examples, blocks)
         self.vocab, self.tokens = vocab, tokens
 
     def check_seq_len(self, seq_len: int) -> None:
@@ -366,8 +385,8 @@ class Compression(FixedSetTask):
     defaults = mad_defaults(32, 12_800)
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 16,
-                 train_examples: int = 12_800) -> None:
-        super().__init__(modality, data, seed, train_examples)
+                 train_examples: int = 12_800, blocks: str = "family") -> None:
+        super().__init__(modality, data, seed, train_examples, blocks)
         self.vocab = vocab
 
     @property
@@ -393,8 +412,8 @@ class Memorization(FixedSetTask):
     defaults = mad_defaults(32, 256)
 
     def __init__(self, modality: str | None = None, data: str | None = None, seed: int = 0, vocab: int = 256,
-                 train_examples: int = 256) -> None:
-        super().__init__(modality, data, seed, train_examples)
+                 train_examples: int = 256, blocks: str = "family") -> None:
+        super().__init__(modality, data, seed, train_examples, blocks)
         self.vocab = vocab
         self._facts = self.facts() if vocab >= 3 else {}  # check_seq_len refuses a smaller vocab
 

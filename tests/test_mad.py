@@ -142,6 +142,37 @@ def test_two_training_steps_through_the_cli(name, tmp_path):
     assert "status ok" in result.output
 
 
+def test_mad_blocks_pair_every_mixer_with_a_swiglu_and_leave_the_data_alone():
+    """blocks=mad: MAD's models (every mixer followed by a SwiGLU MLP, Mamba's state 4, attention
+    with 16 heads) on the very sets of blocks=family, whose models stay each family's own."""
+    family, mad = get_task("mad-recall", **SMALL), get_task("mad-recall", blocks="mad", **SMALL)
+    assert all(torch.equal(a, b) for a, b in zip(family.dataset(TEST, 128), mad.dataset(TEST, 128)))
+    assert family.settings_key() == mad.settings_key()  # one data cache entry for both
+    mamba = build_model("mamba", vocab_size=mad.vocab_size, head=mad.head, **mad.defaults.model_defaults("mamba"))
+    assert all(b.mlp.kind == "swiglu" and b.mixer.d_state == 4 for b in mamba.blocks)
+    attention = mad.defaults.model_defaults("transformer")
+    assert attention["n_heads"] == 16 and attention["mlp"] == "swiglu"
+    plain = build_model("mamba", vocab_size=family.vocab_size, head=family.head,
+                        **family.defaults.model_defaults("mamba"))
+    assert all(b.mlp is None and b.mixer.d_state == 16 for b in plain.blocks)
+    for name in ("transformer", "transformer++", "transformer-abs", "hyena", "hybrid"):  # every family builds
+        build_model(name, vocab_size=mad.vocab_size, head=mad.head, **mad.defaults.model_defaults(name))
+
+
+def test_a_run_records_its_blocks_and_bad_blocks_are_one_line(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    result = CliRunner().invoke(app, ["run", "mad-compression", "--steps", "2", "--batch-size", "4", "--eval-samples",
+                                      "8", "--set", "d_model=16", "--task-set", "train_examples=32", "--task-set",
+                                      "blocks=mad", "--device", "cpu", "--no-progress", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("mad-compression").experiment_id])
+    assert run.data.params["task.blocks"] == "mad" and run.data.params["model.mlp"] == "swiglu"
+    bad = CliRunner().invoke(app, ["run", "mad-compression", "--task-set", "blocks=big", "--device", "cpu"])
+    assert bad.exit_code == 2 and "blocks must be one of family, mad, got 'big'" in bad.stderr
+
+
 def test_list_tasks_shows_the_six_mad_tasks():
     listed = CliRunner().invoke(app, ["list", "tasks"]).output
     assert all(name in listed for name in MAD_TASKS)
@@ -213,6 +244,7 @@ def test_sweep_mad_trains_every_cell_and_scores_the_best_optimiser_point(tmp_pat
     score = client.get_run(parent.info.run_id).data.metrics["mad_score/mamba"]
     assert score == pytest.approx(sum(best.values()) / 2, rel=1e-6)
     assert (report / "mad.png").stat().st_size > 0 and "| mamba |" in (report / "mad.md").read_text()
+    assert "Blocks: family (each family's own block" in (report / "mad.md").read_text()
     again = CliRunner().invoke(app, ["report", "--sweep", parent.info.run_id, "--out", str(tmp_path / "again"),
                                      "--tracking-uri", uri])  # `seqbench report` knows a MAD sweep
     assert again.exit_code == 0, again.output

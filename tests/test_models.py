@@ -64,6 +64,26 @@ def test_step_by_step_decoding_equals_the_full_forward(family):
         torch.testing.assert_close(logits, full[:, t], rtol=1e-6, atol=1e-6)  # the SSM state is fp32
 
 
+@pytest.mark.parametrize("family", ["mamba", "hyena"])
+def test_mamba_and_hyena_blocks_take_an_mlp_of_any_kind(family):
+    """`--set mlp` (none, gelu, swiglu): a SwiGLU after every mixer (MAD's blocks) adds its
+    parameters, learns, and a Mamba with MLPs still decodes as its full forward."""
+    counts = {mlp: sum(p.numel() for p in tiny(family, mlp=mlp).parameters()) for mlp in ("none", "gelu", "swiglu")}
+    assert counts["none"] < min(counts["gelu"], counts["swiglu"]) and counts["gelu"] != counts["swiglu"]
+    model = tiny(family, mlp="swiglu")
+    assert all(block.mlp is not None and block.mlp.kind == "swiglu" for block in model.blocks)
+    if family == "mamba":
+        ids = torch.randint(0, 16, (2, 12))
+        full = model(ids)
+        state = model.init_state(2, max_len=12, dtype=torch.float64)
+        logits = model.prefill(ids[:, :5], state)
+        for t in range(5, 12):
+            logits, state = model.step(ids[:, t], state)
+            torch.testing.assert_close(logits, full[:, t], rtol=1e-6, atol=1e-6)
+    with pytest.raises(Exception, match="--set mlp must be one of gelu, swiglu, none"):
+        tiny(family, mlp="relu")
+
+
 def test_generate_is_greedy_and_deterministic_at_temperature_zero():
     model = tiny("mamba", dtype=torch.float32)
     prompt = torch.randint(0, 16, (2, 8))

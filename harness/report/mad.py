@@ -22,6 +22,9 @@ from seqbench.harness.sweep.mad import GRID, LR, SETTING, WD
 from seqbench.harness.tracking import resolve_tracking_uri
 
 FILES = ("mad.md", "mad.csv", "mad.png")
+BLOCKS_TEXT = {"family": "each family's own block at MAD's width 128 and depth 2: Mamba mixers alone with state 16, "
+                         "attention and Hyena each followed by their MLP (GELU; transformer++: SwiGLU)",
+               "mad": "MAD's blocks: every mixer followed by a SwiGLU MLP, Mamba's state 4, attention with 16 heads"}
 
 
 @dataclass
@@ -43,6 +46,7 @@ class MadReport:
     tasks: list[str]
     parameters: dict[str, str] = field(default_factory=dict)  # model -> count (at the baseline recall cell)
     state: dict[str, str] = field(default_factory=dict)  # model -> state size at that cell's length
+    blocks: str = "family"  # the models' blocks (task setting `blocks`; runs from before it: family)
 
     def task_score(self, model: str, task: str) -> float | None:
         scores = [c.accuracy for c in self.cells if c.model == model and c.task == task]
@@ -62,11 +66,12 @@ def collect(tracking_uri: str | None, sweep_run_id: str) -> MadReport:
     if parent.data.tags.get(records.TASK) != "mad":
         raise SeqbenchError(f"run {sweep_run_id} is not a MAD sweep (seqbench sweep mad)")
     by_cell: dict[tuple[str, str, str], list] = {}
-    parameters, state = {}, {}
+    parameters, state, blocks = {}, {}, set()
     for run in _children(client, parent):
         tags = run.data.tags
         if SETTING not in tags:
             continue
+        blocks.add(run.data.params.get("task.blocks", "family"))
         model = run_label(tags, run.data.params)
         by_cell.setdefault((model, tags[records.TASK], tags[SETTING]), []).append(run)
         if tags[records.TASK] == "mad-recall" and tags[SETTING] == "baseline":
@@ -87,7 +92,7 @@ def collect(tracking_uri: str | None, sweep_run_id: str) -> MadReport:
     order = [m for m in parent.data.tags.get(records.MODELS, "").split(",") if m]
     models = sorted({c.model for c in cells}, key=lambda m: (order.index(m) if m in order else len(order), m))
     tasks = [t for t in GRID if any(c.task == t for c in cells)]
-    return MadReport(sweep_run_id, cells, models, tasks, parameters, state)
+    return MadReport(sweep_run_id, cells, models, tasks, parameters, state, ", ".join(sorted(blocks)))
 
 
 def _percent(value: float | None) -> str:
@@ -100,6 +105,7 @@ def render_markdown(report: MadReport) -> str:
              "Accuracy (%) on each task's test set: per task the mean over its cells of the best of the "
              "learning-rate x weight-decay points; MAD score the mean over the tasks. A cell with no finished "
              "point leaves its task and the MAD score without a number.", "",
+             f"Blocks: {report.blocks} ({BLOCKS_TEXT.get(report.blocks, 'mixed')}).", "",
              "| model | parameters | state | " + " | ".join(short.values()) + " | MAD score |",
              "|---|---|---|" + "---|" * len(short) + "---|"]
     for model in report.models:
