@@ -9,7 +9,8 @@ step as a CUDA graph) and the selective scan alone (forward+backward, 1 x 1536 x
 is timed at every generation batch of 1.4b, so that a generation call's time splits into its
 prefill and its 128 decode steps. Inference runs on bf16 weights for both, as the authors'
 benchmark does. The same timing code measures both (CUDA events, medians after warm-up); each
-model is built with seed 0 and random weights.
+model is built with seed 0 and random weights. The scan alone, bound by the host's speed, which
+drifts within a run, alternates the two implementations over six rounds.
 
 `mamba_ssm` is never a dependency: when it cannot be imported, its column stays empty and only
 seqbench is measured. CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio
@@ -103,28 +104,42 @@ def _generate_tokens_per_s(model, theirs: bool, batch: int) -> float:
     return batch * NEW / (ms / 1000)
 
 
-def _scan_fwd_bwd_ms(theirs: bool) -> float | None:
+def _scan_fwd_bwd_ms(rounds: int = 6) -> tuple[float, float | None]:
+    """The scan's forward+backward at 1 x 1536 x 2048 (ms), ours and theirs (None without
+    mamba_ssm): interleaved rounds in a shuffled order, the median of each side's rounds. The
+    call is bound by the host, whose speed drifts between windows of one run; interleaving keeps
+    the drift out of the ratio."""
+    import random
+
     from seqbench.harness.bench.kernels import make_inputs
+    from seqbench.kernels import selective_scan as ours
 
     x = make_inputs(1, 1536, 2048, requires_grad=True)
     dout = torch.randn_like(x["u"])
-    if theirs:
-        try:
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as scan
-        except ImportError:
-            return None
-    else:
-        from seqbench.kernels import selective_scan as scan
+    scans = {"ours": ours}
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    def fwd_bwd():
-        out = scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
-                   delta_softplus=True)
-        out.backward(dout)
-        for t in x.values():
-            t.grad = None
+        scans["theirs"] = selective_scan_fn
+    except ImportError:
+        pass
 
-    times = [time_ms(fwd_bwd, torch.device("cuda"), repeats=50, warmup=10) for _ in range(3)]
-    return statistics.median(times)
+    def fwd_bwd(scan):
+        def call():
+            out = scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                       delta_softplus=True)
+            out.backward(dout)
+            for t in x.values():
+                t.grad = None
+        return call
+
+    times: dict[str, list[float]] = {name: [] for name in scans}
+    order = list(scans)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for name in order:
+            times[name].append(time_ms(fwd_bwd(scans[name]), torch.device("cuda"), repeats=50, warmup=10))
+    return statistics.median(times["ours"]), statistics.median(times["theirs"]) if "theirs" in times else None
 
 
 def _row(what, size, batch, seq_len, ours, theirs, unit, higher_is_better) -> dict:
@@ -186,7 +201,7 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
             del ours_model, their_model
             torch.cuda.empty_cache()
     if "scan" in parts:
-        emit(_row("scan", "1536", 1, 2048, _scan_fwd_bwd_ms(False), _scan_fwd_bwd_ms(True), "ms", False))
+        emit(_row("scan", "1536", 1, 2048, *_scan_fwd_bwd_ms(), "ms", False))
     if out_csv is not None:
         plot_ratios(rows, out_csv.with_suffix(".png"))
     return rows
