@@ -37,7 +37,7 @@ GENERATOR_VERSION = 2  # part of the cache key: raise it when a generator change
 # blocks "family": each family's own block at MAD's width and depth (Mamba: mixer only, state 16;
 # Transformer and Hyena: mixer + GELU MLP). blocks "mad": MAD's blocks (mad-lab's configs): every
 # mixer followed by a SwiGLU MLP, Mamba's state 4, attention with 16 heads.
-_ATTENTION = ("transformer", "transformer-abs", "transformer-xpos", "transformer++")
+_ATTENTION = ("transformer", "transformer-abs", "transformer-xpos")
 MAD_MODELS = {
     "family": {"default": {"d_model": 128, "n_layers": 2},
                "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 16},
