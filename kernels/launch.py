@@ -111,6 +111,11 @@ class Bound:
         self.kernel, self.grid, self.ints, self.meta = kernel, (*grid, 1, 1)[:3], tuple(ints), meta
         self._direct: _Direct | None = None
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the first call has compiled the kernel (from then on a tensor may be an address)."""
+        return self._direct is not None
+
     def __call__(self, stream: int, *tensors: Tensor | int) -> None:
         if self._direct is None or through_triton():
             compiled = self.kernel[self.grid](*tensors, *self.ints, **self.meta)

@@ -21,7 +21,7 @@ from seqbench.core.errors import SeqbenchError
 from seqbench.core.types import HeadSpec
 from seqbench.models.backbone import SequenceModel
 from seqbench.models.mamba import MambaMixer
-from seqbench.models.transformer import MLP, CausalSelfAttention
+from seqbench.models.transformer import CausalSelfAttention, mlp_factory
 
 MLPS = ("none", "gelu", "swiglu")
 
@@ -114,7 +114,7 @@ def build_hybrid(
         n_layers=n_layers,
         mixer_factory=mixer,
         head=head,
-        mlp_factory=None if mlp == "none" else (lambda i: MLP(d_model, mlp)),
+        mlp_factory=mlp_factory(d_model, mlp),
         residual_in_fp32=residual_in_fp32,
         family="hybrid",
         backend=backend,

@@ -16,8 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from seqbench.models.backbone import Mixer, SequenceModel
-from seqbench.models.transformer import MLP
-from seqbench.core.errors import SeqbenchError
+from seqbench.models.transformer import mlp_factory
 from seqbench.core.types import HeadSpec
 
 
@@ -122,12 +121,10 @@ def build_hyena(vocab_size: int, head: HeadSpec, d_model: int = 128, n_layers: i
                 filter_width: int = 64, residual_in_fp32: bool = True, mlp: str = "gelu") -> SequenceModel:
     """Hyena blocks (operator + GELU MLP, or `mlp` swiglu / none) on the shared backbone;
     lengths up to `max_len`."""
-    if mlp not in MLP.KINDS:
-        raise SeqbenchError(f"--set mlp must be one of {', '.join(MLP.KINDS)}, got {mlp!r}")
     model = SequenceModel(
         vocab_size, d_model, n_layers,
         mixer_factory=lambda i: HyenaMixer(d_model, max_len=max_len, filter_width=filter_width),
-        head=head, mlp_factory=None if mlp == "none" else (lambda i: MLP(d_model, mlp)),
+        head=head, mlp_factory=mlp_factory(d_model, mlp),
         residual_in_fp32=residual_in_fp32, family="hyena",
     )
     model.max_seq_len = max_len

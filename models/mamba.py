@@ -19,8 +19,7 @@ from seqbench.kernels import selective_scan
 from seqbench.kernels.backend import resolve_backend
 from seqbench.models.backbone import Mixer, SequenceModel, autocast_dtype
 from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
-from seqbench.models.transformer import MLP
-from seqbench.core.errors import SeqbenchError
+from seqbench.models.transformer import mlp_factory
 from seqbench.core.types import HeadSpec
 
 
@@ -186,8 +185,6 @@ def build_mamba(
     paper's (`mlp` none), or each followed by a gelu / swiglu MLP (MAD's blocks pair every mixer
     with a SwiGLU). `backend` picks the implementation of every kernel the model runs (scan,
     conv, decode step, norm): auto (Triton on CUDA), triton, reference."""
-    if mlp not in MLP.KINDS:
-        raise SeqbenchError(f"--set mlp must be one of {', '.join(MLP.KINDS)}, got {mlp!r}")
     return SequenceModel(
         vocab_size=vocab_size,
         d_model=d_model,
@@ -195,7 +192,7 @@ def build_mamba(
         mixer_factory=lambda i: MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand,
                                            backend=backend),
         head=head,
-        mlp_factory=None if mlp == "none" else (lambda i: MLP(d_model, mlp)),
+        mlp_factory=mlp_factory(d_model, mlp),
         residual_in_fp32=residual_in_fp32,
         family="mamba",
         backend=backend,

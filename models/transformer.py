@@ -9,11 +9,13 @@ distance; Sun et al. 2022, the paper's MHA-xPos) or learned absolute embeddings.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqbench.core.errors import SeqbenchError
 from seqbench.models.backbone import Mixer, SequenceModel
 from seqbench.core.types import HeadSpec
 
@@ -165,6 +167,13 @@ class MLP(nn.Module):
         return self.down(F.silu(gate) * value)
 
 
+def mlp_factory(d_model: int, kind: str, bias: bool = False) -> Callable[[int], MLP] | None:
+    """The backbone's `mlp_factory` for a family's `--set mlp` (none: no MLP); an unknown kind is one line."""
+    if kind not in MLP.KINDS:
+        raise SeqbenchError(f"--set mlp must be one of {', '.join(MLP.KINDS)}, got {kind!r}")
+    return None if kind == "none" else (lambda i: MLP(d_model, kind, bias=bias))
+
+
 class Transformer(SequenceModel):
     """Decoder-only Transformer; learned absolute positions are added to the embedding."""
 
@@ -178,7 +187,7 @@ class Transformer(SequenceModel):
             vocab_size, d_model, n_layers,
             mixer_factory=lambda i: CausalSelfAttention(d_model, n_heads, rotary=positions != "absolute", bias=bias,
                                                         xpos=positions == "xpos"),
-            head=head, mlp_factory=None if mlp == "none" else (lambda i: MLP(d_model, mlp, bias=bias)),
+            head=head, mlp_factory=mlp_factory(d_model, mlp, bias),
             residual_in_fp32=residual_in_fp32,
             family=family,
         )

@@ -34,22 +34,22 @@ from seqbench.tasks.base import SeededTask, TaskDefaults
 TRAIN, TEST = 1, 2
 GENERATOR_VERSION = 2  # part of the cache key: raise it when a generator changes what it makes
 # MAD's models: width 128, two mixer blocks; its optimiser grid is lr {1e-4, 5e-4, 1e-3} x wd {0, 0.1}.
-# blocks "family": each family's own block at MAD's width and depth (Mamba: mixer only, state 16;
-# Transformer and Hyena: mixer + GELU MLP). blocks "mad": MAD's blocks (mad-lab's configs): every
-# mixer followed by a SwiGLU MLP, Mamba's state 4, attention with 16 heads.
-_ATTENTION = ("transformer", "transformer-abs", "transformer-xpos")
+# `blocks` picks the blocks at that size (MAD_MODELS: per family, "default" for the others).
+BLOCKS = {"family": "each family's own block at MAD's width 128 and depth 2: Mamba mixers alone with state 16, "
+                    "attention and Hyena each followed by their MLP (GELU; transformer++: SwiGLU)",
+          "mad": "MAD's blocks (mad-lab's configs): every mixer followed by a SwiGLU MLP, Mamba's state 4, "
+                 "attention with 16 heads"}
+_SIZE = {"d_model": 128, "n_layers": 2}
+_HYBRID = {**_SIZE, "attn_layers": "1", "n_heads": 16}
 MAD_MODELS = {
-    "family": {"default": {"d_model": 128, "n_layers": 2},
-               "transformer": {"d_model": 128, "n_layers": 2, "n_heads": 16},
-               "hybrid": {"d_model": 128, "n_layers": 2, "attn_layers": "1", "n_heads": 16}},
-    "mad": {"default": {"d_model": 128, "n_layers": 2, "mlp": "swiglu"},
-            "mamba": {"d_model": 128, "n_layers": 2, "d_state": 4, "mlp": "swiglu"},
-            **{name: {"d_model": 128, "n_layers": 2, "n_heads": 16, "mlp": "swiglu"} for name in _ATTENTION},
-            "transformer++": {"d_model": 128, "n_layers": 2, "n_heads": 16},  # SwiGLU already
-            "hybrid": {"d_model": 128, "n_layers": 2, "attn_layers": "1", "n_heads": 16, "d_state": 4,
-                       "mlp": "swiglu"}},
+    "family": {"default": _SIZE, "transformer": {**_SIZE, "n_heads": 16}, "hybrid": _HYBRID},
+    "mad": {"default": {**_SIZE, "mlp": "swiglu"},
+            "mamba": {**_SIZE, "d_state": 4, "mlp": "swiglu"},
+            **{name: {**_SIZE, "n_heads": 16, "mlp": "swiglu"}
+               for name in ("transformer", "transformer-abs", "transformer-xpos")},
+            "transformer++": {**_SIZE, "n_heads": 16},  # SwiGLU already
+            "hybrid": {**_HYBRID, "d_state": 4, "mlp": "swiglu"}},
 }
-BLOCKS = tuple(MAD_MODELS)
 
 
 def mad_defaults(seq_len: int, train_examples: int, batch_size: int = 128, blocks: str = "family") -> TaskDefaults:
@@ -80,7 +80,6 @@ class FixedSetTask(SeededTask):
             raise SeqbenchError(f"task {self.name!r}: blocks must be one of {', '.join(BLOCKS)}, got {blocks!r}")
         super().__init__(modality, data, seed)
         self.train_examples = train_examples
-        self._blocks = blocks  # the models' blocks, not the data: outside settings_key
         # MAD trains 200 epochs of whatever its training set holds: the steps follow the set's size
         self.defaults = mad_defaults(type(self).defaults.seq_len, train_examples, blocks=blocks)
         self._sets: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}

@@ -20,11 +20,9 @@ from seqbench.harness.report.query import _client, _children, run_label
 from seqbench.harness.report.write import _write_text
 from seqbench.harness.sweep.mad import GRID, LR, SETTING, WD
 from seqbench.harness.tracking import resolve_tracking_uri
+from seqbench.tasks.mad import BLOCKS
 
 FILES = ("mad.md", "mad.csv", "mad.png")
-BLOCKS_TEXT = {"family": "each family's own block at MAD's width 128 and depth 2: Mamba mixers alone with state 16, "
-                         "attention and Hyena each followed by their MLP (GELU; transformer++: SwiGLU)",
-               "mad": "MAD's blocks: every mixer followed by a SwiGLU MLP, Mamba's state 4, attention with 16 heads"}
 
 
 @dataclass
@@ -105,7 +103,7 @@ def render_markdown(report: MadReport) -> str:
              "Accuracy (%) on each task's test set: per task the mean over its cells of the best of the "
              "learning-rate x weight-decay points; MAD score the mean over the tasks. A cell with no finished "
              "point leaves its task and the MAD score without a number.", "",
-             f"Blocks: {report.blocks} ({BLOCKS_TEXT.get(report.blocks, 'mixed')}).", "",
+             f"Blocks: {report.blocks} ({BLOCKS.get(report.blocks, 'mixed')}).", "",
              "| model | parameters | state | " + " | ".join(short.values()) + " | MAD score |",
              "|---|---|---|" + "---|" * len(short) + "---|"]
     for model in report.models:

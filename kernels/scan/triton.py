@@ -948,7 +948,6 @@ class _BackwardPlan:
                if self.dDb_shape else [])
             + ([] if cfg["C_REV_LOAD"] else
                [("Crev", self.Crev_shape, torch.float32 if fp.bc_f32 else fp.dtypes[2], None)]))
-        self.launched = False  # set once the launches below have compiled (from then on: addresses)
         blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
         nblk = triton.cdiv(lpad, 1024)
         self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
@@ -1009,9 +1008,10 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
     dummy = A
     has_bias = delta_bias is not None
     ws = u.new_empty((bp.scratch.elems,), dtype=torch.float32)
-    # every scratch buffer is a fixed offset into ws: the launches take raw addresses, except
-    # where a buffer must be a tensor (Triton's own launch path, PyTorch's sums, dh0)
-    as_tensors = bp.sums is None or plan.has["h0"] or not bp.launched or through_triton()
+    # every scratch buffer is a fixed offset into ws: the launches take raw addresses once they
+    # have compiled (`sums`, the last, has), except where a buffer must be a tensor (Triton's own
+    # launch path, PyTorch's sums, dh0)
+    as_tensors = bp.sums is None or plan.has["h0"] or not bp.sums.compiled or through_triton()
     sc = bp.scratch.views(ws) if as_tensors else bp.scratch.addresses(ws.data_ptr())
     qloc, gst, dBp, dCp = sc["qloc"], sc["gst"], sc["dB_partial"], sc["dC_partial"]
     bp.tile_state(stream, dout, z if z is not None else u, delta, A, C, delta_bias if has_bias else dummy, qloc)
@@ -1036,7 +1036,6 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
         dBC = u.new_empty(bp.dBC_out, dtype=bp.bc_dtype)
         dDb = A.new_empty((2, plan.dim)) if dDbp is not None else None
         bp.sums(stream, gst, dA, dBp, dBC, dDbp if dDbp is not None else dummy, dDb if dDb is not None else dummy)
-        bp.launched = True
     else:
         dBCp = sc["dBC_partial"]
         dA = gst[:, 1:].sum(dim=(0, 1)).t()  # (dim, N), natural-log A
