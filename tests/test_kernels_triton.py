@@ -93,9 +93,12 @@ ALL = ("D", "z", "bias", "h0")
 # both forwards, each with its backward: SEQ_GRAD makes the single-launch `_fwd_seq` run under
 # autograd too (by default only a forward without gradients uses it; see test_forward_path_dispatch),
 # SEQ_MAX_TILES = 0 forces the three-kernel forward; SUMS_MAX_ROWS = 0 the backward's reductions
-# in PyTorch instead of `_bwd_sums`; C_REV_LOAD reads C reversed in `_bwd_main` (no `_reverse_tiles`)
+# in PyTorch instead of `_bwd_sums`; C_REV_LOAD reads C reversed in `_bwd_main`; these short calls
+# have the tile-state kernel write C reversed, CREV_IN_STATE_MAX_ROWS = 0 gives it its own
+# `_reverse_tiles` launch as for long calls
 PATHS = [pytest.param({"SEQ_GRAD": True}, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles"),
-         pytest.param({"SEQ_MAX_TILES": 0, "SUMS_MAX_ROWS": 0}, id="tiles-torch-sums"),
+         pytest.param({"SEQ_MAX_TILES": 0, "SUMS_MAX_ROWS": 0, "CREV_IN_STATE_MAX_ROWS": 0},
+                      id="tiles-torch-sums-reverse-launch"),
          pytest.param({"C_REV_LOAD": True}, id="c-reversed-in-main")]
 
 

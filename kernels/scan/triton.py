@@ -37,7 +37,7 @@ state, and dh0), `_bwd_main` (per tile: h by a forward scan; g = dL/dh by a forw
 the tile in reversed order, flipped back -- Triton's reverse scan costs ~10x the shuffles; then
 du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias, reduced by one
 `_bwd_sums` launch for short sequences and by PyTorch otherwise; C reversed inside every tile
-comes from `_reverse_tiles`).
+comes from `_reverse_tiles`, or for short calls from `_bwd_tile_state`).
 
 The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
 launch). Without anything to differentiate the forward runs outside autograd. Every launch goes
@@ -363,24 +363,39 @@ def _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z: tl.constexpr):
 
 @triton.jit
 def _bwd_tile_state(
-    dout_ptr, z_ptr, delta_ptr, A_ptr, C_ptr, bias_ptr, qbuf_ptr,
+    dout_ptr, z_ptr, delta_ptr, A_ptr, C_ptr, bias_ptr, qbuf_ptr, Crev_ptr,
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
+    WRITE_CREV: tl.constexpr,
 ):
     """Gradient flowing into each tile's start state from inside the tile, with a zero gradient
-    at the tile's end: q = sum_t exp(A * S_t) * C_t * dy_t (S_t inclusive cumulative dt)."""
+    at the tile's end: q = sum_t exp(A * S_t) * C_t * dy_t (S_t inclusive cumulative dt).
+    With WRITE_CREV the first channel block of each group also writes its tile of C reversed
+    (what `_reverse_tiles` writes; one launch less for short, host-bound calls)."""
     dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
     _do, _zf, _sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
     S = tl.cumsum(dt, axis=1)
     g = (dblk * BD) // dpg
-    Cp = C_ptr + b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
+    Crow = C_ptr + b * sB_b + g.to(tl.int64) * sB_g
+    Cp = Crow + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
     Ap = A_ptr + d.to(tl.int64) * N
     qp = qbuf_ptr + (b * ntiles + tile) * N * dim + d
+    if WRITE_CREV:  # Crev: contiguous (b, G, N, ntiles * T), zero past the end
+        j = tl.arange(0, T)
+        src = tile * T + (T - 1 - j)
+        first = (dblk * BD) % dpg == 0
+        rev_src = Crow + src
+        rev_dst = Crev_ptr + ((b * (dim // dpg) + g.to(tl.int64)) * N) * (ntiles * T) + tile * T + j
+        rev_load = (src < length) & first
+        rev_store = (j < T) & first
     a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
+        if WRITE_CREV:
+            tl.store(rev_dst + n * (ntiles * T), tl.load(rev_src + n * length, mask=rev_load, other=0.0),
+                     mask=rev_store)
         nx = (n + 1) % N
         a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
         Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
@@ -682,6 +697,11 @@ CONFIG: dict[str, int] = {
     # (one launch and one allocation less per backward; unvectorised loads of C): a variant for
     # short, host-bound calls, not yet timed (NOTES.md, variant 12), so off.
     "C_REV_LOAD": False,
+    # C reversed per tile written by `_bwd_tile_state` (first channel block of each group) instead
+    # of a `_reverse_tiles` launch when batch * tiles is at most this: one launch less where the
+    # host sets the time; longer calls keep the separate kernel, whose extra loads cost ~1% of
+    # device time there (NOTES.md, variants 8 and 14).
+    "CREV_IN_STATE_MAX_ROWS": 64,
 }
 
 
@@ -950,13 +970,16 @@ class _BackwardPlan:
                [("Crev", self.Crev_shape, torch.float32 if fp.bc_f32 else fp.dtypes[2], None)]))
         blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
         nblk = triton.cdiv(lpad, 1024)
+        # C reversed per tile: read reversed by `_bwd_main` (C_REV_LOAD), written by the tile-state
+        # kernel (short calls), or by its own `_reverse_tiles` launch
+        self.crev_in_state = not cfg["C_REV_LOAD"] and batch * ntiles <= cfg["CREV_IN_STATE_MAX_ROWS"]
         self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
                                 (dim, length, ntiles, dpg, sB_b, sB_g), N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=has_z,
                                 HAS_BIAS=has_bias, SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"],
-                                num_warps=cfg["WARPS_STATE"])
+                                WRITE_CREV=self.crev_in_state, num_warps=cfg["WARPS_STATE"])
         self.carry = Bound(_carry_bwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
                            HAS_DLAST=has_dlast, num_warps=cfg["WARPS_CARRY"])
-        self.reverse = None if cfg["C_REV_LOAD"] else Bound(
+        self.reverse = None if cfg["C_REV_LOAD"] or self.crev_in_state else Bound(
             _reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups * N, sB_b), T=T, BLK=1024,
             num_warps=4)
         self.bc_dtype = fp.dtypes[1] if fp.dtypes[1] == fp.dtypes[2] else torch.float32
@@ -1014,7 +1037,11 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
     as_tensors = bp.sums is None or plan.has["h0"] or not bp.sums.compiled or through_triton()
     sc = bp.scratch.views(ws) if as_tensors else bp.scratch.addresses(ws.data_ptr())
     qloc, gst, dBp, dCp = sc["qloc"], sc["gst"], sc["dB_partial"], sc["dC_partial"]
-    bp.tile_state(stream, dout, z if z is not None else u, delta, A, C, delta_bias if has_bias else dummy, qloc)
+    # C reversed inside every tile (batch * groups * N * lpad), for the reversed scan; with
+    # C_REV_LOAD `_bwd_main` reads C reversed itself
+    Crev = C if plan.cfg["C_REV_LOAD"] else sc["Crev"]
+    bp.tile_state(stream, dout, z if z is not None else u, delta, A, C, delta_bias if has_bias else dummy, qloc,
+                  Crev if bp.crev_in_state else dummy)
     bp.carry(stream, qloc, dtsum, A, dlast if dlast is not None else dummy, gst)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
@@ -1022,12 +1049,8 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
     dDbp = sc.get("dDb_partial")
     dDp = sc["dD_partial"] if D is not None else dummy
     dbp = sc["dbias_partial"] if has_bias else dummy
-    # C reversed inside every tile (batch * groups * N * lpad), for the reversed scan
     if bp.reverse is not None:
-        Crev = sc["Crev"]
         bp.reverse(stream, C, Crev)
-    else:  # `_bwd_main` reads C reversed itself
-        Crev = C
     bp.main(stream, u, delta, z if z is not None else u, dout, A, B, C, Crev, D if D is not None else dummy,
             delta_bias if has_bias else dummy, hst, gst, du, ddelta, dz if dz is not None else du, dBp, dCp,
             dDp, dbp, out if out is not None else du)
