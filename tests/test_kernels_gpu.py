@@ -126,7 +126,8 @@ def test_scan_backward_repeats_through_scratch_addresses(dtype, groups):
 
 
 @pytest.mark.parametrize("config", [
-    {"SEQ_MAX_TILES": 0},                            # three-kernel forward
+    {"SEQ_MAX_TILES": 0, "SHORT_CALL_ELEMS": 0},     # three-kernel forward, `_reverse_tiles`
+    {},                                              # a short call: single launch at T 64, C reversed by the tile states
     {"SEQ_GRAD": True},                              # the default single-launch forward, with its backward
     {"T_SEQ": 64, "BD_SEQ": 4, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},
     {"T_SEQ": 128, "BD_SEQ": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},

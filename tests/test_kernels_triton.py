@@ -93,13 +93,13 @@ ALL = ("D", "z", "bias", "h0")
 # both forwards, each with its backward: SEQ_GRAD makes the single-launch `_fwd_seq` run under
 # autograd too (by default only a forward without gradients uses it; see test_forward_path_dispatch),
 # SEQ_MAX_TILES = 0 forces the three-kernel forward; SUMS_MAX_ROWS = 0 the backward's reductions
-# in PyTorch instead of `_bwd_sums`; C_REV_LOAD reads C reversed in `_bwd_main`; these short calls
-# have the tile-state kernel write C reversed, CREV_IN_STATE_MAX_ROWS = 0 gives it its own
-# `_reverse_tiles` launch as for long calls
-PATHS = [pytest.param({"SEQ_GRAD": True}, id="seq"), pytest.param({"SEQ_MAX_TILES": 0}, id="tiles"),
-         pytest.param({"SEQ_MAX_TILES": 0, "SUMS_MAX_ROWS": 0, "CREV_IN_STATE_MAX_ROWS": 0},
-                      id="tiles-torch-sums-reverse-launch"),
-         pytest.param({"C_REV_LOAD": True}, id="c-reversed-in-main")]
+# in PyTorch instead of `_bwd_sums`; C_REV_LOAD reads C reversed in `_bwd_main`. These shapes are
+# short calls: by default the single-launch forward tiled at T and C reversed by the tile-state
+# kernel; SHORT_CALL_ELEMS = 0 gives them the long calls' paths (three kernels, `_reverse_tiles`)
+PATHS = [pytest.param({}, id="default-short"), pytest.param({"SEQ_GRAD": True}, id="seq"),
+         pytest.param({"SEQ_MAX_TILES": 0, "SHORT_CALL_ELEMS": 0}, id="tiles"),
+         pytest.param({"SEQ_MAX_TILES": 0, "SUMS_MAX_ROWS": 0, "SHORT_CALL_ELEMS": 0}, id="tiles-torch-sums"),
+         pytest.param({"C_REV_LOAD": True, "SHORT_CALL_ELEMS": 0}, id="c-reversed-in-main")]
 
 
 @needs_triton
@@ -162,8 +162,8 @@ class _LaunchSpy:
 @needs_triton
 def test_forward_path_dispatch(monkeypatch):
     """Which forward runs: `_fwd_seq` alone up to SEQ_MAX_TILES tiles of T_SEQ when no gradient
-    is wanted (or with SEQ_GRAD), else the three kernels, also above SEQ_MAX_TILES or with it 0;
-    all give the same results."""
+    is wanted (or with SEQ_GRAD), or under autograd for a short call (at most SHORT_CALL_ELEMS),
+    else the three kernels, also above SEQ_MAX_TILES or with it 0; all give the same results."""
     from seqbench.kernels.scan import triton as triton_scan
 
     spies = {name: _LaunchSpy(getattr(triton_scan, name)) for name in ("_fwd_seq", "_fwd_tile_state", "_fwd_out")}
@@ -187,7 +187,8 @@ def test_forward_path_dispatch(monkeypatch):
     tiles = {"_fwd_tile_state", "_fwd_out"}
     results = [
         (run(None, False), {"_fwd_seq"}),
-        (run(None, True), tiles),
+        (run(None, True), {"_fwd_seq"}),
+        (run({"SHORT_CALL_ELEMS": 0}, True), tiles),
         (run({**seq, "SEQ_GRAD": True}, True), {"_fwd_seq"}),
         (run(seq, False), {"_fwd_seq"}),
         (run({"T_SEQ": 16, "SEQ_MAX_TILES": 4, "SEQ_GRAD": True}, True), tiles),
@@ -197,6 +198,30 @@ def test_forward_path_dispatch(monkeypatch):
         assert launched == want
         torch.testing.assert_close(out, results[0][0][0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(last, results[0][0][1], rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+def test_short_call_reverses_C_in_the_tile_state_kernel(monkeypatch):
+    """A short call's backward has no `_reverse_tiles` launch (the tile-state kernel writes C
+    reversed); with SHORT_CALL_ELEMS 0 it has one; the gradients agree."""
+    from seqbench.kernels.scan import triton as triton_scan
+
+    spy = _LaunchSpy(triton_scan._reverse_tiles)
+    monkeypatch.setattr(triton_scan, "_reverse_tiles", spy)
+    monkeypatch.setattr(triton_scan, "_PLANS", {})
+    x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 37, 4, torch.float32, groups=2, seed=7).items()}
+    grads = []
+    for config, launches in (({}, 0), ({"SHORT_CALL_ELEMS": 0}, 1)):
+        before = spy.launches
+        leaves = {k: x[k].clone().requires_grad_(True) for k in ("u", "delta", "B", "C")}
+        out = triton_scan.selective_scan_triton(
+            leaves["u"], leaves["delta"], x["A"], leaves["B"], leaves["C"], D=x["D"], z=x["z"],
+            delta_bias=x["delta_bias"], delta_softplus=True, _config=config)
+        out.backward(torch.ones_like(out))
+        assert spy.launches - before == launches
+        grads.append({k: v.grad for k, v in leaves.items()})
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-5, msg=k)
 
 
 @needs_triton

@@ -10,8 +10,9 @@ the N states. Per-(d, t) work -- bias, softplus, dt*u, D skip, z gate -- is done
 element; per-(d, n, t) work is one exp2 plus the scan's FMAs.
 
 Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 8192 steps by default, and
-  only when no backward follows unless SEQ_GRAD is set; NOTES.md, variants 7 and 10, has the
-  measurements):
+  only when no backward follows unless SEQ_GRAD is set; under autograd, calls of at most
+  SHORT_CALL_ELEMS elements, which the host's time bounds, take it tiled at T; NOTES.md,
+  variants 7, 10 and 14, has the measurements):
   one launch of `_fwd_seq` on a grid of (channel blocks, batch). Each program walks its row's
   tiles in order with `_tile_forward`, the per-tile body it shares with `_fwd_out`; a tile's end
   state (h at its last column: dt is 0 past the end) is stored to the saved tile-start states
@@ -697,11 +698,12 @@ CONFIG: dict[str, int] = {
     # (one launch and one allocation less per backward; unvectorised loads of C): a variant for
     # short, host-bound calls, not yet timed (NOTES.md, variant 12), so off.
     "C_REV_LOAD": False,
-    # C reversed per tile written by `_bwd_tile_state` (first channel block of each group) instead
-    # of a `_reverse_tiles` launch when batch * tiles is at most this: one launch less where the
-    # host sets the time; longer calls keep the separate kernel, whose extra loads cost ~1% of
-    # device time there (NOTES.md, variants 8 and 14).
-    "CREV_IN_STATE_MAX_ROWS": 64,
+    # Short calls (batch x dim x length at most this), whose forward+backward is bound by the
+    # host, launch less: under autograd the forward is `_fwd_seq` at the backward's tiles of T
+    # (one launch instead of three), and `_bwd_tile_state` writes C reversed per tile (no
+    # `_reverse_tiles` launch). Longer calls keep the three-kernel forward and the separate
+    # reversal, which cost less device time there (NOTES.md, variants 7, 8 and 14). 0: never.
+    "SHORT_CALL_ELEMS": 1 << 22,
 }
 
 
@@ -731,7 +733,12 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     T = _tile_steps(cfg["T"], length)
     T_seq = _tile_steps(cfg["T_SEQ"], length)
     dpg = dim // groups
-    cfg["SEQ"] = triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"] and (cfg["SEQ_GRAD"] or not needs_grad)
+    cfg["SHORT"] = batch * dim * length <= cfg["SHORT_CALL_ELEMS"]
+    short_grad = needs_grad and cfg["SHORT"] and not cfg["SEQ_GRAD"]
+    if short_grad:  # the single-launch forward, tiled as the backward is
+        T_seq = T
+    cfg["SEQ"] = short_grad or (triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"]
+                                and (cfg["SEQ_GRAD"] or not needs_grad))
     if cfg["SEQ"]:
         shrink = max(1, T_seq // T)
         cfg["BD_FWD"] = max(1, cfg["BD_FWD"] // shrink)
@@ -972,7 +979,7 @@ class _BackwardPlan:
         nblk = triton.cdiv(lpad, 1024)
         # C reversed per tile: read reversed by `_bwd_main` (C_REV_LOAD), written by the tile-state
         # kernel (short calls), or by its own `_reverse_tiles` launch
-        self.crev_in_state = not cfg["C_REV_LOAD"] and batch * ntiles <= cfg["CREV_IN_STATE_MAX_ROWS"]
+        self.crev_in_state = not cfg["C_REV_LOAD"] and cfg["SHORT"]
         self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
                                 (dim, length, ntiles, dpg, sB_b, sB_g), N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=has_z,
                                 HAS_BIAS=has_bias, SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"],
