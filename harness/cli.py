@@ -920,7 +920,7 @@ def main() -> None:  # pragma: no cover - console-script entry
     """`seqbench`: the typer app, with the heap frozen before the interpreter's shutdown (torch and
     MLflow leave so many objects that collecting them at exit takes about a second)."""
     try:
-        app()
+        app(prog_name="seqbench")  # the same name in help and errors under `python -m seqbench`
     finally:
         gc.freeze()
 

@@ -112,6 +112,21 @@ def test_version_and_shell_completion():
     assert shown.exit_code == 0 and "_SEQBENCH_COMPLETE" in shown.stdout
 
 
+def test_python_dash_m_runs_the_same_cli():
+    """`python -m seqbench` is the `seqbench` command: same version line, same name in its help
+    and in a bad input's usage line (exit code 2)."""
+    from seqbench import __version__
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "seqbench", *args], capture_output=True, text=True, timeout=120)
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout == f"seqbench {__version__}\n", version.stderr
+    assert run("--help").stdout.count("Usage: seqbench ") == 1
+    bad = run("run")
+    assert bad.returncode == 2 and "Usage: seqbench run" in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize("command", [["run"], ["sweep"], ["report"], ["ui"], ["list"], ["bench", "kernels"],
                                      ["bench", "operators"], ["bench", "models"], ["bench", "generation"],
                                      ["bench", "mamba-ssm"], ["bench", "generation-split"]])
