@@ -770,17 +770,21 @@ def bench_kernels(
     profile: Optional[str] = typer.Option(None, help="batch,dim,length: per-kernel times of one fwd+bwd; default: none, the timing table."),
     conv: bool = typer.Option(False, help="Time the conv and decode-step kernels against PyTorch."),
     host: bool = typer.Option(False, help="Short shapes: device and host time per call (with --variants, more)."),
+    alternate: bool = typer.Option(False, help="With --host: the short calls' paths against the long calls' "
+                                               "at short shapes, in alternating rounds (wall and device time)."),
 ) -> None:
     """Selective-scan forward and forward+backward times vs the CUDA reference and flash attention."""
     import torch
 
     if shapes not in ("table", "small"):
         raise SeqbenchError(f"--shapes takes table or small, got {shapes!r}")
+    if alternate and not host:
+        raise SeqbenchError("--alternate is a --host measurement: give both")
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench kernels` times the Triton kernels and needs a CUDA device")
     from seqbench.harness.bench.kernels import run_kernels_command
 
-    run_kernels_command(out_file, shapes, flash, variants, profile, conv, host)
+    run_kernels_command(out_file, shapes, flash, variants, profile, conv, host, alternate)
 
 
 @bench_app.command("generation-split")

@@ -184,6 +184,13 @@ def test_generation_replot_draws_the_plot_of_a_csv(tmp_path):
         assert result.exit_code == 2 and message in result.output
 
 
+def test_bench_kernels_alternate_needs_host():
+    """--alternate is a --host measurement: without --host it is one line and exit 2, before any
+    device is looked for."""
+    result = invoke("bench", "kernels", "--alternate")
+    assert result.exit_code == 2 and "--alternate is a --host measurement" in result.output
+
+
 def test_dry_run_resolves_everything_and_writes_nothing(tmp_path, monkeypatch):
     """--dry-run prints the resolved plan (defaults filled, parameters counted, config hash) and
     leaves no store, checkpoint or run behind; bad input is still one line and exit 2."""

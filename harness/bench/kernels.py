@@ -354,12 +354,85 @@ def run_host_bench(variants: dict[str, dict | None], shapes: list[tuple[int, int
     return rows
 
 
+def _fwd_bwd_wall_us(fn, calls: int = 60) -> float:
+    """Wall time per call of `calls` back-to-back calls, synchronised at both ends (us)."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+def _fwd_bwd_device_us(fn, calls: int = 30) -> float:
+    """Device time per call (us): the calls queued behind a ~0.1 s sleep kernel, so that the host
+    has enqueued them all before the first runs and the events time the GPU alone."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(int(2e8))
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls * 1e3
+
+
+def run_alternating(variants: dict[str, dict | None], shapes: list[tuple[int, int, int]],
+                    rounds: int = 5) -> list[dict]:
+    """Forward+backward (`.backward()` of the public entry's Triton path) of each variant at each
+    shape: wall and device time per call, in rounds that alternate the variants in a shuffled
+    order (the host's speed drifts between windows of one run), medians over the rounds."""
+    import random
+
+    from seqbench.kernels.scan.triton import selective_scan_triton
+
+    rows = []
+    for shape in shapes:
+        x = make_inputs(*shape, requires_grad=True)
+        dout = torch.randn_like(x["u"])
+
+        def call(cfg):
+            out = selective_scan_triton(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
+                                        delta_bias=x["delta_bias"], delta_softplus=True, _config=cfg)
+            out.backward(dout)
+            for t in x.values():
+                t.grad = None
+
+        times = {name: {"wall": [], "device": []} for name in variants}
+        for cfg in variants.values():  # compile and warm every variant first
+            for _ in range(5):
+                call(cfg)
+        order = list(variants)
+        for r in range(rounds):
+            random.Random(r).shuffle(order)
+            for name in order:
+                times[name]["wall"].append(_fwd_bwd_wall_us(lambda: call(variants[name])))
+                times[name]["device"].append(_fwd_bwd_device_us(lambda: call(variants[name])))
+        for name in variants:
+            wall = times[name]["wall"]
+            row = dict(variant=name, batch=shape[0], dim=shape[1], length=shape[2],
+                       fwdbwd_wall_us=round(statistics.median(wall), 1),
+                       fwdbwd_device_us=round(statistics.median(times[name]["device"]), 1),
+                       wall_min_us=round(min(wall), 1), wall_max_us=round(max(wall), 1))
+            rows.append(row)
+            print(f"# {name:>11} {'x'.join(map(str, shape)):>12}: wall {row['fwdbwd_wall_us']:7.1f} us, device "
+                  f"{row['fwdbwd_device_us']:7.1f} us (wall rounds {row['wall_min_us']:.0f}-{row['wall_max_us']:.0f})",
+                  flush=True)
+    return rows
+
+
+# --host --alternate: short calls' launch-saving paths (the default) against the long calls' paths
+# at short shapes, the last two the paper's synthetic-task sizes (kernels/NOTES.md, variant 14)
+ALTERNATE_VARIANTS: dict[str, dict | None] = {"default": None, "long-paths": {"SHORT_CALL_ELEMS": 0}}
+ALTERNATE_SHAPES = [(1, 1536, 2048), (8, 128, 256), (16, 128, 256), (2, 1536, 1024)]
+
 # --host: the default (single-launch forward at these lengths) against the three-kernel forward,
 # the single-launch forward under autograd too, the backward's sums in PyTorch, and C read
 # reversed inside `_bwd_main` (kernels/NOTES.md, variants 11 and 12); with --variants also the
 # sequential forward's tile shapes
 HOST_VARIANTS: dict[str, dict | None] = {
-    "default": None, "three_kernel": {"SEQ_MAX_TILES": 0}, "seq_grad": {"SEQ_GRAD": True},
+    "default": None, "three_kernel": {"SEQ_MAX_TILES": 0, "SHORT_CALL_ELEMS": 0}, "seq_grad": {"SEQ_GRAD": True},
     "torch_sums": {"SUMS_MAX_ROWS": 0}, "c_rev_load": {"C_REV_LOAD": True},
     "seq_grad_c_rev_load": {"SEQ_GRAD": True, "C_REV_LOAD": True},
 }
@@ -384,9 +457,14 @@ VARIANT_SHAPES = [(1, 1536, 8192), (1, 1536, 131072), (8, 1536, 2048), (1, 1536,
 
 
 def run_kernels_command(out: pathlib.Path | None, shapes: str = "table", flash: bool = True, variants: bool = False,
-                        profile: str | None = None, conv: bool = False, host: bool = False) -> None:
+                        profile: str | None = None, conv: bool = False, host: bool = False,
+                        alternate: bool = False) -> None:
     """What `seqbench bench kernels` runs: the table (default), or one of the special measurements."""
-    if host:
+    if host and alternate:
+        rows = run_alternating(ALTERNATE_VARIANTS, ALTERNATE_SHAPES)
+        if out is not None:
+            write_rows(out, rows)
+    elif host:
         rows = run_host_bench({**HOST_VARIANTS, **(SEQ_VARIANTS if variants else {})})
         if out is not None:
             write_rows(out, rows)
