@@ -62,6 +62,9 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), _uncached_autocast():
             self.logits, _ = model.step(self.tokens, state)
+        for layer in state:  # zeroed above and capturing runs nothing: a state that has seen no token
+            if "fresh" in layer:
+                layer["fresh"] = True
 
     def _zero(self) -> None:
         for layer in self.state:

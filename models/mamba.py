@@ -98,9 +98,17 @@ class MambaMixer(Mixer):
         if self.in_proj.bias is not None:
             bias = cast(self.in_proj.bias)
             x, z = x + bias[:di, None], z + bias[di:, None]
-        if state is not None:  # continue from the state's last conv inputs (zeros: from the start)
+        # a state that has seen no token (init_state's, or a reset one) needs no carrying: the conv
+        # pads with zeros itself and the scan starts from zero, so the prefill of a prompt skips
+        # the concatenation and the slice copy of x (two (b, d_inner, l) copies a layer)
+        fresh = state is not None and state.get("fresh", False)
+        carried = state is not None and not fresh
+        if carried:  # continue from the state's last conv inputs
             x = torch.cat([state["conv"][:, :, 1:].to(x.dtype), x], dim=-1)
             state["conv"].copy_(x[:, :, -self.d_conv:])
+        elif fresh:  # the last d_conv inputs (a shorter prompt leaves the state's leading zeros)
+            n = min(x.shape[-1], self.d_conv)
+            state["conv"][:, :, self.d_conv - n:].copy_(x[:, :, x.shape[-1] - n:])
         if state is None and torch.is_grad_enabled() and self._fused(x):
             from seqbench.kernels.mamba_block import mamba_inner  # imports Triton: only where it runs
 
@@ -110,19 +118,20 @@ class MambaMixer(Mixer):
         else:
             x = kernels.causal_conv1d(x, cast(self.conv_weight), cast(self.conv_bias), activation="silu",
                                       backend=self.backend)
-            if state is not None:  # the outputs of the state's own inputs are the previous chunk's
+            if carried:  # the outputs of the state's own inputs are the previous chunk's
                 x = x[:, :, self.d_conv - 1:].contiguous()
             x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
             dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
             y = selective_scan(
                 x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
                 D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                return_last_state=state is not None, initial_state=None if state is None else state["ssm"],
+                return_last_state=state is not None, initial_state=state["ssm"] if carried else None,
                 backend=self.backend,
             )
             if state is not None:
                 y, last = y
                 state["ssm"].copy_(last)
+                state["fresh"] = False
             out = channels_to_tokens(y, cast(self.out_proj.weight))
         return out if self.out_proj.bias is None else out + cast(self.out_proj.bias)
 
@@ -135,10 +144,12 @@ class MambaMixer(Mixer):
         grow with the sequence, which is why Mamba decodes in constant time per token."""
         dtype = dtype or self.in_proj.weight.dtype
         return {"conv": torch.zeros(batch_size, self.d_inner, self.d_conv, device=device, dtype=dtype),
-                "ssm": torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=torch.float32)}
+                "ssm": torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=torch.float32),
+                "fresh": True}  # no token seen yet (`forward` and `step` clear it)
 
     def step(self, hidden: Tensor, state: dict) -> Tensor:
         """One token: (b, d_model) -> (b, d_model), updating the conv and SSM states in place."""
+        state["fresh"] = False
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, d_inner) each, row slices: read in place
         x = kernels.causal_conv1d_update(x, state["conv"], *self._conv_params(x.dtype), activation="silu",
                                          backend=self.backend)

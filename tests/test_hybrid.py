@@ -70,7 +70,8 @@ def test_a_hybrid_decodes_with_an_ssm_state_and_a_kv_cache():
     model = build_model("hybrid", vocab_size=16, head=HEAD, d_model=32, n_layers=3, attn_layers="1", n_heads=4)
     model = model.double()
     state = model.init_state(2, max_len=12, dtype=torch.float64)
-    assert set(state[0]) == {"conv", "ssm"} and set(state[1]) == {"k", "v", "pos"} and set(state[2]) == {"conv", "ssm"}
+    mamba_state = {"conv", "ssm", "fresh"}  # "fresh": no token seen yet
+    assert set(state[0]) == mamba_state and set(state[1]) == {"k", "v", "pos"} and set(state[2]) == mamba_state
     prompt = torch.randint(0, 16, (2, 5))
     out = model.generate(prompt, 7, temperature=0)
     assert out.shape == (2, 12) and torch.equal(out[:, :5], prompt)

@@ -64,6 +64,30 @@ def test_step_by_step_decoding_equals_the_full_forward(family):
         torch.testing.assert_close(logits, full[:, t], rtol=1e-6, atol=1e-6)  # the SSM state is fp32
 
 
+@pytest.mark.parametrize("prompt_len", [1, 3, 4, 9])
+def test_mamba_prefill_from_a_new_state_equals_carrying_a_zero_state(prompt_len):
+    """A state that has seen no token is prefilled without carrying (no concatenation, no initial
+    state): the same logits and the same conv and SSM states as carrying a zero state, for prompts
+    shorter than, as long as and longer than the conv's window; then decoding goes on as the full
+    forward does."""
+    model = tiny("mamba")
+    ids = torch.randint(0, 16, (2, prompt_len + 3))
+    full = model(ids)
+    fresh = model.init_state(2, max_len=ids.shape[1], dtype=torch.float64)
+    carried = model.init_state(2, max_len=ids.shape[1], dtype=torch.float64)
+    for layer in carried:
+        layer["fresh"] = False  # the general path, from zeros
+    a, b = model.prefill(ids[:, :prompt_len], fresh), model.prefill(ids[:, :prompt_len], carried)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for x, y in zip(fresh, carried):
+        assert not x["fresh"] and not y["fresh"]
+        torch.testing.assert_close(x["conv"], y["conv"], rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(x["ssm"], y["ssm"], rtol=1e-6, atol=1e-6)
+    for t in range(prompt_len, ids.shape[1]):
+        logits, fresh = model.step(ids[:, t], fresh)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("family", ["mamba", "hyena"])
 def test_mamba_and_hyena_blocks_take_an_mlp_of_any_kind(family):
     """`--set mlp` (none, gelu, swiglu): a SwiGLU after every mixer (MAD's blocks) adds its
