@@ -191,6 +191,12 @@ def test_bench_kernels_alternate_needs_host():
     assert result.exit_code == 2 and "--alternate is a --host measurement" in result.output
 
 
+def test_bench_mamba_ssm_names_its_parts():
+    """A part that does not exist is one line naming those that do (profile among them), exit 2."""
+    result = invoke("bench", "mamba-ssm", "--parts", "train,profiles")
+    assert result.exit_code == 2 and "--parts takes train, prefill, generation, scan, profile" in result.output
+
+
 def test_dry_run_resolves_everything_and_writes_nothing(tmp_path, monkeypatch):
     """--dry-run prints the resolved plan (defaults filled, parameters counted, config hash) and
     leaves no store, checkpoint or run behind; bad input is still one line and exit 2."""

@@ -142,6 +142,77 @@ def _scan_fwd_bwd_ms(rounds: int = 6) -> tuple[float, float | None]:
     return statistics.median(times["ours"]), statistics.median(times["theirs"]) if "theirs" in times else None
 
 
+PROFILE_FIELDS = ["side", "what", "batch", "kernel", "launches", "device_ms"]
+PROFILE_CALLS = (("prefill", 1), ("generation", 32))  # 1.4b: the rows still below or near 1.0
+PROFILE_TOP = 12
+
+
+def _profile(fn, side: str, what: str, batch: int, calls: int = 3) -> list[dict]:
+    """Where one call's time goes: per kernel name, launches and device ms per call (torch
+    profiler, CUDA activity, after a warm-up call), the top PROFILE_TOP and the rest as one row,
+    then "(all kernels)" and "(wall)" (CUDA events), whose difference is time the GPU waited."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    wall = time_ms(fn, torch.device("cuda"), repeats=calls, warmup=0)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:  # kernels, memcpys, memsets
+            entry = kernels.setdefault(event.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += event.time_range.elapsed_us() / 1000
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][1])
+    row = lambda name, n, ms: dict(side=side, what=what, batch=batch, kernel=name,  # noqa: E731
+                                   launches=round(n / calls, 1), device_ms=round(ms / calls, 4))
+    rows = [row(name[:120], n, ms) for name, (n, ms) in ranked[:PROFILE_TOP]]
+    rest = ranked[PROFILE_TOP:]
+    if rest:
+        rows.append(row(f"({len(rest)} other kernels)", sum(v[0] for _, v in rest), sum(v[1] for _, v in rest)))
+    rows.append(row("(all kernels)", sum(v[0] for v in kernels.values()), sum(v[1] for v in kernels.values())))
+    rows.append(dict(side=side, what=what, batch=batch, kernel="(wall)", launches="", device_ms=round(wall, 4)))
+    for r in rows[-2:]:
+        print(f"# profile {side:9s} {what:10s} B{batch:<3d} {r['kernel']:16s} {r['launches']!s:>7s} launches "
+              f"{r['device_ms']:9.3f} ms", flush=True)
+    return rows
+
+
+def run_profile(out_csv: Path | None) -> list[dict]:
+    """`--parts profile`: PROFILE_CALLS profiled for both sides at 1.4b (bf16 weights), to
+    `<out>-profile.csv` beside the table when --out is given."""
+    rows: list[dict] = []
+    ours_model, their_model = _ours("1.4b").to(torch.bfloat16), _theirs("1.4b")
+    their_model = their_model.to(torch.bfloat16) if their_model is not None else None
+    for what, batch in PROFILE_CALLS:
+        ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
+        for side, model in (("seqbench", ours_model), ("mamba_ssm", their_model)):
+            if model is None:
+                continue
+            theirs = side == "mamba_ssm"
+            if what == "prefill":
+                def call(model=model, theirs=theirs):
+                    with torch.no_grad():
+                        _logits(model, ids, theirs, last_only=True)
+            elif theirs:
+                def call(model=model):
+                    model.generate(input_ids=ids, max_length=PROMPT + NEW, cg=True, temperature=1.0, top_k=1)
+            else:
+                def call(model=model):
+                    model.generate(ids, NEW, temperature=0, cuda_graph=True)
+            rows += _profile(call, side, what, batch)
+        ours_model.release_decoding()
+        if their_model is not None and hasattr(their_model, "_decoding_cache"):
+            del their_model._decoding_cache
+        torch.cuda.empty_cache()
+    if out_csv is not None:
+        write_csv(rows, out_csv.with_name(out_csv.stem + "-profile.csv"), PROFILE_FIELDS)
+    return rows
+
+
 def _row(what, size, batch, seq_len, ours, theirs, unit, higher_is_better) -> dict:
     ratio = None
     if ours is not None and theirs is not None:
@@ -155,7 +226,8 @@ def _row(what, size, batch, seq_len, ours, theirs, unit, higher_is_better) -> di
 
 
 def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train", "prefill", "generation", "scan")) -> list[dict]:
-    """Measure every cell (both implementations where mamba_ssm imports); write the CSV and its plot."""
+    """Measure every cell (both implementations where mamba_ssm imports); write the CSV and its
+    plot; with "profile" among the parts, also the per-kernel profiles (`run_profile`)."""
     rows: list[dict] = []
 
     def emit(row):
@@ -202,8 +274,10 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
             torch.cuda.empty_cache()
     if "scan" in parts:
         emit(_row("scan", "1536", 1, 2048, *_scan_fwd_bwd_ms(), "ms", False))
-    if out_csv is not None:
+    if out_csv is not None and rows:
         plot_ratios(rows, out_csv.with_suffix(".png"))
+    if "profile" in parts:
+        run_profile(out_csv)
     return rows
 
 
