@@ -3,6 +3,7 @@
     seqbench bench kernels --out results/h200/kernels.csv
     seqbench bench kernels --variants            # compare tile configurations side by side
     seqbench bench kernels --host [--variants]   # short shapes: host vs device time per call
+    seqbench bench kernels --host --alternate    # short calls' paths vs the long ones, alternating rounds
 
 For every shape of kernels/CONTRACT.md's table (plus batch 1, dim 1536, length 2^21): forward and
 forward+backward median times of `selective_scan_triton` (bf16, N = 16, with z, D, delta_bias,
