@@ -124,7 +124,7 @@ class MambaMixer(Mixer):
             dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
             y = selective_scan(
                 x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
-                D=self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,  # read as fp32 by the scan
                 return_last_state=state is not None, initial_state=state["ssm"] if carried else None,
                 backend=self.backend,
             )

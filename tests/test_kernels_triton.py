@@ -296,6 +296,33 @@ def test_state_update_equals_scan_token_by_token(groups):
 
 
 @needs_triton
+@pytest.mark.parametrize("config", [None, {"SHORT_CALL_ELEMS": 0}], ids=["short", "long-paths"])
+def test_scan_reads_D_and_delta_bias_in_their_own_dtype(config):
+    """D and delta_bias in bf16 go to the kernels as they are (read as fp32, no host-side cast):
+    the output and every gradient equal those of the same values given as fp32, and their
+    gradients come back in bf16."""
+    from seqbench.kernels.scan import triton as triton_scan
+
+    x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 37, 4, torch.float32, seed=11).items()}
+    low = {"D": x["D"].to(torch.bfloat16), "delta_bias": x["delta_bias"].to(torch.bfloat16)}
+    results = []
+    for D, bias in ((low["D"], low["delta_bias"]), (low["D"].float(), low["delta_bias"].float())):
+        leaves = {"u": x["u"].clone().requires_grad_(True), "D": D.clone().requires_grad_(True),
+                  "bias": bias.clone().requires_grad_(True)}
+        out = triton_scan.selective_scan_triton(
+            leaves["u"], x["delta"], x["A"], x["B"], x["C"], D=leaves["D"], z=x["z"], delta_bias=leaves["bias"],
+            delta_softplus=True, _config=config)
+        out.backward(torch.ones_like(out))
+        results.append((out.detach(), {k: v.grad for k, v in leaves.items()}))
+    (out_low, grads_low), (out_f32, grads_f32) = results
+    assert grads_low["D"].dtype == torch.bfloat16 and grads_low["bias"].dtype == torch.bfloat16
+    torch.testing.assert_close(out_low, out_f32, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads_low["u"], grads_f32["u"], rtol=1e-6, atol=1e-6)
+    for k in ("D", "bias"):
+        torch.testing.assert_close(grads_low[k], grads_f32[k].to(torch.bfloat16), rtol=0, atol=0)
+
+
+@needs_triton
 def test_state_update_reads_row_slices_and_a_log_in_place():
     """The decode step's layout: x, z slices of one in_proj row, dt, B, C slices of one x_proj
     row, D and dt_bias in bf16, A given as A_log: the same as the reference on copies."""

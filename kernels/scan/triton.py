@@ -112,7 +112,7 @@ def _load_dt(delta_ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS: tl.constexpr, SOFT
     """delta tile -> (pre-activation x, dt), dt forced to 0 outside the valid region."""
     x = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        x = x + tl.load(bias_ptr + d, mask=d_mask, other=0.0)[:, None]
+        x = x + tl.load(bias_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[:, None]
     if SOFTPLUS:
         dt = _softplus(x)
     else:
@@ -264,7 +264,7 @@ def _tile_forward(
         Cn = Cn_x
         h0 = h0_x
     if HAS_D:
-        y += tl.load(D_ptr + d, mask=d_mask, other=0.0)[:, None] * uf
+        y += tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)[:, None] * uf
     if HAS_Z:
         zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
         y = y * zf * tl.sigmoid(zf)
@@ -584,7 +584,7 @@ def _bwd_main(
         # per-element gradients; z / dout / delta are reloaded (cache hits) to keep registers low
         do, zf, sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
         if HAS_D:
-            Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0)
+            Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
             y += Dv[:, None] * uf
             du = ddtu * dt + dy * Dv[:, None]
             tl.store(dDp_ptr + (b * ntiles + tile) * dim + d, tl.sum(dy * uf, axis=1), mask=d_mask)
@@ -829,9 +829,9 @@ class _Plan:
             B2, C2 = B2.float(), C2.float()
         groups, N, sB_b, sB_g = _bc_geometry(B2)
         self.cast = {"A": A.dtype != torch.float32 or not A.is_contiguous(),
-                     "D": D is not None and (D.dtype != torch.float32 or not D.is_contiguous()),
-                     "bias": delta_bias is not None and (delta_bias.dtype != torch.float32
-                                                         or not delta_bias.is_contiguous()),
+                     # D and delta_bias in any float dtype: the kernels convert them as they load
+                     "D": D is not None and not D.is_contiguous(),
+                     "bias": delta_bias is not None and not delta_bias.is_contiguous(),
                      "h0": initial_state is not None and (initial_state.dtype != torch.float32
                                                           or not initial_state.is_contiguous())}
         self.cfg, self.batch, self.dim, self.length, self.groups, self.N = cfg, batch, dim, length, groups, N
@@ -879,9 +879,9 @@ class _Plan:
         if cast["A"]:
             A = A.float().contiguous()
         if cast["D"]:
-            D = D.float().contiguous()
+            D = D.contiguous()
         if cast["bias"]:
-            delta_bias = delta_bias.float().contiguous()
+            delta_bias = delta_bias.contiguous()
         if cast["h0"]:
             initial_state = initial_state.float().contiguous()
         return u, delta, A, B, C, D, z, delta_bias, initial_state
