@@ -123,7 +123,7 @@ class MambaMixer(Mixer):
             x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
             dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
             y = selective_scan(
-                x, dt, -torch.exp(self.A_log.float()), x_dbl[:, R:R + N], x_dbl[:, R + N:],
+                x, dt, self.A_log, x_dbl[:, R:R + N], x_dbl[:, R + N:], A_is_log=True,  # A = -exp(A_log)
                 D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,  # read as fp32 by the scan
                 return_last_state=state is not None, initial_state=state["ssm"] if carried else None,
                 backend=self.backend,

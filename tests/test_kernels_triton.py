@@ -323,6 +323,47 @@ def test_scan_reads_D_and_delta_bias_in_their_own_dtype(config):
 
 
 @needs_triton
+@pytest.mark.parametrize("config", [None, {"SHORT_CALL_ELEMS": 0}], ids=["short", "long-paths"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_scan_takes_A_as_A_log(config, dtype):
+    """A_is_log: the kernels make A = -exp(A_log) as they load it (A_log in its own dtype, no
+    host-side launches): output, last state and every gradient, A_log's included, equal the scan
+    given A; the reference backend takes the flag too."""
+    from seqbench.kernels.scan import selective_scan
+
+    x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, 37, 4, torch.float32, seed=13).items()}
+    A_log = torch.log(-x["A"]).to(dtype)
+    results = []
+    for backend, A, is_log in (("triton", A_log, True), ("triton", -torch.exp(A_log.float()), False),
+                               ("reference", A_log, True)):
+        leaves = {"u": x["u"].clone().requires_grad_(True), "A": A.detach().clone().requires_grad_(True),
+                  "B": x["B"].clone().requires_grad_(True), "h0": x["initial_state"].clone().requires_grad_(True)}
+        kw = {"_config": config} if backend == "triton" and config else {}
+        if kw:
+            from seqbench.kernels.scan.triton import selective_scan_triton as scan
+
+            out, last = scan(leaves["u"], x["delta"], leaves["A"], leaves["B"], x["C"], D=x["D"], z=x["z"],
+                             delta_bias=x["delta_bias"], delta_softplus=True, return_last_state=True,
+                             initial_state=leaves["h0"], A_is_log=is_log, **kw)
+        else:
+            out, last = selective_scan(leaves["u"], x["delta"], leaves["A"], leaves["B"], x["C"], D=x["D"], z=x["z"],
+                                       delta_bias=x["delta_bias"], delta_softplus=True, return_last_state=True,
+                                       initial_state=leaves["h0"], backend=backend, A_is_log=is_log)
+        (out.sum() + last.sum()).backward()
+        results.append((out.detach(), last.detach(), {k: v.grad for k, v in leaves.items()}))
+    (out_log, last_log, g_log), (out_a, last_a, g_a), (out_ref, last_ref, g_ref) = results
+    torch.testing.assert_close(out_log, out_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last_log, last_a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_log, out_ref, rtol=1e-4, atol=1e-4)
+    assert g_log["A"].dtype == dtype
+    A = -torch.exp(A_log.float())
+    torch.testing.assert_close(g_log["A"].float(), (g_a["A"] * A).to(dtype).float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_log["A"].float(), g_ref["A"].float(), rtol=2e-3, atol=2e-3)
+    for k in ("u", "B", "h0"):
+        torch.testing.assert_close(g_log[k], g_a[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+@needs_triton
 def test_state_update_reads_row_slices_and_a_log_in_place():
     """The decode step's layout: x, z slices of one in_proj row, dt, B, C slices of one x_proj
     row, D and dt_bias in bf16, A given as A_log: the same as the reference on copies."""

@@ -9,6 +9,7 @@ CPU tensors; "triton" and "reference" force one. Semantics: scan/reference.py an
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from seqbench.kernels.backend import resolve_backend
@@ -29,11 +30,16 @@ def selective_scan(
     return_last_state: bool = False,
     initial_state: Tensor | None = None,
     backend: str = "auto",
+    A_is_log: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Selective scan (Mamba's S6) with kernels/CONTRACT.md's semantics; differentiable in every tensor."""
+    """Selective scan (Mamba's S6) with kernels/CONTRACT.md's semantics; differentiable in every
+    tensor. With `A_is_log`, A is given as A_log (A = -exp(A_log), the Mamba block's parameter as
+    it is) and the gradient is A_log's: the Triton kernels make A as they load it."""
     chosen = resolve_backend(backend, u.device)
     if chosen == "reference":
         check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, allow_float64=True)
+        if A_is_log:
+            A = -torch.exp(A if A.dtype == torch.float64 else A.float())
         return selective_scan_chunked(
             u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
             return_last_state=return_last_state, initial_state=initial_state,
@@ -43,5 +49,5 @@ def selective_scan(
 
     return selective_scan_triton(
         u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-        return_last_state=return_last_state, initial_state=initial_state,
+        return_last_state=return_last_state, initial_state=initial_state, A_is_log=A_is_log,
     )

@@ -108,6 +108,16 @@ def _softplus(x):
 
 
 @triton.jit
+def _load_a2(ptrs, mask, A_IS_LOG: tl.constexpr):
+    """A in base 2 (A * log2(e)), fp32, from A itself or, with A_IS_LOG, from A_log (A = -exp(A_log),
+    in any float dtype: the Mamba block's parameter as it is, no host-side launches)."""
+    a = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+    if A_IS_LOG:
+        a = -tl.exp(a)
+    return a * _LOG2E
+
+
+@triton.jit
 def _load_dt(delta_ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """delta tile -> (pre-activation x, dt), dt forced to 0 outside the valid region."""
     x = tl.load(delta_ptrs, mask=mask, other=0.0).to(tl.float32)
@@ -149,7 +159,7 @@ def _fwd_tile_state(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hbuf_ptr, dtsum_ptr,
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
-    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
@@ -162,11 +172,11 @@ def _fwd_tile_state(
     Bp = B_ptr + b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
     Ap = A_ptr + d.to(tl.int64) * N
     hp = hbuf_ptr + (b * ntiles + tile) * N * dim + d
-    a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
+    a2 = _load_a2(Ap, d_mask, A_IS_LOG)
     Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         nx = (n + 1) % N
-        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
+        a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
         Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
         w = tl.exp2(R * a2[:, None]) * dtu * Bn
         tl.store(hp + n * dim, tl.sum(w, axis=1), mask=d_mask)
@@ -178,7 +188,7 @@ def _fwd_tile_state(
 @triton.jit
 def _carry_fwd(
     hloc_ptr, dtsum_ptr, A_ptr, h0_ptr, hst_ptr, dim, ntiles,
-    N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_H0: tl.constexpr,
+    N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_H0: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     """Local end states of the tiles -> start states. hst has ntiles + 1 entries per batch:
     hst[k] = state before tile k, hst[ntiles] = the last state. K tiles are loaded at once
@@ -190,7 +200,7 @@ def _carry_fwd(
     m = idx < N * dim
     n = idx // dim
     d = idx % dim
-    a2 = tl.load(A_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0) * _LOG2E
+    a2 = _load_a2(A_ptr + d.to(tl.int64) * N + n, m, A_IS_LOG)
     if HAS_H0:
         carry = tl.load(h0_ptr + (b * dim + d) * N + n, mask=m, other=0.0)
     else:
@@ -221,7 +231,7 @@ def _tile_forward(
     d, d_mask, mask, ptrs, dim, length,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    STORE_END: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr,
+    STORE_END: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     """One [BD x T] tile of the forward, starting from the states at hs (state n at hs + n * dim):
     per state, tl.associative_scan over (decay, input) pairs with the start state folded into the
@@ -233,7 +243,7 @@ def _tile_forward(
     first = (tt == 0)[None, :]  # the tile's first step takes the start state
     lastcol = (tt == T - 1)[None, :]
     # first state's operands are issued before the tile loads so their latency overlaps
-    a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
+    a2 = _load_a2(Ap, d_mask, A_IS_LOG)
     Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
     h0 = tl.load(hs, mask=d_mask, other=0.0)
@@ -244,7 +254,7 @@ def _tile_forward(
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         # prefetch the next state's operands (wrapped to state 0 on the last step; unused)
         nx = (n + 1) % N
-        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
+        a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
         Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
         Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
         h0_x = tl.load(hs + nx * dim, mask=d_mask, other=0.0)
@@ -278,7 +288,7 @@ def _fwd_out(
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    UNROLL: tl.constexpr,
+    UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
     g = (dblk * BD) // dpg
@@ -286,7 +296,7 @@ def _fwd_out(
     hs = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
     _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, A_ptr + d.to(tl.int64) * N,
                   B_ptr + boff, C_ptr + boff, hs, hs, hs, d_mask, d, d_mask, mask, ptrs, dim, length,
-                  N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, False, UNROLL)
+                  N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, False, UNROLL, A_IS_LOG)
 
 
 @triton.jit
@@ -295,7 +305,7 @@ def _fwd_seq(
     last_ptr, dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     """The whole forward in one launch, for short sequences: a program owns BD channels of one
     batch row and walks its tiles in order (`_tile_forward`, as `_fwd_out` does for one tile).
@@ -334,7 +344,8 @@ def _fwd_seq(
         he = hs + ND  # end states of this tile = start states of the next
         dtsum = _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he,
                               last_p, d_mask & (tile == ntiles - 1), d, d_mask, mask, row[:, None] + t[None, :],
-                              dim, length, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST, UNROLL)
+                              dim, length, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST, UNROLL,
+                              A_IS_LOG)
         tl.store(dsp, dtsum, mask=d_mask)
         hs = he
         dsp += dim
@@ -368,7 +379,7 @@ def _bwd_tile_state(
     dim, length, ntiles, dpg, sB_b, sB_g,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
-    WRITE_CREV: tl.constexpr,
+    WRITE_CREV: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     """Gradient flowing into each tile's start state from inside the tile, with a zero gradient
     at the tile's end: q = sum_t exp(A * S_t) * C_t * dy_t (S_t inclusive cumulative dt).
@@ -391,14 +402,14 @@ def _bwd_tile_state(
         rev_dst = Crev_ptr + ((b * (dim // dpg) + g.to(tl.int64)) * N) * (ntiles * T) + tile * T + j
         rev_load = (src < length) & first
         rev_store = (j < T) & first
-    a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
+    a2 = _load_a2(Ap, d_mask, A_IS_LOG)
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         if WRITE_CREV:
             tl.store(rev_dst + n * (ntiles * T), tl.load(rev_src + n * length, mask=rev_load, other=0.0),
                      mask=rev_store)
         nx = (n + 1) % N
-        a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
+        a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
         Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
         w = tl.exp2(S * a2[:, None]) * dy * Cn
         tl.store(qp + n * dim, tl.sum(w, axis=1), mask=d_mask)
@@ -423,7 +434,7 @@ def _reverse_tiles(C_ptr, Crev_ptr, length, lpad, nblk, rows_per_batch, sC_b, T:
 @triton.jit
 def _carry_bwd(
     qloc_ptr, dtsum_ptr, A_ptr, dlast_ptr, gst_ptr, dim, ntiles,
-    N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_DLAST: tl.constexpr,
+    N: tl.constexpr, BLK: tl.constexpr, K: tl.constexpr, HAS_DLAST: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     """Reverse walk over tiles. gst has ntiles + 1 entries per batch: gst[k + 1] = gradient
     w.r.t. the state at the end of tile k (gst[ntiles] = dlast), gst[0] = gradient w.r.t. the
@@ -434,7 +445,7 @@ def _carry_bwd(
     m = idx < N * dim
     n = idx // dim
     d = idx % dim
-    a2 = tl.load(A_ptr + d.to(tl.int64) * N + n, mask=m, other=0.0) * _LOG2E
+    a2 = _load_a2(A_ptr + d.to(tl.int64) * N + n, m, A_IS_LOG)
     if HAS_DLAST:
         carry = tl.load(dlast_ptr + (b * dim + d) * N + n, mask=m, other=0.0)
     else:
@@ -476,7 +487,7 @@ def _bwd_main(
     dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, ACCUM: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    UNROLL: tl.constexpr, HAS_OUT: tl.constexpr, C_REV_LOAD: tl.constexpr = False,
+    UNROLL: tl.constexpr, HAS_OUT: tl.constexpr, C_REV_LOAD: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
     """Per tile: h by a forward scan from the tile's start state, and g = dL/dh by a forward
     scan over the tile in reversed order (position i holds step T-1-i), then g is flipped back.
@@ -521,7 +532,7 @@ def _bwd_main(
         Ap = A_ptr + d.to(tl.int64) * N
         hp = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
         gp = gst_ptr + (b * (ntiles + 1) + tile + 1) * N * dim + d
-        a2 = tl.load(Ap, mask=d_mask, other=0.0) * _LOG2E
+        a2 = _load_a2(Ap, d_mask, A_IS_LOG)
         Bn = tl.load(Bp, mask=mask, other=0.0).to(tl.float32)
         Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
         Cn_r = tl.load(Crp, mask=crev_mask, other=0.0).to(tl.float32)
@@ -542,7 +553,7 @@ def _bwd_main(
         first = (tl.arange(0, T) == 0)[None, :]
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             nx = (n + 1) % N
-            a2_x = tl.load(Ap + nx, mask=d_mask, other=0.0) * _LOG2E
+            a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
             Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
             Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
             Cn_rx = tl.load(Crp + nx * crev_row, mask=crev_mask, other=0.0).to(tl.float32)
@@ -807,8 +818,8 @@ class _Plan:
     signature only allocates and launches: this is what keeps a short scan's host time small."""
 
     def __init__(self, u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides,
-                 needs_grad):
-        self.softplus, self.want_last = softplus, want_last
+                 needs_grad, a_is_log=False):
+        self.softplus, self.want_last, self.a_is_log = softplus, want_last, a_is_log
         self.device = u.get_device()
         self.dtypes = (B.dim(), B.dtype, C.dtype, A.dtype, None if D is None else D.dtype,
                        None if delta_bias is None else delta_bias.dtype,
@@ -828,7 +839,8 @@ class _Plan:
         if self.bc_f32:  # a cast may change the strides: the geometry is the converted one's
             B2, C2 = B2.float(), C2.float()
         groups, N, sB_b, sB_g = _bc_geometry(B2)
-        self.cast = {"A": A.dtype != torch.float32 or not A.is_contiguous(),
+        # A_log (a_is_log) in any float dtype: the kernels turn it into A as they load it
+        self.cast = {"A": not A.is_contiguous() or (A.dtype != torch.float32 and not a_is_log),
                      # D and delta_bias in any float dtype: the kernels convert them as they load
                      "D": D is not None and not D.is_contiguous(),
                      "bias": delta_bias is not None and not delta_bias.is_contiguous(),
@@ -845,7 +857,7 @@ class _Plan:
         dpg = dim // groups
         ints = (dim, length, ntiles, dpg, sB_b, sB_g)
         flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
-                     UNROLL=cfg["UNROLL"])
+                     UNROLL=cfg["UNROLL"], A_IS_LOG=a_is_log)
         if cfg["SEQ"]:
             BD = cfg["BD_SEQ"]
             self.fwd = (Bound(_fwd_seq, (triton.cdiv(dim, BD), batch), ints, N=N, BD=BD, T=T, **flags,
@@ -856,9 +868,9 @@ class _Plan:
             blk, K = cfg["BLK_CARRY"], cfg["K_CARRY"]
             self.fwd = (
                 Bound(_fwd_tile_state, grid, ints, N=N, BD=BD, T=T, HAS_BIAS=flags["HAS_BIAS"], SOFTPLUS=softplus,
-                      UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_STATE"]),
+                      UNROLL=cfg["UNROLL"], A_IS_LOG=a_is_log, num_warps=cfg["WARPS_STATE"]),
                 Bound(_carry_fwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
-                      HAS_H0=initial_state is not None, num_warps=cfg["WARPS_CARRY"]),
+                      HAS_H0=initial_state is not None, A_IS_LOG=a_is_log, num_warps=cfg["WARPS_CARRY"]),
                 Bound(_fwd_out, grid, ints, N=N, BD=BD, T=T, **flags, num_warps=cfg["WARPS_FWD"]),
             )
         self._backward: dict[tuple, _BackwardPlan] = {}
@@ -877,7 +889,7 @@ class _Plan:
         if self.bc_f32:
             B, C = B.float(), C.float()
         if cast["A"]:
-            A = A.float().contiguous()
+            A = A.contiguous() if self.a_is_log else A.float().contiguous()
         if cast["D"]:
             D = D.contiguous()
         if cast["bias"]:
@@ -983,9 +995,9 @@ class _BackwardPlan:
         self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
                                 (dim, length, ntiles, dpg, sB_b, sB_g), N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=has_z,
                                 HAS_BIAS=has_bias, SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"],
-                                WRITE_CREV=self.crev_in_state, num_warps=cfg["WARPS_STATE"])
+                                WRITE_CREV=self.crev_in_state, A_IS_LOG=fp.a_is_log, num_warps=cfg["WARPS_STATE"])
         self.carry = Bound(_carry_bwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
-                           HAS_DLAST=has_dlast, num_warps=cfg["WARPS_CARRY"])
+                           HAS_DLAST=has_dlast, A_IS_LOG=fp.a_is_log, num_warps=cfg["WARPS_CARRY"])
         self.reverse = None if cfg["C_REV_LOAD"] or self.crev_in_state else Bound(
             _reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups * N, sB_b), T=T, BLK=1024,
             num_warps=4)
@@ -1003,16 +1015,16 @@ class _BackwardPlan:
                           (dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub),
                           N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
                           SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=has_out,
-                          C_REV_LOAD=cfg["C_REV_LOAD"])
+                          C_REV_LOAD=cfg["C_REV_LOAD"], A_IS_LOG=fp.a_is_log)
 
 
 def plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus: bool, want_last: bool,
-             overrides: dict | None = None, needs_grad: bool = False) -> _Plan:
+             overrides: dict | None = None, needs_grad: bool = False, a_is_log: bool = False) -> _Plan:
     """The plan of this call's signature: built, after checking the inputs against the contract,
     the first time the signature is seen (a signature that passed once passes again)."""
     key = (_operand_key(u), _operand_key(delta), _operand_key(A), _operand_key(B), _operand_key(C),
            _operand_key(D), _operand_key(z), _operand_key(delta_bias), _operand_key(initial_state),
-           softplus, want_last, needs_grad, None if not overrides else tuple(sorted(overrides.items())))
+           softplus, want_last, needs_grad, a_is_log, None if not overrides else tuple(sorted(overrides.items())))
     plan = _PLANS.get(key)
     if plan is None:
         check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, allow_float64=False)
@@ -1021,7 +1033,7 @@ def plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus: bool,
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         plan = _PLANS[key] = _Plan(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last,
-                                   overrides, needs_grad)
+                                   overrides, needs_grad, a_is_log)
     return plan
 
 
@@ -1062,9 +1074,9 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
             delta_bias if has_bias else dummy, hst, gst, du, ddelta, dz if dz is not None else du, dBp, dCp,
             dDp, dbp, out if out is not None else du)
     if bp.sums is not None:
-        dA = A.new_empty((plan.dim, plan.N))
+        dA = u.new_empty((plan.dim, plan.N), dtype=torch.float32)
         dBC = u.new_empty(bp.dBC_out, dtype=bp.bc_dtype)
-        dDb = A.new_empty((2, plan.dim)) if dDbp is not None else None
+        dDb = u.new_empty((2, plan.dim), dtype=torch.float32) if dDbp is not None else None
         bp.sums(stream, gst, dA, dBp, dBC, dDbp if dDbp is not None else dummy, dDb if dDb is not None else dummy)
     else:
         dBCp = sc["dBC_partial"]
@@ -1082,10 +1094,12 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
 
 
 def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides,
-             needs_grad: bool = False):
-    """The plan of this call, the operands in the kernels' layouts and dtypes, then the forward.
-    Returns out, last (or None), the tensors the backward needs, the plan."""
-    plan = plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides, needs_grad)
+             needs_grad: bool = False, a_is_log: bool = False):
+    """The plan of this call, the operands in the kernels' layouts and dtypes, then the forward
+    (`a_is_log`: A is given as A_log). Returns out, last (or None), the tensors the backward
+    needs, the plan."""
+    plan = plan_for(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_last, overrides, needs_grad,
+                    a_is_log)
     ops = plan.operands(u, delta, A, B, C, D, z, delta_bias, initial_state)
     out, last, hst, dtsum = plan.forward(*ops)
     return out, last, (*ops[:8], hst, dtsum), plan
@@ -1093,9 +1107,10 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, want_
 
 class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, want_last, overrides):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, want_last, overrides,
+                a_is_log):
         out, last, saved, plan = _forward(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                          delta_softplus, want_last, overrides, needs_grad=True)
+                                          delta_softplus, want_last, overrides, needs_grad=True, a_is_log=a_is_log)
         ctx.save_for_backward(*saved)
         ctx.plan = plan
         ctx.set_materialize_grads(False)
@@ -1114,7 +1129,10 @@ class _SelectiveScanFn(torch.autograd.Function):
             dB, dC = dBC.unbind(0)
         else:
             dB, dC = dBC[0].to(Bdt), dBC[1].to(Cdt)
-        return du, ddelta, _as(dA, Adt), dB, dC, _as(dD, Ddt), dz, _as(dbias, biasdt), _as(dh0, h0dt), None, None, None
+        if plan.a_is_log:  # A = -exp(A_log): dL/dA_log = dL/dA * A
+            dA = dA * -torch.exp(A32.float())
+        return (du, ddelta, _as(dA, Adt), dB, dC, _as(dD, Ddt), dz, _as(dbias, biasdt), _as(dh0, h0dt),
+                None, None, None, None)
 
 
 def _as(grad: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
@@ -1134,10 +1152,12 @@ def selective_scan_triton(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     initial_state: Tensor | None = None,
+    A_is_log: bool = False,
     _config: dict | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fused selective scan (kernels/CONTRACT.md semantics) on CUDA tensors, or on CPU tensors under
     TRITON_INTERPRET=1. Differentiable in u, delta, A, B, C, D, z, delta_bias and initial_state.
+    With A_is_log, A is A_log (A = -exp(A_log)) and its gradient is the one of A_log.
     The inputs are checked against the contract the first time their signature is seen."""
     if not u.is_cuda and not _INTERPRET:
         raise ValueError(
@@ -1147,8 +1167,8 @@ def selective_scan_triton(
     args = (u, delta, A, B, C, D, z, delta_bias, initial_state,
             bool(delta_softplus), bool(return_last_state), _config)
     if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args[:9]):
-        result = _SelectiveScanFn.apply(*args)
+        result = _SelectiveScanFn.apply(*args, bool(A_is_log))
         out, last = result if return_last_state else (result, None)
     else:  # nothing to differentiate: no autograd node, nothing saved
-        out, last, _saved, _plan = _forward(*args)
+        out, last, _saved, _plan = _forward(*args, a_is_log=bool(A_is_log))
     return (out, last) if return_last_state else out
