@@ -41,7 +41,8 @@ du, ddelta, dz per element and partial sums of dA, dB, dC, dD, ddelta_bias, redu
 comes from `_reverse_tiles`, or for short calls from `_bwd_tile_state`).
 
 The kernels take A itself and scale it to base 2 as they load it (no host-side A * log2(e)
-launch). Without anything to differentiate the forward runs outside autograd. Every launch goes
+launch), or with A_IS_LOG the Mamba block's A_log, of which they take -exp as they load it (no
+host-side -exp(A_log) either); D and delta_bias they read in their own dtype. Without anything to differentiate the forward runs outside autograd. Every launch goes
 through a `seqbench.kernels.launch.Bound` of the call's plan (`_Plan`: what a call's signature fixes,
 built once per signature), which skips Triton's per-call binding (NOTES.md, variants 8 and 11).
 
