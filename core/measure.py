@@ -33,6 +33,31 @@ def time_ms(fn, device: torch.device, repeats: int = 10, warmup: int = 3) -> flo
     return statistics.median(times)
 
 
+def alternating_rounds(names: list[str], rounds: int, measure) -> dict[str, dict[str, list[float]]]:
+    """`measure(name)` -> {metric: value} for every name, in `rounds` rounds that each take the
+    names in a shuffled (seeded) order: side-by-side timings of host-bound calls, whose host
+    drifts in speed between windows of one run, keep the drift out of their ratio. Returns
+    {name: {metric: [one value per round]}}."""
+    import random
+
+    out: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    order = list(names)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for name in order:
+            for metric, value in measure(name).items():
+                out[name].setdefault(metric, []).append(value)
+    return out
+
+
+def cuda_kernel_times(prof, calls: int) -> list[tuple[str, float, float]]:
+    """(name, launches per call, device ms per call) of every kernel, memcpy and memset a
+    torch.profiler run over `calls` calls recorded, the longest first."""
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    rows = [(e.key, e.count / calls, e.device_time_total / calls / 1e3) for e in events]
+    return sorted(rows, key=lambda row: -row[2])
+
+
 def peak_gb(device: torch.device) -> float:
     return peak_memory_mb(device) / 1024
 

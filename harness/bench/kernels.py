@@ -23,6 +23,9 @@ import statistics
 import time
 
 import torch
+from torch import Tensor
+
+from seqbench.core.measure import alternating_rounds
 
 # kernels/CONTRACT.md, measured on an H200: (batch, dim, length) -> (fwd ms, fwd+bwd ms, flash fwd ms)
 REFERENCE_MS: dict[tuple[int, int, int], tuple[float, float, float]] = {
@@ -379,37 +382,34 @@ def _fwd_bwd_device_us(fn, calls: int = 30) -> float:
     return start.elapsed_time(end) / calls * 1e3
 
 
+def fwd_bwd_call(scan, x: dict, dout: Tensor, **kw):
+    """One `.backward()` of `scan` (ours or the authors', the reference's signature) on
+    make_inputs' `x`, the leaves' gradients dropped after it: the call the host-bound timings make."""
+    def call():
+        out = scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                   delta_softplus=True, **kw)
+        out.backward(dout)
+        for t in x.values():
+            t.grad = None
+    return call
+
+
 def run_alternating(variants: dict[str, dict | None], shapes: list[tuple[int, int, int]],
                     rounds: int = 5) -> list[dict]:
-    """Forward+backward (`.backward()` of the public entry's Triton path) of each variant at each
-    shape: wall and device time per call, in rounds that alternate the variants in a shuffled
-    order (the host's speed drifts between windows of one run), medians over the rounds."""
-    import random
-
+    """Forward+backward (`.backward()` of the Triton path) of each variant at each shape: wall
+    and device time per call, in alternating rounds (`core.measure.alternating_rounds`), medians."""
     from seqbench.kernels.scan.triton import selective_scan_triton
 
     rows = []
     for shape in shapes:
         x = make_inputs(*shape, requires_grad=True)
         dout = torch.randn_like(x["u"])
-
-        def call(cfg):
-            out = selective_scan_triton(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
-                                        delta_bias=x["delta_bias"], delta_softplus=True, _config=cfg)
-            out.backward(dout)
-            for t in x.values():
-                t.grad = None
-
-        times = {name: {"wall": [], "device": []} for name in variants}
-        for cfg in variants.values():  # compile and warm every variant first
+        calls = {name: fwd_bwd_call(selective_scan_triton, x, dout, _config=cfg) for name, cfg in variants.items()}
+        for call in calls.values():  # compile and warm every variant first
             for _ in range(5):
-                call(cfg)
-        order = list(variants)
-        for r in range(rounds):
-            random.Random(r).shuffle(order)
-            for name in order:
-                times[name]["wall"].append(_fwd_bwd_wall_us(lambda: call(variants[name])))
-                times[name]["device"].append(_fwd_bwd_device_us(lambda: call(variants[name])))
+                call()
+        times = alternating_rounds(list(variants), rounds, lambda name: {
+            "wall": _fwd_bwd_wall_us(calls[name]), "device": _fwd_bwd_device_us(calls[name])})
         for name in variants:
             wall = times[name]["wall"]
             row = dict(variant=name, batch=shape[0], dim=shape[1], length=shape[2],

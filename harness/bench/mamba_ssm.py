@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from seqbench.core.devices import autocast
-from seqbench.core.measure import time_ms
+from seqbench.core.measure import alternating_rounds, cuda_kernel_times, time_ms
 from seqbench.harness.bench.models import language_model, save_png, write_csv
 from seqbench.models.presets import LM_VOCAB
 
@@ -106,12 +106,9 @@ def _generate_tokens_per_s(model, theirs: bool, batch: int) -> float:
 
 def _scan_fwd_bwd_ms(rounds: int = 6) -> tuple[float, float | None]:
     """The scan's forward+backward at 1 x 1536 x 2048 (ms), ours and theirs (None without
-    mamba_ssm): interleaved rounds in a shuffled order, the median of each side's rounds. The
-    call is bound by the host, whose speed drifts between windows of one run; interleaving keeps
-    the drift out of the ratio."""
-    import random
-
-    from seqbench.harness.bench.kernels import make_inputs
+    mamba_ssm): the median of each side over alternating rounds (`alternating_rounds`: the call
+    is bound by the host, whose speed drifts between windows of one run)."""
+    from seqbench.harness.bench.kernels import fwd_bwd_call, make_inputs
     from seqbench.kernels import selective_scan as ours
 
     x = make_inputs(1, 1536, 2048, requires_grad=True)
@@ -123,23 +120,11 @@ def _scan_fwd_bwd_ms(rounds: int = 6) -> tuple[float, float | None]:
         scans["theirs"] = selective_scan_fn
     except ImportError:
         pass
-
-    def fwd_bwd(scan):
-        def call():
-            out = scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
-                       delta_softplus=True)
-            out.backward(dout)
-            for t in x.values():
-                t.grad = None
-        return call
-
-    times: dict[str, list[float]] = {name: [] for name in scans}
-    order = list(scans)
-    for r in range(rounds):
-        random.Random(r).shuffle(order)
-        for name in order:
-            times[name].append(time_ms(fwd_bwd(scans[name]), torch.device("cuda"), repeats=50, warmup=10))
-    return statistics.median(times["ours"]), statistics.median(times["theirs"]) if "theirs" in times else None
+    calls = {name: fwd_bwd_call(scan, x, dout) for name, scan in scans.items()}
+    times = alternating_rounds(list(scans), rounds, lambda name: {
+        "ms": time_ms(calls[name], torch.device("cuda"), repeats=50, warmup=10)})
+    median = {name: statistics.median(t["ms"]) for name, t in times.items()}
+    return median["ours"], median.get("theirs")
 
 
 PROFILE_FIELDS = ["side", "what", "batch", "kernel", "launches", "device_ms"]
@@ -160,20 +145,14 @@ def _profile(fn, side: str, what: str, batch: int, calls: int = 3) -> list[dict]
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    kernels: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:  # kernels, memcpys, memsets
-            entry = kernels.setdefault(event.name, [0, 0.0])
-            entry[0] += 1
-            entry[1] += event.time_range.elapsed_us() / 1000
-    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][1])
+    ranked = cuda_kernel_times(prof, calls)
     row = lambda name, n, ms: dict(side=side, what=what, batch=batch, kernel=name,  # noqa: E731
-                                   launches=round(n / calls, 1), device_ms=round(ms / calls, 4))
-    rows = [row(name[:120], n, ms) for name, (n, ms) in ranked[:PROFILE_TOP]]
+                                   launches=round(n, 1), device_ms=round(ms, 4))
+    rows = [row(name[:120], n, ms) for name, n, ms in ranked[:PROFILE_TOP]]
     rest = ranked[PROFILE_TOP:]
     if rest:
-        rows.append(row(f"({len(rest)} other kernels)", sum(v[0] for _, v in rest), sum(v[1] for _, v in rest)))
-    rows.append(row("(all kernels)", sum(v[0] for v in kernels.values()), sum(v[1] for v in kernels.values())))
+        rows.append(row(f"({len(rest)} other kernels)", sum(r[1] for r in rest), sum(r[2] for r in rest)))
+    rows.append(row("(all kernels)", sum(r[1] for r in ranked), sum(r[2] for r in ranked)))
     rows.append(dict(side=side, what=what, batch=batch, kernel="(wall)", launches="", device_ms=round(wall, 4)))
     for r in rows[-2:]:
         print(f"# profile {side:9s} {what:10s} B{batch:<3d} {r['kernel']:16s} {r['launches']!s:>7s} launches "

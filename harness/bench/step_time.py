@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from seqbench.core.measure import cuda_kernel_times
 from seqbench.harness.bench.models import save_png, write_csv
 from seqbench.harness.config import RunConfig
 from seqbench.harness.train_step import StepLog, TrainStep, generated_batches, make_optimizer
@@ -82,11 +83,10 @@ def gpu_busy(task_name: str, family: str, batch: int, seq_len: int, device: torc
     _loop(task, config, step_fn, log, 0, 5, device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         _loop(task, config, step_fn, log, 5, steps, device)
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    total = sum(e.device_time_total for e in kernels) / steps / 1e3
-    count = sum(e.count for e in kernels) // steps
-    top = sorted(((e.key, e.device_time_total / steps / 1e3) for e in kernels), key=lambda kv: -kv[1])[:8]
-    return total, count, top
+    kernels = cuda_kernel_times(prof, steps)
+    total = sum(ms for _, _, ms in kernels)
+    count = int(sum(n for _, n, _ in kernels))
+    return total, count, [(name, ms) for name, _, ms in kernels[:8]]
 
 
 def run_step_time(out_csv: Path | None, profile_top: bool = False) -> list[dict]:

@@ -36,9 +36,8 @@ class _MambaInnerFn(torch.autograd.Function):
     def forward(ctx, x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, dt_rank, d_state):
         u, x_dbl, delta = _pre_scan(x, conv_w, conv_b, xproj_w, dt_w, dt_rank)
         B, C = x_dbl[:, dt_rank:dt_rank + d_state], x_dbl[:, dt_rank + d_state:]
-        A = -torch.exp(A_log.float())
-        y, _, saved, plan = triton_scan._forward(u, delta, A, B, C, D, z, dt_bias, None, True, False, None,
-                                                 needs_grad=True)
+        y, _, saved, plan = triton_scan._forward(u, delta, A_log, B, C, D, z, dt_bias, None, True, False, None,
+                                                 needs_grad=True, a_is_log=True)  # A = -exp(A_log) in the kernels
         hst, dtsum = saved[-2:]
         wT = out_w.t()
         out = torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))  # (b, l, d_model)
@@ -59,8 +58,7 @@ class _MambaInnerFn(torch.autograd.Function):
         with torch.enable_grad():  # the recomputed part, differentiated by autograd below
             u, x_dbl, delta = _pre_scan(*leaves, R)
         B, C = x_dbl_saved[:, R:R + N], x_dbl_saved[:, R + N:]
-        A32 = -torch.exp(A_log.float())
-        ops = ctx.plan.operands(u.detach(), delta.detach(), A32, B, C, D, z, dt_bias, None)  # as the forward's
+        ops = ctx.plan.operands(u.detach(), delta.detach(), A_log, B, C, D, z, dt_bias, None)  # as the forward's
         du, ddelta, dA, dBC, dD, dz, dbias, _ = triton_scan._bwd(ctx.plan, dy, None, *ops[:8], hst, dtsum,
                                                                  collapse_groups=True, out=y)
         dout_w = torch.bmm(doutT, y.transpose(1, 2)).sum(0)  # (d_model, d_inner)
@@ -69,7 +67,7 @@ class _MambaInnerFn(torch.autograd.Function):
         dx_dbl[:, R + N:] = dBC[1]
         torch.autograd.backward([u, x_dbl, delta], [du, dx_dbl, ddelta])
         dx, dconv_w, dconv_b, dxproj_w, ddt_w = (t.grad if t is not None else None for t in leaves)
-        dA_log = (dA * A32).to(A_log.dtype)  # A = -exp(A_log)
+        dA_log = (dA * -torch.exp(A_log.float())).to(A_log.dtype)  # A = -exp(A_log)
         return (dx, dz, dconv_w, dconv_b, dxproj_w, ddt_w, dA_log, dD.to(D.dtype), dbias.to(dt_bias.dtype),
                 dout_w, None, None)
 
