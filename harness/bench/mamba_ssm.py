@@ -13,7 +13,8 @@ model is built with seed 0 and random weights. The scan alone, bound by the host
 drifts within a run, alternates the two implementations over six rounds.
 
 `mamba_ssm` is never a dependency: when it cannot be imported, its column stays empty and only
-seqbench is measured. CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio
+seqbench is measured. Built from the authors' source for the measurement, it compiles in a
+third of the time after `anchor_trim` (only the instantiations measured here are compiled). CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio
 (ratio > 1: seqbench is better -- tokens/s ours / theirs, ms and GB theirs / ours).
 """
 
@@ -127,12 +128,14 @@ def _scan_fwd_bwd_ms(rounds: int = 6) -> tuple[float, float | None]:
     return median["ours"], median.get("theirs")
 
 
-PROFILE_FIELDS = ["side", "what", "batch", "kernel", "launches", "device_ms"]
-PROFILE_CALLS = (("prefill", 1), ("generation", 32))  # 1.4b: the rows still below or near 1.0
-PROFILE_TOP = 12
+PROFILE_FIELDS = ["side", "what", "size", "batch", "kernel", "launches", "device_ms"]
+# the rows still below or near 1.0: one training step (130m, B8 x 2048), the 1.4b batch-1 prefill
+# and the 1.4b batch-32 generation call (its prefill plus 128 decode steps)
+PROFILE_CALLS = (("training", "130m", 8), ("prefill", "1.4b", 1), ("generation", "1.4b", 32))
+PROFILE_TOP = 40  # enough to name every kernel family of a training step (its tail held 8 ms of 99 at 12)
 
 
-def _profile(fn, side: str, what: str, batch: int, calls: int = 3) -> list[dict]:
+def _profile(fn, side: str, what: str, size: str, batch: int, calls: int = 3) -> list[dict]:
     """Where one call's time goes: per kernel name, launches and device ms per call (torch
     profiler, CUDA activity, after a warm-up call), the top PROFILE_TOP and the rest as one row,
     then "(all kernels)" and "(wall)" (CUDA events), whose difference is time the GPU waited."""
@@ -146,47 +149,65 @@ def _profile(fn, side: str, what: str, batch: int, calls: int = 3) -> list[dict]
             fn()
         torch.cuda.synchronize()
     ranked = cuda_kernel_times(prof, calls)
-    row = lambda name, n, ms: dict(side=side, what=what, batch=batch, kernel=name,  # noqa: E731
+    row = lambda name, n, ms: dict(side=side, what=what, size=size, batch=batch, kernel=name,  # noqa: E731
                                    launches=round(n, 1), device_ms=round(ms, 4))
     rows = [row(name[:120], n, ms) for name, n, ms in ranked[:PROFILE_TOP]]
     rest = ranked[PROFILE_TOP:]
     if rest:
         rows.append(row(f"({len(rest)} other kernels)", sum(r[1] for r in rest), sum(r[2] for r in rest)))
     rows.append(row("(all kernels)", sum(r[1] for r in ranked), sum(r[2] for r in ranked)))
-    rows.append(dict(side=side, what=what, batch=batch, kernel="(wall)", launches="", device_ms=round(wall, 4)))
-    for r in rows[-2:]:
-        print(f"# profile {side:9s} {what:10s} B{batch:<3d} {r['kernel']:16s} {r['launches']!s:>7s} launches "
-              f"{r['device_ms']:9.3f} ms", flush=True)
+    rows.append(dict(side=side, what=what, size=size, batch=batch, kernel="(wall)", launches="",
+                     device_ms=round(wall, 4)))
+    for r in rows:
+        print(f"# profile {side:9s} {what:10s} {size:5s} B{batch:<3d} {r['launches']!s:>7s} launches "
+              f"{r['device_ms']:9.3f} ms  {r['kernel'][:90]}", flush=True)
     return rows
 
 
+def _profiled_call(model, theirs: bool, what: str, batch: int):
+    """The call `_profile` times: one training step (bf16 autocast), one prefill, or one
+    generation call, on random ids."""
+    if what == "training":
+        ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
+
+        def call():
+            with autocast(torch.device("cuda")):
+                logits = _logits(model, ids, theirs)
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+        return call
+    ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
+    if what == "prefill":
+        def call():
+            with torch.no_grad():
+                _logits(model, ids, theirs, last_only=True)
+    elif theirs:
+        def call():
+            model.generate(input_ids=ids, max_length=PROMPT + NEW, cg=True, temperature=1.0, top_k=1)
+    else:
+        def call():
+            model.generate(ids, NEW, temperature=0, cuda_graph=True)
+    return call
+
+
 def run_profile(out_csv: Path | None) -> list[dict]:
-    """`--parts profile`: PROFILE_CALLS profiled for both sides at 1.4b (bf16 weights), to
+    """`--parts profile`: each of PROFILE_CALLS profiled on both sides (inference on bf16
+    weights, training on fp32 weights under autocast), one model at a time, to
     `<out>-profile.csv` beside the table when --out is given."""
     rows: list[dict] = []
-    ours_model, their_model = _ours("1.4b").to(torch.bfloat16), _theirs("1.4b")
-    their_model = their_model.to(torch.bfloat16) if their_model is not None else None
-    for what, batch in PROFILE_CALLS:
-        ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
-        for side, model in (("seqbench", ours_model), ("mamba_ssm", their_model)):
+    for what, size, batch in PROFILE_CALLS:
+        for side, build in (("seqbench", _ours), ("mamba_ssm", _theirs)):
+            model = build(size)
             if model is None:
                 continue
-            theirs = side == "mamba_ssm"
-            if what == "prefill":
-                def call(model=model, theirs=theirs):
-                    with torch.no_grad():
-                        _logits(model, ids, theirs, last_only=True)
-            elif theirs:
-                def call(model=model):
-                    model.generate(input_ids=ids, max_length=PROMPT + NEW, cg=True, temperature=1.0, top_k=1)
-            else:
-                def call(model=model):
-                    model.generate(ids, NEW, temperature=0, cuda_graph=True)
-            rows += _profile(call, side, what, batch)
-        ours_model.release_decoding()
-        if their_model is not None and hasattr(their_model, "_decoding_cache"):
-            del their_model._decoding_cache
-        torch.cuda.empty_cache()
+            if what != "training":
+                model = model.to(torch.bfloat16)
+            rows += _profile(_profiled_call(model, side == "mamba_ssm", what, batch), side, what, size, batch)
+            if hasattr(model, "release_decoding"):
+                model.release_decoding()
+            del model
+            torch.cuda.empty_cache()
     if out_csv is not None:
         write_csv(rows, out_csv.with_name(out_csv.stem + "-profile.csv"), PROFILE_FIELDS)
     return rows
