@@ -13,21 +13,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqbench.kernels.backend import needs_autograd
+
+
+def _tokens_to_channels(h: Tensor, weight: Tensor, sizes: tuple[int, ...]) -> tuple[Tensor, ...]:
+    b = h.shape[0]
+    hT = h.transpose(1, 2)  # (b, k, l), a view
+    outs, start = [], 0
+    for n in sizes:
+        w = weight[start:start + n]
+        outs.append(torch.bmm(w.expand(b, *w.shape), hT))
+        start += n
+    return tuple(outs)
+
+
+def _channels_to_tokens(y: Tensor, weight: Tensor) -> Tensor:
+    wT = weight.t()  # (k, o), a view
+    return torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))  # (b, l, o)
+
 
 class _TokensToChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: Tensor, weight: Tensor, sizes: tuple[int, ...]):
-        b = h.shape[0]
-        hT = h.transpose(1, 2)  # (b, k, l), a view
-        outs, start = [], 0
-        for n in sizes:
-            w = weight[start:start + n]
-            outs.append(torch.bmm(w.expand(b, *w.shape), hT))
-            start += n
+        outs = _tokens_to_channels(h, weight, sizes)
         ctx.save_for_backward(h, weight)
         ctx.sizes = sizes
         ctx.set_materialize_grads(False)
-        return tuple(outs)
+        return outs
 
     @staticmethod
     def backward(ctx, *grads):
@@ -54,10 +66,8 @@ class _TokensToChannels(torch.autograd.Function):
 class _ChannelsToTokens(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, weight: Tensor):
-        b = y.shape[0]
-        wT = weight.t()  # (k, o), a view
         ctx.save_for_backward(y, weight)
-        return torch.bmm(y.transpose(1, 2), wT.expand(b, *wT.shape))  # (b, l, o)
+        return _channels_to_tokens(y, weight)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -76,13 +86,19 @@ class _ChannelsToTokens(torch.autograd.Function):
 
 def tokens_to_channels(h: Tensor, weight: Tensor, sizes: tuple[int, ...] | None = None) -> tuple[Tensor, ...]:
     """h (b, l, k) and weight (sum(sizes), k) -> one contiguous (b, n, l) tensor per row block
-    of `sizes` (all rows when None): h W^T, channel-major. Differentiable in h and weight."""
-    return _TokensToChannels.apply(h, weight, tuple(sizes or (weight.shape[0],)))
+    of `sizes` (all rows when None): h W^T, channel-major. Differentiable in h and weight
+    (without anything to differentiate, no autograd node: the GEMMs alone)."""
+    sizes = tuple(sizes or (weight.shape[0],))
+    if needs_autograd(h, weight):
+        return _TokensToChannels.apply(h, weight, sizes)
+    return _tokens_to_channels(h, weight, sizes)
 
 
 def channels_to_tokens(y: Tensor, weight: Tensor) -> Tensor:
     """y (b, k, l) channel-major and weight (o, k) -> contiguous (b, l, o) = y^T W^T."""
-    return _ChannelsToTokens.apply(y, weight)
+    if needs_autograd(y, weight):
+        return _ChannelsToTokens.apply(y, weight)
+    return _channels_to_tokens(y, weight)
 
 
 def channels_to_channels(x: Tensor, weight: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from seqbench.kernels.backend import needs_autograd
 from seqbench.kernels.launch import launch
 
 __all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton"]
@@ -197,18 +198,23 @@ def _blocks(x: Tensor, config: tuple[int, int, int]) -> dict:
                 V=4 if x.element_size() == 4 else 8, num_warps=warps)
 
 
+def _conv_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The forward kernel: (out, x as read, weight as read)."""
+    x = x.contiguous()
+    w = weight.contiguous()
+    batch, dim, length = x.shape
+    meta = _blocks(x, FWD_CONFIG)
+    out = torch.empty_like(x)
+    grid = (triton.cdiv(length, meta["BT"]), triton.cdiv(dim, meta["BD"]), batch)
+    launch(_conv_fwd_kernel, grid, x, w, bias if bias is not None else w, out, dim, length,
+           W=w.shape[1], HAS_BIAS=bias is not None, SILU=silu, **meta)
+    return out, x, w
+
+
 class _CausalConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, silu):
-        x = x.contiguous()
-        w = weight.contiguous()
-        batch, dim, length = x.shape
-        W = w.shape[1]
-        meta = _blocks(x, FWD_CONFIG)
-        out = torch.empty_like(x)
-        grid = (triton.cdiv(length, meta["BT"]), triton.cdiv(dim, meta["BD"]), batch)
-        launch(_conv_fwd_kernel, grid, x, w, bias if bias is not None else w, out, dim, length,
-               W=W, HAS_BIAS=bias is not None, SILU=silu, **meta)
+        out, x, w = _conv_fwd(x, weight, bias, silu)
         ctx.save_for_backward(x, w, bias)
         ctx.silu = silu
         return out
@@ -261,8 +267,11 @@ def _conv_update_kernel(x_ptr, s_ptr, w_ptr, b_ptr, out_ptr, dim, s_sb, s_sd, s_
 
 
 def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> Tensor:
-    """The Triton conv (inputs validated by seqbench.kernels.conv); differentiable."""
-    return _CausalConvFn.apply(x, weight, bias, silu)
+    """The Triton conv (inputs validated by seqbench.kernels.conv); differentiable. With nothing
+    to differentiate, the kernel runs without an autograd node."""
+    if needs_autograd(x, weight, bias):
+        return _CausalConvFn.apply(x, weight, bias, silu)
+    return _conv_fwd(x, weight, bias, silu)[0]
 
 
 def causal_conv1d_update_triton(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None,

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from seqbench.kernels.backend import needs_autograd
 from seqbench.kernels.launch import launch
 
 __all__ = ["add_rms_norm_triton"]
@@ -103,22 +104,28 @@ def _rows(t: Tensor, d: int) -> Tensor:
     return t if t.stride(1) == 1 else t.contiguous()
 
 
+def _add_rms_norm_fwd(hidden, residual, weight, eps, res_dtype, out_dtype):
+    """The forward kernel: (normed, new_residual, weight as read, rstd)."""
+    d = hidden.shape[-1]
+    x = _rows(hidden, d)
+    res = _rows(residual, d) if residual is not None else x
+    w = weight.contiguous()
+    n_rows = x.shape[0]
+    normed = torch.empty(hidden.shape, dtype=out_dtype, device=hidden.device)
+    new_residual = torch.empty(hidden.shape, dtype=res_dtype, device=hidden.device)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
+    rows, block_d, num_warps = _config(d)
+    launch(_fwd_kernel, (triton.cdiv(n_rows, rows),), x, res, w, normed, new_residual, rstd,
+           n_rows, d, x.stride(0), res.stride(0), eps,
+           ROWS=rows, BLOCK_D=block_d, HAS_RESIDUAL=residual is not None, num_warps=num_warps)
+    return normed, new_residual, w, rstd
+
+
 class _AddRMSNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, residual, weight, eps, res_dtype, out_dtype):
         ctx.set_materialize_grads(False)
-        d = hidden.shape[-1]
-        x = _rows(hidden, d)
-        res = _rows(residual, d) if residual is not None else x
-        w = weight.contiguous()
-        n_rows = x.shape[0]
-        normed = torch.empty(hidden.shape, dtype=out_dtype, device=hidden.device)
-        new_residual = torch.empty(hidden.shape, dtype=res_dtype, device=hidden.device)
-        rstd = torch.empty(n_rows, dtype=torch.float32, device=hidden.device)
-        rows, block_d, num_warps = _config(d)
-        launch(_fwd_kernel, (triton.cdiv(n_rows, rows),), x, res, w, normed, new_residual, rstd,
-               n_rows, d, x.stride(0), res.stride(0), eps,
-               ROWS=rows, BLOCK_D=block_d, HAS_RESIDUAL=residual is not None, num_warps=num_warps)
+        normed, new_residual, w, rstd = _add_rms_norm_fwd(hidden, residual, weight, eps, res_dtype, out_dtype)
         ctx.save_for_backward(new_residual, w, rstd)
         ctx.hidden_dtype = hidden.dtype
         ctx.residual_dtype = residual.dtype if residual is not None else None
@@ -162,5 +169,9 @@ class _AddRMSNormFn(torch.autograd.Function):
 
 def add_rms_norm_triton(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float,
                         residual_dtype: torch.dtype, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """The Triton path (inputs validated by seqbench.kernels.norm); differentiable."""
-    return _AddRMSNormFn.apply(hidden, residual, weight, eps, residual_dtype, out_dtype)
+    """The Triton path (inputs validated by seqbench.kernels.norm); differentiable. With nothing
+    to differentiate (inference) the kernel runs without an autograd node: no Function.apply on
+    the host, nothing saved."""
+    if needs_autograd(hidden, residual, weight):
+        return _AddRMSNormFn.apply(hidden, residual, weight, eps, residual_dtype, out_dtype)
+    return _add_rms_norm_fwd(hidden, residual, weight, eps, residual_dtype, out_dtype)[:2]

@@ -62,6 +62,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from seqbench.kernels.backend import needs_autograd
 from seqbench.kernels.launch import Bound, current_stream, through_triton
 from seqbench.kernels.scan.checks import check_scan_inputs
 
@@ -1167,7 +1168,7 @@ def selective_scan_triton(
         )
     args = (u, delta, A, B, C, D, z, delta_bias, initial_state,
             bool(delta_softplus), bool(return_last_state), _config)
-    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args[:9]):
+    if needs_autograd(*args[:9]):
         result = _SelectiveScanFn.apply(*args, bool(A_is_log))
         out, last = result if return_last_state else (result, None)
     else:  # nothing to differentiate: no autograd node, nothing saved
