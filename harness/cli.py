@@ -867,7 +867,7 @@ def _family_sizes(text: str) -> list[tuple[str, str]]:
 def bench_mamba_ssm(
     parts: str = typer.Option("train,prefill,generation,scan",
                               help="Comma-separated parts to measure; `profile` adds per-kernel profiles of a 130m "
-                                   "training step, the 1.4b batch-1 prefill and batch-32 generation (<out>-profile.csv)."),
+                                   "training step, the 1.4b batch-1 prefill, batch-32 generation and one of its decode steps (<out>-profile.csv)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png); default: none, printed only."),
 ) -> None:
     """seqbench's Mamba against the authors' mamba_ssm (when importable) in one process: training,

@@ -130,15 +130,17 @@ def _scan_fwd_bwd_ms(rounds: int = 6) -> tuple[float, float | None]:
 
 PROFILE_FIELDS = ["side", "what", "size", "batch", "kernel", "launches", "device_ms"]
 # the rows still below or near 1.0: one training step (130m, B8 x 2048), the 1.4b batch-1 prefill
-# and the 1.4b batch-32 generation call (its prefill plus 128 decode steps)
+# and the 1.4b batch-32 generation call (its prefill plus 128 decode steps; the prefill at the same
+# batch is profiled too, and their difference / 128 is written as one decode step, "decode-step")
 PROFILE_CALLS = (("training", "130m", 8), ("prefill", "1.4b", 1), ("generation", "1.4b", 32))
 PROFILE_TOP = 40  # enough to name every kernel family of a training step (its tail held 8 ms of 99 at 12)
 
+Kernels = dict[str, tuple[float, float]]  # kernel name -> (launches, device ms), per call
 
-def _profile(fn, side: str, what: str, size: str, batch: int, calls: int = 3) -> list[dict]:
-    """Where one call's time goes: per kernel name, launches and device ms per call (torch
-    profiler, CUDA activity, after a warm-up call), the top PROFILE_TOP and the rest as one row,
-    then "(all kernels)" and "(wall)" (CUDA events), whose difference is time the GPU waited."""
+
+def _kernel_profile(fn, calls: int = 3) -> tuple[Kernels, float]:
+    """Per kernel name, launches and device ms of one call (torch profiler, CUDA activity, after
+    a warm-up call), and the call's wall ms (CUDA events, outside the profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -148,18 +150,37 @@ def _profile(fn, side: str, what: str, size: str, batch: int, calls: int = 3) ->
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    ranked = cuda_kernel_times(prof, calls)
+    return {name: (n, ms) for name, n, ms in cuda_kernel_times(prof, calls)}, wall
+
+
+def per_step(whole: Kernels, part: Kernels, steps: int) -> Kernels:
+    """(whole - part) / steps per kernel name: one decode step from a generation call's profile
+    and a stateless prefill's at the same batch. Only kernels launched at least once a step
+    stay: what the call's own prefill runs beside the stateless one (writing the decoding
+    state) is launched once a call, not once a step."""
+    out = {}
+    for name, (n, ms) in whole.items():
+        n0, ms0 = part.get(name, (0.0, 0.0))
+        if (n - n0) / steps >= 0.99 and ms > ms0:
+            out[name] = ((n - n0) / steps, (ms - ms0) / steps)
+    return out
+
+
+def profile_rows(kernels: Kernels, wall: float, side: str, what: str, size: str, batch: int) -> list[dict]:
+    """The top PROFILE_TOP kernels by device time, the rest as one row, then "(all kernels)" and
+    "(wall)", whose difference is time the GPU waited on the host."""
+    ranked = sorted(kernels.items(), key=lambda item: -item[1][1])
     row = lambda name, n, ms: dict(side=side, what=what, size=size, batch=batch, kernel=name,  # noqa: E731
                                    launches=round(n, 1), device_ms=round(ms, 4))
-    rows = [row(name[:120], n, ms) for name, n, ms in ranked[:PROFILE_TOP]]
-    rest = ranked[PROFILE_TOP:]
+    rows = [row(name[:120], n, ms) for name, (n, ms) in ranked[:PROFILE_TOP]]
+    rest = [v for _, v in ranked[PROFILE_TOP:]]
     if rest:
-        rows.append(row(f"({len(rest)} other kernels)", sum(r[1] for r in rest), sum(r[2] for r in rest)))
-    rows.append(row("(all kernels)", sum(r[1] for r in ranked), sum(r[2] for r in ranked)))
+        rows.append(row(f"({len(rest)} other kernels)", sum(n for n, _ in rest), sum(ms for _, ms in rest)))
+    rows.append(row("(all kernels)", sum(n for n, _ in kernels.values()), sum(ms for _, ms in kernels.values())))
     rows.append(dict(side=side, what=what, size=size, batch=batch, kernel="(wall)", launches="",
                      device_ms=round(wall, 4)))
     for r in rows:
-        print(f"# profile {side:9s} {what:10s} {size:5s} B{batch:<3d} {r['launches']!s:>7s} launches "
+        print(f"# profile {side:9s} {what:11s} {size:5s} B{batch:<3d} {r['launches']!s:>7s} launches "
               f"{r['device_ms']:9.3f} ms  {r['kernel'][:90]}", flush=True)
     return rows
 
@@ -203,7 +224,13 @@ def run_profile(out_csv: Path | None) -> list[dict]:
                 continue
             if what != "training":
                 model = model.to(torch.bfloat16)
-            rows += _profile(_profiled_call(model, side == "mamba_ssm", what, batch), side, what, size, batch)
+            theirs = side == "mamba_ssm"
+            kernels, wall = _kernel_profile(_profiled_call(model, theirs, what, batch))
+            rows += profile_rows(kernels, wall, side, what, size, batch)
+            if what == "generation":  # one decode step: the call less its prefill, per token
+                prefill, prefill_wall = _kernel_profile(_profiled_call(model, theirs, "prefill", batch))
+                rows += profile_rows(per_step(kernels, prefill, NEW), (wall - prefill_wall) / NEW,
+                                     side, "decode-step", size, batch)
             if hasattr(model, "release_decoding"):
                 model.release_decoding()
             del model
