@@ -64,44 +64,48 @@ def _logits(model, ids, theirs: bool, last_only: bool = False):
     return model(ids, last_only=last_only)
 
 
+def _call(model, theirs: bool, what: str, batch: int, seq_len: int = PROMPT):
+    """One call of `what` on random ids, the same for the timings and the profile: a training
+    step (forward + backward + cross-entropy on fp32 logits under bf16 autocast), a prefill
+    (one forward of the prompt, last logits only) or a generation call (prompt + NEW greedy
+    tokens, the decode step as a CUDA graph)."""
+    ids = torch.randint(0, LM_VOCAB - 3, (batch, seq_len), device="cuda")
+    if what == "training":
+        def call():
+            with autocast(torch.device("cuda")):
+                logits = _logits(model, ids, theirs)
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    elif what == "prefill":
+        def call():
+            with torch.no_grad():
+                _logits(model, ids, theirs, last_only=True)
+    elif theirs:
+        def call():
+            model.generate(input_ids=ids, max_length=seq_len + NEW, cg=True, temperature=1.0, top_k=1)
+    else:
+        def call():
+            model.generate(ids, NEW, temperature=0, cuda_graph=True)
+    return call
+
+
 def _train(model, theirs: bool, batch: int, seq_len: int) -> tuple[float, float]:
-    """(tokens/s, peak GB) of forward + backward + cross-entropy under bf16 autocast."""
-    device = torch.device("cuda")
-    ids = torch.randint(0, LM_VOCAB - 3, (batch, seq_len), device=device)
-
-    def step():
-        with autocast(device):
-            logits = _logits(model, ids, theirs)
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
+    """(tokens/s, peak GB) of a training step."""
+    step = _call(model, theirs, "training", batch, seq_len)
     step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    ms = time_ms(step, device, repeats=10, warmup=3)
+    ms = time_ms(step, torch.device("cuda"), repeats=10, warmup=3)
     return batch * seq_len / (ms / 1000), torch.cuda.max_memory_allocated() / 2**30
 
 
 def _prefill_ms(model, theirs: bool, batch: int) -> float:
-    ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
-
-    def prefill():
-        with torch.no_grad():
-            _logits(model, ids, theirs, last_only=True)
-
-    return time_ms(prefill, torch.device("cuda"), repeats=5, warmup=2)
+    return time_ms(_call(model, theirs, "prefill", batch), torch.device("cuda"), repeats=5, warmup=2)
 
 
 def _generate_tokens_per_s(model, theirs: bool, batch: int) -> float:
-    ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
-    if theirs:
-        def generate():
-            model.generate(input_ids=ids, max_length=PROMPT + NEW, cg=True, temperature=1.0, top_k=1)
-    else:
-        def generate():
-            model.generate(ids, NEW, temperature=0, cuda_graph=True)
-    ms = time_ms(generate, torch.device("cuda"), repeats=3, warmup=1)
+    ms = time_ms(_call(model, theirs, "generation", batch), torch.device("cuda"), repeats=3, warmup=1)
     return batch * NEW / (ms / 1000)
 
 
@@ -185,33 +189,6 @@ def profile_rows(kernels: Kernels, wall: float, side: str, what: str, size: str,
     return rows
 
 
-def _profiled_call(model, theirs: bool, what: str, batch: int):
-    """The call `_profile` times: one training step (bf16 autocast), one prefill, or one
-    generation call, on random ids."""
-    if what == "training":
-        ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
-
-        def call():
-            with autocast(torch.device("cuda")):
-                logits = _logits(model, ids, theirs)
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-        return call
-    ids = torch.randint(0, LM_VOCAB - 3, (batch, PROMPT), device="cuda")
-    if what == "prefill":
-        def call():
-            with torch.no_grad():
-                _logits(model, ids, theirs, last_only=True)
-    elif theirs:
-        def call():
-            model.generate(input_ids=ids, max_length=PROMPT + NEW, cg=True, temperature=1.0, top_k=1)
-    else:
-        def call():
-            model.generate(ids, NEW, temperature=0, cuda_graph=True)
-    return call
-
-
 def run_profile(out_csv: Path | None) -> list[dict]:
     """`--parts profile`: each of PROFILE_CALLS profiled on both sides (inference on bf16
     weights, training on fp32 weights under autocast), one model at a time, to
@@ -225,10 +202,10 @@ def run_profile(out_csv: Path | None) -> list[dict]:
             if what != "training":
                 model = model.to(torch.bfloat16)
             theirs = side == "mamba_ssm"
-            kernels, wall = _kernel_profile(_profiled_call(model, theirs, what, batch))
+            kernels, wall = _kernel_profile(_call(model, theirs, what, batch))
             rows += profile_rows(kernels, wall, side, what, size, batch)
             if what == "generation":  # one decode step: the call less its prefill, per token
-                prefill, prefill_wall = _kernel_profile(_profiled_call(model, theirs, "prefill", batch))
+                prefill, prefill_wall = _kernel_profile(_call(model, theirs, "prefill", batch))
                 rows += profile_rows(per_step(kernels, prefill, NEW), (wall - prefill_wall) / NEW,
                                      side, "decode-step", size, batch)
             if hasattr(model, "release_decoding"):
