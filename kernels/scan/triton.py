@@ -21,6 +21,10 @@ Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 8192 steps
   call is then one Triton launch and a few allocations, and each element's recurrence is
   computed once instead of twice (tile end states, then the output pass).
 
+Forward under autograd at many rows (batch x dim at least SEQ_GRAD_ROWS; off by default until
+  timed, NOTES.md variant 16): `_fwd_seq` on tiles of T_SEQ steps, each storing the states and dt
+  sums of its T_SEQ / T sub-tiles, i.e. the saved buffers of the three-kernel forward at T.
+
 Forward, longer sequences (three launches):
   1. `_fwd_tile_state`: every tile's end state starting from zero, in closed form
      h_end = sum_t exp(A (S_T - S_t)) dt_t u_t B_t (S = cumulative dt inside the tile; a plain
@@ -230,17 +234,23 @@ def _carry_fwd(
 @triton.jit
 def _tile_forward(
     u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he, last_p, last_mask,
-    d, d_mask, mask, ptrs, dim, length,
+    d, d_mask, mask, ptrs, dim, length, nvalid,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_END: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
+    SUB: tl.constexpr,
 ):
     """One [BD x T] tile of the forward, starting from the states at hs (state n at hs + n * dim):
     per state, tl.associative_scan over (decay, input) pairs with the start state folded into the
     first input, y += h * C; then the D skip and the z gate, and out is stored. With STORE_END the
     tile's end states (h at its last column: dt is 0 past the end, so decay 1 and input 0 there)
     go to he, and with HAS_LAST also to last_p + n where last_mask holds (the caller's last
-    tile). Returns the tile's sum of dt per channel."""
+    tile). Returns the tile's sum of dt per channel.
+
+    SUB > 1 (`_fwd_seq` under autograd on long tiles): the tile is SUB sub-tiles of T / SUB steps,
+    the backward's tiling; with STORE_END the end state of each of the first `nvalid` sub-tiles
+    goes to hs + (j + 1) * N * dim (the last of them is he), and the return value is the dt sum of
+    each sub-tile, [BD, SUB]."""
     tt = tl.arange(0, T)
     first = (tt == 0)[None, :]  # the tile's first step takes the start state
     lastcol = (tt == T - 1)[None, :]
@@ -268,7 +278,14 @@ def _tile_forward(
         y += h * Cn
         if STORE_END:
             hend = tl.sum(tl.where(lastcol, h, 0.0), axis=1)
-            tl.store(he + n * dim, hend, mask=d_mask)
+            if SUB == 1:
+                tl.store(he + n * dim, hend, mask=d_mask)
+            else:  # every sub-tile's end state: h at its last column
+                jj = tl.arange(0, SUB)
+                sub_last = (tl.arange(0, T // SUB) == T // SUB - 1)[None, None, :]
+                ends = tl.sum(tl.where(sub_last, tl.reshape(h, [BD, SUB, T // SUB]), 0.0), axis=2)
+                tl.store(hs[:, None] + (jj[None, :] + 1) * (N * dim) + n * dim, ends,
+                         mask=d_mask[:, None] & (jj < nvalid)[None, :])
             if HAS_LAST:
                 tl.store(last_p + n, hend, mask=last_mask)
         a2 = a2_x
@@ -281,7 +298,11 @@ def _tile_forward(
         zf = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
         y = y * zf * tl.sigmoid(zf)
     tl.store(out_ptr + ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
-    return tl.sum(dt, axis=1)
+    if SUB == 1:  # a constexpr branch: one return, whose shape SUB decides
+        dt_sum = tl.sum(dt, axis=1)
+    else:
+        dt_sum = tl.sum(tl.reshape(dt, [BD, SUB, T // SUB]), axis=2)
+    return dt_sum
 
 
 @triton.jit
@@ -297,8 +318,8 @@ def _fwd_out(
     boff = b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
     hs = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
     _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, A_ptr + d.to(tl.int64) * N,
-                  B_ptr + boff, C_ptr + boff, hs, hs, hs, d_mask, d, d_mask, mask, ptrs, dim, length,
-                  N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, False, UNROLL, A_IS_LOG)
+                  B_ptr + boff, C_ptr + boff, hs, hs, hs, d_mask, d, d_mask, mask, ptrs, dim, length, 1,
+                  N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, False, UNROLL, A_IS_LOG, 1)
 
 
 @triton.jit
@@ -308,12 +329,16 @@ def _fwd_seq(
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
+    SUB: tl.constexpr,
 ):
     """The whole forward in one launch, for short sequences: a program owns BD channels of one
     batch row and walks its tiles in order (`_tile_forward`, as `_fwd_out` does for one tile).
     The start state of tile k + 1 is the end state of tile k. Writes the same hst (tile start
     states, hst[:, 0] = initial state) and dtsum (per-tile sums of dt) as the three-kernel path,
-    so the backward is shared; with HAS_LAST the final state also goes to last (batch, dim, N)."""
+    so the backward is shared; with HAS_LAST the final state also goes to last (batch, dim, N).
+    With SUB > 1 its tiles of T steps are SUB tiles of the backward's (`ntiles` of T / SUB steps
+    each): hst and dtsum are written per backward tile, as the three-kernel forward at T / SUB
+    writes them."""
     dblk = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     d = dblk * BD + tl.arange(0, BD)
@@ -337,20 +362,26 @@ def _fwd_seq(
         else:
             hin = tl.zeros([BD], dtype=tl.float32)
         tl.store(hs + n * dim, hin, mask=d_mask)
-    for tile in range(0, ntiles):
+    nfwd = tl.cdiv(ntiles, SUB)  # tiles of T steps this program walks
+    jj = tl.arange(0, SUB)
+    for tile in range(0, nfwd):
         t = tile * T + tt
         mask = d_mask[:, None] & (t < length)[None, :]
+        nvalid = ntiles - tile * SUB  # the backward's tiles in this one (fewer than SUB at the end)
         # the start states were stored (by the previous tile, or above) from other lanes than
         # the ones that load them here
         tl.debug_barrier()
-        he = hs + ND  # end states of this tile = start states of the next
+        he = hs + SUB * ND  # end states of this tile = start states of the next
         dtsum = _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he,
-                              last_p, d_mask & (tile == ntiles - 1), d, d_mask, mask, row[:, None] + t[None, :],
-                              dim, length, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST, UNROLL,
-                              A_IS_LOG)
-        tl.store(dsp, dtsum, mask=d_mask)
+                              last_p, d_mask & (tile == nfwd - 1), d, d_mask, mask, row[:, None] + t[None, :],
+                              dim, length, nvalid, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST,
+                              UNROLL, A_IS_LOG, SUB)
+        if SUB == 1:
+            tl.store(dsp, dtsum, mask=d_mask)
+        else:
+            tl.store(dsp[:, None] + jj[None, :] * dim, dtsum, mask=d_mask[:, None] & (jj < nvalid)[None, :])
         hs = he
-        dsp += dim
+        dsp += SUB * dim
         Bp += T
         Cp += T
 
@@ -717,6 +748,12 @@ CONFIG: dict[str, int] = {
     # `_reverse_tiles` launch). Longer calls keep the three-kernel forward and the separate
     # reversal, which cost less device time there (NOTES.md, variants 7, 8 and 14). 0: never.
     "SHORT_CALL_ELEMS": 1 << 22,
+    # Longer calls under autograd with at least this many rows (batch x dim; 0: never): the
+    # forward is `_fwd_seq` on tiles of T_SEQ steps (at most SEQ_MAX_TILES of them) writing the
+    # tile states at the backward's T, in place of the three-kernel forward: one pass over the
+    # inputs instead of two where the rows alone fill the GPU (NOTES.md, variant 16: predicted,
+    # not yet timed, so off).
+    "SEQ_GRAD_ROWS": 0,
 }
 
 
@@ -750,15 +787,23 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     short_grad = needs_grad and cfg["SHORT"] and not cfg["SEQ_GRAD"]
     if short_grad:  # the single-launch forward, tiled as the backward is
         T_seq = T
-    cfg["SEQ"] = short_grad or (triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"]
-                                and (cfg["SEQ_GRAD"] or not needs_grad))
-    if cfg["SEQ"]:
+    # many rows under autograd: the single-launch forward on long tiles, its saved states at T
+    split_grad = (needs_grad and not short_grad and not cfg["SEQ_GRAD"] and cfg["SEQ_GRAD_ROWS"] > 0
+                  and batch * dim >= cfg["SEQ_GRAD_ROWS"] and T_seq > T
+                  and triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"])
+    cfg["SUB"] = T_seq // T if split_grad else 1
+    cfg["SEQ"] = short_grad or split_grad or (triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"]
+                                              and (cfg["SEQ_GRAD"] or not needs_grad))
+    if split_grad:  # the backward keeps its T and its register tiles
+        cfg["BD_SEQ"] = _pow2_divisor(dpg, cfg["BD_SEQ"])
+    elif cfg["SEQ"]:
         shrink = max(1, T_seq // T)
         cfg["BD_FWD"] = max(1, cfg["BD_FWD"] // shrink)
         cfg["BD_BWD"] = max(1, cfg["BD_BWD"] // shrink)
         cfg["BD_SEQ"] = _pow2_divisor(dpg, cfg["BD_SEQ"])
         T = T_seq
-    cfg["T"] = T
+    cfg["T"] = T  # the tiling of the saved states (and of the backward)
+    cfg["T_FWD"] = T * cfg["SUB"]  # the forward's tiles: longer than T only with SUB > 1
     cfg["BD_FWD"] = _pow2_divisor(dpg, cfg["BD_FWD"])
     cfg["BD_BWD"] = _pow2_divisor(dpg, cfg["BD_BWD"])
     return cfg
@@ -862,8 +907,9 @@ class _Plan:
                      UNROLL=cfg["UNROLL"], A_IS_LOG=a_is_log)
         if cfg["SEQ"]:
             BD = cfg["BD_SEQ"]
-            self.fwd = (Bound(_fwd_seq, (triton.cdiv(dim, BD), batch), ints, N=N, BD=BD, T=T, **flags,
-                              HAS_H0=initial_state is not None, HAS_LAST=want_last, num_warps=cfg["WARPS_SEQ"]),)
+            self.fwd = (Bound(_fwd_seq, (triton.cdiv(dim, BD), batch), ints, N=N, BD=BD, T=cfg["T_FWD"],
+                              SUB=cfg["SUB"], **flags, HAS_H0=initial_state is not None, HAS_LAST=want_last,
+                              num_warps=cfg["WARPS_SEQ"]),)
         else:
             BD = cfg["BD_FWD"]
             grid = (ntiles * triton.cdiv(dim, BD), batch)
