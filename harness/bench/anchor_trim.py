@@ -37,8 +37,6 @@ _STUB_HEADER = """#include <c10/util/BFloat16.h>
 template<typename input_t, typename weight_t> void selective_scan_fwd_cuda(SSMParamsBase &params, cudaStream_t stream);
 template<typename input_t, typename weight_t> void selective_scan_bwd_cuda(SSMParamsBwd &params, cudaStream_t stream);
 """
-
-
 _MARK = "not in this measurement build"
 _TRIMMED = f"// harness/bench/anchor_trim.py: instantiations {_MARK} throw\n#include <stdexcept>\n"
 
@@ -96,5 +94,5 @@ def trim(anchor: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    done = trim(Path(sys.argv[1] if len(sys.argv) > 1 else ".anchor"))
-    print(f"trimmed {len(done)} files (the measurement build of {sys.argv[1] if len(sys.argv) > 1 else '.anchor'})")
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else ".anchor")
+    print(f"trimmed {len(trim(folder))} files (the measurement build of {folder})")

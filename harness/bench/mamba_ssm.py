@@ -14,8 +14,9 @@ drifts within a run, alternates the two implementations over six rounds.
 
 `mamba_ssm` is never a dependency: when it cannot be imported, its column stays empty and only
 seqbench is measured. Built from the authors' source for the measurement, it compiles in a
-third of the time after `anchor_trim` (only the instantiations measured here are compiled). CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio
-(ratio > 1: seqbench is better -- tokens/s ours / theirs, ms and GB theirs / ours).
+third of the time after `anchor_trim` (only the instantiations measured here are compiled).
+CSV columns: what, size, batch, seq_len, seqbench, mamba_ssm, unit, ratio (ratio > 1: seqbench
+is better -- tokens/s ours / theirs, ms and GB theirs / ours).
 """
 
 from __future__ import annotations

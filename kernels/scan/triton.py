@@ -802,8 +802,7 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
         cfg["BD_BWD"] = max(1, cfg["BD_BWD"] // shrink)
         cfg["BD_SEQ"] = _pow2_divisor(dpg, cfg["BD_SEQ"])
         T = T_seq
-    cfg["T"] = T  # the tiling of the saved states (and of the backward)
-    cfg["T_FWD"] = T * cfg["SUB"]  # the forward's tiles: longer than T only with SUB > 1
+    cfg["T"] = T  # the tiling of the saved states (and of the backward); `_fwd_seq` tiles by T * SUB
     cfg["BD_FWD"] = _pow2_divisor(dpg, cfg["BD_FWD"])
     cfg["BD_BWD"] = _pow2_divisor(dpg, cfg["BD_BWD"])
     return cfg
@@ -907,7 +906,7 @@ class _Plan:
                      UNROLL=cfg["UNROLL"], A_IS_LOG=a_is_log)
         if cfg["SEQ"]:
             BD = cfg["BD_SEQ"]
-            self.fwd = (Bound(_fwd_seq, (triton.cdiv(dim, BD), batch), ints, N=N, BD=BD, T=cfg["T_FWD"],
+            self.fwd = (Bound(_fwd_seq, (triton.cdiv(dim, BD), batch), ints, N=N, BD=BD, T=T * cfg["SUB"],
                               SUB=cfg["SUB"], **flags, HAS_H0=initial_state is not None, HAS_LAST=want_last,
                               num_warps=cfg["WARPS_SEQ"]),)
         else:
