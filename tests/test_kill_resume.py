@@ -127,11 +127,14 @@ def test_a_stop_signalled_again_while_the_run_records_itself_still_records_it(tm
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     command = [sys.executable, "-m", "seqbench.harness.cli", *RUN, "--steps", "1000000", "--tracking-uri", uri]
     proc = _start_until_checkpoint(command, tmp_path)
-    for i in range(60):  # 1.2 s of repeated stops, the recording included
+    # Repeats 1 ms apart for up to 3 s: recording the ending (a checkpoint, the store's commits)
+    # takes longer than that, so repeats land inside it; 20 ms apart, a fast machine could record
+    # everything between two of them and the test would not see a repeat at all.
+    for i in range(3000):
         if proc.poll() is not None:
             break
         os.kill(proc.pid, signal.SIGINT if i % 2 == 0 else signal.SIGTERM)
-        time.sleep(0.02)
+        time.sleep(0.001)
     _, err = proc.communicate(timeout=120)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("induction-heads").experiment_id])
