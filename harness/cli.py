@@ -867,7 +867,8 @@ def _family_sizes(text: str) -> list[tuple[str, str]]:
 def bench_mamba_ssm(
     parts: str = typer.Option("train,prefill,generation,scan",
                               help="Comma-separated parts to measure; `profile` adds per-kernel profiles of a 130m "
-                                   "training step, the 1.4b batch-1 prefill, batch-32 generation and one of its decode steps (<out>-profile.csv)."),
+                                   "training step, the 1.4b batch-1 prefill, batch-32 generation and one of its decode steps (<out>-profile.csv); "
+                                   "`layouts` times our training step in both layouts of the channel-major projections (<out>-layouts.csv)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="CSV file to write (and its plot, beside it as .png); default: none, printed only."),
 ) -> None:
     """seqbench's Mamba against the authors' mamba_ssm (when importable) in one process: training,
@@ -875,9 +876,9 @@ def bench_mamba_ssm(
     import torch
 
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    unknown = set(chosen) - {"train", "prefill", "generation", "scan", "profile"}
+    unknown = set(chosen) - {"train", "prefill", "generation", "scan", "profile", "layouts"}
     if unknown or not chosen:
-        raise SeqbenchError(f"--parts takes train, prefill, generation, scan, profile; got {parts!r}")
+        raise SeqbenchError(f"--parts takes train, prefill, generation, scan, profile, layouts; got {parts!r}")
     if not torch.cuda.is_available():
         raise SeqbenchError("`seqbench bench mamba-ssm` times models on a CUDA device; none is available")
     from seqbench.harness.bench.mamba_ssm import run_mamba_ssm_bench

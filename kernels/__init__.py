@@ -7,7 +7,8 @@ its Triton implementation (`triton.py`) and its plain PyTorch reference (`refere
     norm/    add_rms_norm: fused residual add + RMSNorm
     mamba_block/  mamba_inner: conv -> projections -> scan -> out_proj as one autograd node
 
-`backend` ("auto", "triton", "reference"; backend.py) picks the same way for every op. Triton is
+`backend` ("auto", "triton", "reference"; backend.py) picks the same way for every op; layout.py
+holds the two row layouts (batch-major, channel-outer) the conv and scan read in place. Triton is
 imported only when a Triton path runs, so the references work with a torch that lacks it. The
 contract the scan keeps is CONTRACT.md; the measurements behind the kernels are NOTES.md.
 This package imports nothing else of seqbench.

@@ -131,6 +131,81 @@ def test_scan_bf16(groups, use, config):
     _check(x, use, True, torch.bfloat16, config)
 
 
+def _channel_outer(t: torch.Tensor) -> torch.Tensor:
+    """The same values, (dim, batch, L) in memory (kernels/layout.py)."""
+    return t.transpose(0, 1).contiguous().transpose(0, 1)
+
+
+@needs_triton
+@pytest.mark.parametrize("groups", [None, 2])
+@pytest.mark.parametrize("config", PATHS)
+def test_scan_reads_channel_outer_rows_in_place(config, groups):
+    """The Mamba block's channel-outer layout: u, delta, z as (dim, batch, L) rows and B, C row
+    slices of one (rows, batch, L) x_proj output are read in place (the plan copies nothing),
+    out, du, ddelta, dz come back in u's layout, and every value and gradient is the reference's."""
+    from seqbench.kernels.scan.triton import plan_for, selective_scan_triton
+
+    batch, dim, length, n, R = 2, 4, 37, 4, 3
+    x = _inputs(batch, dim, length, n, torch.float32, groups)
+    rows = n * (groups or 1)
+    wide = torch.randn(R + 2 * rows, batch, length).transpose(0, 1)  # (batch, rows, L) channel-outer view
+    shape = (batch, rows, length) if groups is None else (batch, groups, n, length)
+    with torch.no_grad():
+        wide[:, R:R + rows].copy_(x["B"].reshape(batch, rows, length))
+        wide[:, R + rows:].copy_(x["C"].reshape(batch, rows, length))
+    wide = wide.to(DEVICE).requires_grad_(True)
+    B, C = wide[:, R:R + rows].view(shape), wide[:, R + rows:].view(shape)
+    leaves = {k: _channel_outer(x[k]).to(DEVICE).requires_grad_(True) for k in ("u", "delta", "z")}
+    leaves |= {k: x[k].to(DEVICE).requires_grad_(True) for k in ("A", "D", "delta_bias", "initial_state")}
+    args = (leaves["u"], leaves["delta"], leaves["A"], B, C, leaves["D"], leaves["z"], leaves["delta_bias"],
+            leaves["initial_state"])
+    plan = plan_for(*args, True, True, config, needs_grad=True)
+    assert not any(plan.copy.values()) and plan.bc_layout is None
+    out, last = selective_scan_triton(*args[:7], delta_bias=args[7], delta_softplus=True, return_last_state=True,
+                                      initial_state=args[8], _config=config)
+    ref_leaves = {k: v.detach().double().cpu().contiguous().requires_grad_(True) for k, v in x.items()}
+    rout, rlast = selective_scan_ref(*(ref_leaves[k] for k in ("u", "delta", "A", "B", "C", "D", "z")),
+                                     delta_bias=ref_leaves["delta_bias"], delta_softplus=True, return_last_state=True,
+                                     initial_state=ref_leaves["initial_state"])
+    g = torch.Generator().manual_seed(3)
+    dout, dlast = torch.randn(out.shape, generator=g), torch.randn(last.shape, generator=g)
+    ((out * dout.to(DEVICE)).sum() + (last * dlast.to(DEVICE)).sum()).backward()
+    ((rout * dout.double()).sum() + (rlast * dlast.double()).sum()).backward()
+    rtol, atol = TOL[torch.float32]
+    assert out.stride() == leaves["u"].stride()
+    torch.testing.assert_close(out.double().cpu(), rout, rtol=rtol, atol=atol)
+    torch.testing.assert_close(last.double().cpu(), rlast, rtol=rtol, atol=atol)
+    for name in ("u", "delta", "z"):
+        assert leaves[name].grad.stride() == leaves[name].stride(), name
+    grads = {k: leaves[k].grad for k in leaves}
+    grads["B"], grads["C"] = wide.grad[:, R:R + rows].reshape(shape), wide.grad[:, R + rows:].reshape(shape)
+    assert wide.grad[:, :R].abs().max() == 0  # the rows that are not B or C get nothing
+    for name, grad in grads.items():
+        sr, sa = GRAD_SCALE.get(name, (1, 1))
+        torch.testing.assert_close(grad.double().cpu(), ref_leaves[name].grad, rtol=rtol * sr, atol=atol * sa,
+                                   msg=lambda m, n=name: f"d{n}: {m}")
+
+
+@needs_triton
+def test_scan_copies_operands_into_u_layout_where_theirs_differs():
+    """u channel-outer with delta batch-major and z token-major (steps strided): delta and z are
+    copied into u's layout (the kernels take one set of row strides), the result unchanged."""
+    from seqbench.kernels.scan.triton import plan_for, selective_scan_triton
+
+    x = _inputs(2, 4, 21, 4, torch.float32)
+    u = _channel_outer(x["u"]).to(DEVICE)
+    delta = x["delta"].to(DEVICE)
+    z = x["z"].transpose(1, 2).contiguous().transpose(1, 2).to(DEVICE)
+    plan = plan_for(u, delta, x["A"].to(DEVICE), x["B"].to(DEVICE), x["C"].to(DEVICE), None, z, None, None, True,
+                    False)
+    assert plan.copy == {"u": False, "delta": True, "z": True}
+    out = selective_scan_triton(u, delta, x["A"].to(DEVICE), x["B"].to(DEVICE), x["C"].to(DEVICE), z=z,
+                                delta_softplus=True)
+    ref = selective_scan_ref(x["u"], x["delta"], x["A"], x["B"], x["C"], z=x["z"], delta_softplus=True)
+    assert out.stride() == u.stride()
+    torch.testing.assert_close(out.cpu(), ref, rtol=6e-4, atol=2e-3)
+
+
 @needs_triton
 @pytest.mark.parametrize("config,length,groups,tiles", [
     ({"T_SEQ": 256, "BD_SEQ": 1, "SEQ_GRAD": True}, 260, 4, 2),  # one channel per program, last tile 4 steps
@@ -473,6 +548,27 @@ def test_causal_conv_grads(width, has_bias, act, dtype):
             # dweight and dbias sum over batch x length: scale the absolute tolerance by the sum's size
             scale = 1 if got.shape == out.shape else (2 * length) ** 0.5
             torch.testing.assert_close(got.double().cpu(), want, rtol=rtol, atol=atol * scale)
+
+
+@needs_triton
+def test_causal_conv_reads_channel_outer_rows_in_place():
+    """x as (dim, batch, L) rows (the Mamba block's channel-outer layout): out and dx come back in
+    x's layout, dout in another layout is read through a copy, the values are the reference's."""
+    from seqbench.kernels.conv import causal_conv1d
+
+    g = torch.Generator().manual_seed(11)
+    x = _channel_outer(torch.randn(3, 6, 45, generator=g)).to(DEVICE).requires_grad_(True)
+    w = torch.randn(6, 4, generator=g).to(DEVICE).requires_grad_(True)
+    b = torch.randn(6, generator=g).to(DEVICE).requires_grad_(True)
+    out = causal_conv1d(x, w, b, "silu", backend="triton")
+    dout = torch.randn(out.shape, generator=g)  # batch-major: not x's layout
+    out.backward(dout.to(DEVICE))
+    assert out.stride() == x.stride() and x.grad.stride() == x.stride()
+    xr, wr, br = (t.detach().double().cpu().requires_grad_(True) for t in (x, w, b))
+    ref = causal_conv1d_ref(xr, wr, br, "silu")
+    ref.backward(dout.double())
+    for got, want in ((out, ref), (x.grad, xr.grad), (w.grad, wr.grad), (b.grad, br.grad)):
+        torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------

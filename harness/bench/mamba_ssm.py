@@ -218,6 +218,59 @@ def run_profile(out_csv: Path | None) -> list[dict]:
     return rows
 
 
+LAYOUT_FIELDS = ["layout", "batch", "seq_len", "ms", "tokens_per_s", "peak_gb", "mamba_ssm_ms"]
+LAYOUT_ROUNDS = 4
+
+
+def run_layouts(out_csv: Path | None) -> list[dict]:
+    """`--parts layouts`: our 130m training step at TRAIN_SHAPES in both row layouts of the
+    channel-major projections (models/channel_major.py, CHANNEL_OUTER off and on), in
+    alternating rounds of one process, the authors' step once beside them; to
+    `<out>-layouts.csv` when --out is given."""
+    from seqbench.models import channel_major
+
+    layouts = {"batch-major": False, "channel-outer": True}
+    chosen = channel_major.CHANNEL_OUTER
+    rows: list[dict] = []
+    try:
+        for batch, seq_len in TRAIN_SHAPES:
+            model = _ours("130m")
+            step = _call(model, False, "training", batch, seq_len)
+            peak: dict[str, float] = {}
+
+            def measure(layout: str) -> dict[str, float]:
+                channel_major.CHANNEL_OUTER = layouts[layout]
+                step()  # a new layout's first step (plans, allocator) stays out of the timing
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                ms = time_ms(step, torch.device("cuda"), repeats=5, warmup=1)
+                peak.setdefault(layout, torch.cuda.max_memory_allocated() / 2**30)
+                return {"ms": ms}
+
+            times = alternating_rounds(list(layouts), LAYOUT_ROUNDS, measure)
+            del model, step
+            torch.cuda.empty_cache()
+            theirs = _theirs("130m")
+            their_ms = None
+            if theirs is not None:
+                their_ms = time_ms(_call(theirs, True, "training", batch, seq_len), torch.device("cuda"), repeats=5,
+                                   warmup=2)
+                del theirs
+                torch.cuda.empty_cache()
+            for layout in layouts:
+                ms = statistics.median(times[layout]["ms"])
+                rows.append({"layout": layout, "batch": batch, "seq_len": seq_len, "ms": ms,
+                             "tokens_per_s": batch * seq_len / (ms / 1000), "peak_gb": peak[layout],
+                             "mamba_ssm_ms": their_ms})
+                print(f"# layouts {layout:13s} B{batch:<3d} L{seq_len:<6d} {ms:8.2f} ms  peak {peak[layout]:.2f} GB"
+                      f"  mamba_ssm {their_ms if their_ms is None else f'{their_ms:.2f}'} ms", flush=True)
+    finally:
+        channel_major.CHANNEL_OUTER = chosen
+    if out_csv is not None:
+        write_csv(rows, out_csv.with_name(out_csv.stem + "-layouts.csv"), LAYOUT_FIELDS)
+    return rows
+
+
 def _row(what, size, batch, seq_len, ours, theirs, unit, higher_is_better) -> dict:
     ratio = None
     if ours is not None and theirs is not None:
@@ -232,7 +285,8 @@ def _row(what, size, batch, seq_len, ours, theirs, unit, higher_is_better) -> di
 
 def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train", "prefill", "generation", "scan")) -> list[dict]:
     """Measure every cell (both implementations where mamba_ssm imports); write the CSV and its
-    plot; with "profile" among the parts, also the per-kernel profiles (`run_profile`)."""
+    plot; with "profile" among the parts, also the per-kernel profiles (`run_profile`), with
+    "layouts" the training step in both layouts of the projections (`run_layouts`)."""
     rows: list[dict] = []
 
     def emit(row):
@@ -283,6 +337,8 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
         plot_ratios(rows, out_csv.with_suffix(".png"))
     if "profile" in parts:
         run_profile(out_csv)
+    if "layouts" in parts:
+        run_layouts(out_csv)
     return rows
 
 

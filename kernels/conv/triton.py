@@ -23,6 +23,7 @@ from torch import Tensor
 
 from seqbench.kernels.backend import needs_autograd
 from seqbench.kernels.launch import launch
+from seqbench.kernels.layout import in_layout, row_strides, rows_layout
 
 __all__ = ["causal_conv1d_triton", "causal_conv1d_update_triton"]
 
@@ -77,14 +78,15 @@ def _chunks(ptrs, pos, length, d_mask, SHIFT: tl.constexpr, BD: tl.constexpr, BT
 
 
 @triton.jit
-def _tile(w_ptr, b_ptr, dim, length, BD: tl.constexpr, BT: tl.constexpr, W: tl.constexpr,
+def _tile(w_ptr, b_ptr, dim, s_b, s_d, BD: tl.constexpr, BT: tl.constexpr, W: tl.constexpr,
           HAS_BIAS: tl.constexpr):
-    """A program's (time tile, channel block, batch) set-up: element offsets [BD, BT], positions
+    """A program's (time tile, channel block, batch) set-up: element offsets [BD, BT] (rows at
+    batch stride s_b and channel stride s_d: either layout of kernels/layout.py), positions
     [1, BT], channel mask [BD, 1], taps u[m] = w[:, W-1-m] (the weight on x_{t-m}) and the bias,
     fp32 [BD, 1]."""
     d = tl.program_id(1) * BD + tl.arange(0, BD)
     d_mask = d < dim
-    row = (tl.program_id(2).to(tl.int64) * dim + d.to(tl.int64)) * length
+    row = tl.program_id(2).to(tl.int64) * s_b + d.to(tl.int64) * s_d
     pos = (tl.program_id(0) * BT + tl.arange(0, BT))[None, :]
     wp = w_ptr + d.to(tl.int64) * W
     u = ()
@@ -120,10 +122,10 @@ def _pre(E, u, bias, r: tl.constexpr, W: tl.constexpr):
 
 
 @triton.jit
-def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, dim, length,
+def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, dim, length, s_b, s_d,
                      W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, V: tl.constexpr,
                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
-    off, pos, d_mask, u, bias = _tile(w_ptr, b_ptr, dim, length, BD, BT, W, HAS_BIAS)
+    off, pos, d_mask, u, bias = _tile(w_ptr, b_ptr, dim, s_b, s_d, BD, BT, W, HAS_BIAS)
     E = _chunks(x_ptr + off, pos, length, d_mask, 0, BD, BT, V)
     if W > 1:  # the previous chunk's last W-1 positions
         E = _chunks(x_ptr + off, pos, length, d_mask, -V, BD, BT, V)[V + 1 - W:] + E
@@ -137,10 +139,10 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, out_ptr, dim, length,
 
 
 @triton.jit
-def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dwp_ptr, dbp_ptr, dim, length,
+def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dout_ptr, dx_ptr, dwp_ptr, dbp_ptr, dim, length, s_b, s_d,
                      W: tl.constexpr, BD: tl.constexpr, BT: tl.constexpr, V: tl.constexpr,
                      HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
-    off, pos, d_mask, u, bias = _tile(w_ptr, b_ptr, dim, length, BD, BT, W, HAS_BIAS)
+    off, pos, d_mask, u, bias = _tile(w_ptr, b_ptr, dim, s_b, s_d, BD, BT, W, HAS_BIAS)
     # per thread chunk of V positions: E[i] = x at chunk position i - (W-1) and D[r] = dout at
     # chunk position r, both reaching W-1 positions into the neighbouring chunks
     E = _chunks(x_ptr + off, pos, length, d_mask, 0, BD, BT, V)
@@ -200,13 +202,13 @@ def _blocks(x: Tensor, config: tuple[int, int, int]) -> dict:
 
 def _conv_fwd(x: Tensor, weight: Tensor, bias: Tensor | None, silu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """The forward kernel: (out, x as read, weight as read)."""
-    x = x.contiguous()
+    x = rows_layout(x)
     w = weight.contiguous()
     batch, dim, length = x.shape
     meta = _blocks(x, FWD_CONFIG)
     out = torch.empty_like(x)
     grid = (triton.cdiv(length, meta["BT"]), triton.cdiv(dim, meta["BD"]), batch)
-    launch(_conv_fwd_kernel, grid, x, w, bias if bias is not None else w, out, dim, length,
+    launch(_conv_fwd_kernel, grid, x, w, bias if bias is not None else w, out, dim, length, *row_strides(x)[:2],
            W=w.shape[1], HAS_BIAS=bias is not None, SILU=silu, **meta)
     return out, x, w
 
@@ -226,13 +228,13 @@ class _CausalConvFn(torch.autograd.Function):
         W = w.shape[1]
         meta = _blocks(x, BWD_CONFIG)
         ntb = triton.cdiv(length, meta["BT"])
-        dout = dout.contiguous()
+        dout = in_layout(dout, x)  # read at x's strides
         dx = torch.empty_like(x)
         dwp = torch.empty((batch, ntb, dim, W), device=x.device, dtype=torch.float32)
         dbp = torch.empty((batch, ntb, dim), device=x.device, dtype=torch.float32) if bias is not None else None
         grid = (ntb, triton.cdiv(dim, meta["BD"]), batch)
         launch(_conv_bwd_kernel, grid, x, w, bias if bias is not None else w, dout, dx, dwp,
-               dbp if dbp is not None else dwp, dim, length,
+               dbp if dbp is not None else dwp, dim, length, *row_strides(x)[:2],
                W=W, HAS_BIAS=bias is not None, SILU=ctx.silu, **meta)
         dw = dwp.sum(dim=(0, 1)).to(w.dtype)
         db = dbp.sum(dim=(0, 1)).to(bias.dtype) if bias is not None else None

@@ -8,8 +8,10 @@ tile-start states; the backward recomputes the conv and the two thin projections
 backward kernel, which recomputes h anyway, also writes the forward's output for out_proj's
 weight gradient (3 of the 5 large saved tensors gone for one conv, two thin GEMMs and one store).
 
-Every tensor is channel-major (batch, channels, length) as in models/mamba.py; B and C are row
-slices of the x_proj output and reach the scan kernels without a copy. Triton only (CUDA, or
+Every tensor is channel-major (batch, channels, length) as in models/mamba.py, in either row
+layout of kernels/layout.py (x's): channel-outer makes every projection, weight gradients
+included, one 2-D GEMM; B and C are row slices of the x_proj output and reach the scan kernels
+without a copy. Triton only (CUDA, or
 CPU tensors under TRITON_INTERPRET=1); models/mamba.py composes the same block from separate
 ops on the reference path and is the oracle the tests compare this node with.
 """
@@ -20,15 +22,24 @@ import torch
 from torch import Tensor
 
 from seqbench.kernels.conv import causal_conv1d
+from seqbench.kernels.layout import channel_outer, channel_rows, from_channel_rows, mix_channels
 from seqbench.kernels.scan import triton as triton_scan
 
 
 def _pre_scan(x: Tensor, conv_w: Tensor, conv_b: Tensor | None, xproj_w: Tensor, dt_w: Tensor, dt_rank: int):
-    """conv + SiLU, x_proj and dt_proj: (u, x_dbl, delta), each a contiguous (b, ., l)."""
+    """conv + SiLU, x_proj and dt_proj: (u, x_dbl, delta), each (b, ., l) in x's layout."""
     u = causal_conv1d(x, conv_w, conv_b, activation="silu", backend="triton")
-    x_dbl = torch.bmm(xproj_w.expand(x.shape[0], *xproj_w.shape), u)
-    delta = torch.bmm(dt_w.expand(x.shape[0], *dt_w.shape), x_dbl[:, :dt_rank])
+    x_dbl = mix_channels(xproj_w, u)
+    delta = mix_channels(dt_w, x_dbl[:, :dt_rank])
     return u, x_dbl, delta
+
+
+def _out_proj(y: Tensor, out_w: Tensor) -> Tensor:
+    """(b, d_inner, l) in either layout -> (b, l, d_model) contiguous."""
+    if channel_outer(y):
+        return torch.mm(channel_rows(y).t(), out_w.t()).view(y.shape[0], y.shape[2], out_w.shape[0])
+    wT = out_w.t()
+    return torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))
 
 
 class _MambaInnerFn(torch.autograd.Function):
@@ -39,8 +50,7 @@ class _MambaInnerFn(torch.autograd.Function):
         y, _, saved, plan = triton_scan._forward(u, delta, A_log, B, C, D, z, dt_bias, None, True, False, None,
                                                  needs_grad=True, a_is_log=True)  # A = -exp(A_log) in the kernels
         hst, dtsum = saved[-2:]
-        wT = out_w.t()
-        out = torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))  # (b, l, d_model)
+        out = _out_proj(y, out_w)  # (b, l, d_model)
         ctx.save_for_backward(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl, hst, dtsum)
         ctx.plan, ctx.dt_rank, ctx.d_state = plan, dt_rank, d_state
         return out
@@ -50,18 +60,25 @@ class _MambaInnerFn(torch.autograd.Function):
         x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl_saved, hst, dtsum = ctx.saved_tensors
         R, N = ctx.dt_rank, ctx.d_state
         b = x.shape[0]
-        doutT = dout.contiguous().transpose(1, 2)  # (b, d_model, l), a view
-        wT = out_w.t()
-        dy = torch.bmm(wT.expand(b, *wT.shape), doutT)  # (b, d_inner, l)
-        y = torch.empty_like(dy)  # recomputed by the scan's backward kernel
+        outer = channel_outer(x)  # the layout of every (b, d_inner, l) tensor of the block
+        dout = dout.contiguous()
+        if outer:  # dy = W^T dout^T, (d_inner, b l) rows
+            dy = from_channel_rows(torch.mm(out_w.t(), dout.view(-1, dout.shape[-1]).t()), b)
+        else:
+            wT = out_w.t()
+            dy = torch.bmm(wT.expand(b, *wT.shape), dout.transpose(1, 2))  # (b, d_inner, l)
         leaves = [t.detach().requires_grad_(True) if t is not None else None for t in (x, conv_w, conv_b, xproj_w, dt_w)]
         with torch.enable_grad():  # the recomputed part, differentiated by autograd below
             u, x_dbl, delta = _pre_scan(*leaves, R)
         B, C = x_dbl_saved[:, R:R + N], x_dbl_saved[:, R + N:]
         ops = ctx.plan.operands(u.detach(), delta.detach(), A_log, B, C, D, z, dt_bias, None)  # as the forward's
+        y = torch.empty_like(ops[0])  # u's layout; recomputed by the scan's backward kernel
         du, ddelta, dA, dBC, dD, dz, dbias, _ = triton_scan._bwd(ctx.plan, dy, None, *ops[:8], hst, dtsum,
                                                                  collapse_groups=True, out=y)
-        dout_w = torch.bmm(doutT, y.transpose(1, 2)).sum(0)  # (d_model, d_inner)
+        if outer:  # (d_model, d_inner): one GEMM over all positions
+            dout_w = torch.mm(dout.view(-1, dout.shape[-1]).t(), channel_rows(y).t())
+        else:  # summed over the batch
+            dout_w = torch.bmm(dout.transpose(1, 2), y.transpose(1, 2)).sum(0)
         dx_dbl = torch.zeros_like(x_dbl)
         dx_dbl[:, R:R + N] = dBC[0]
         dx_dbl[:, R + N:] = dBC[1]

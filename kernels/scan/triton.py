@@ -67,6 +67,7 @@ import triton.language as tl
 from torch import Tensor
 
 from seqbench.kernels.backend import needs_autograd
+from seqbench.kernels.layout import in_layout, row_strides, rows_in_place
 from seqbench.kernels.launch import Bound, current_stream, through_triton
 from seqbench.kernels.scan.checks import check_scan_inputs
 
@@ -138,10 +139,11 @@ def _load_dt(delta_ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS: tl.constexpr, SOFT
 
 
 @triton.jit
-def _tile_coords(dim, length, BD: tl.constexpr, T: tl.constexpr):
+def _tile_coords(dim, length, s_b, s_d, BD: tl.constexpr, T: tl.constexpr):
     """Where a program of the per-tile grids works: (channel block, tile, batch row, channels d,
-    steps t, d_mask, [BD, T] mask, [BD, T] int64 element offsets). Channel blocks vary fastest,
-    so programs running together share the tile's B / C rows in L2."""
+    steps t, d_mask, [BD, T] mask, [BD, T] int64 element offsets, with batch stride s_b and
+    channel stride s_d). Channel blocks vary fastest, so programs running together share the
+    tile's B / C rows in L2."""
     pid = tl.program_id(0)
     ndb = tl.cdiv(dim, BD)
     dblk = pid % ndb
@@ -151,7 +153,7 @@ def _tile_coords(dim, length, BD: tl.constexpr, T: tl.constexpr):
     t = tile * T + tl.arange(0, T)
     d_mask = d < dim
     mask = d_mask[:, None] & (t < length)[None, :]
-    ptrs = ((b * dim + d.to(tl.int64)) * length)[:, None] + t[None, :]
+    ptrs = (b * s_b + d.to(tl.int64) * s_d)[:, None] + t[None, :]
     return dblk, tile, b, d, t, d_mask, mask, ptrs
 
 
@@ -163,11 +165,11 @@ def _tile_coords(dim, length, BD: tl.constexpr, T: tl.constexpr):
 @triton.jit
 def _fwd_tile_state(
     u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, hbuf_ptr, dtsum_ptr,
-    dim, length, ntiles, dpg, sB_b, sB_g,
+    dim, length, ntiles, dpg, s_b, s_d, sB_b, sB_g, sB_n,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
-    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
+    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, s_b, s_d, BD, T)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
     uf = tl.load(u_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
     dtu = dt * uf
@@ -183,7 +185,7 @@ def _fwd_tile_state(
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         nx = (n + 1) % N
         a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
-        Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        Bn_x = tl.load(Bp + nx * sB_n, mask=mask, other=0.0).to(tl.float32)
         w = tl.exp2(R * a2[:, None]) * dtu * Bn
         tl.store(hp + n * dim, tl.sum(w, axis=1), mask=d_mask)
         a2 = a2_x
@@ -234,13 +236,14 @@ def _carry_fwd(
 @triton.jit
 def _tile_forward(
     u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he, last_p, last_mask,
-    d, d_mask, mask, ptrs, dim, length, nvalid,
+    d, d_mask, mask, ptrs, dim, sB_n, nvalid,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_END: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
     SUB: tl.constexpr,
 ):
-    """One [BD x T] tile of the forward, starting from the states at hs (state n at hs + n * dim):
+    """One [BD x T] tile of the forward, starting from the states at hs (state n at hs + n * dim;
+    B / C state rows sB_n apart):
     per state, tl.associative_scan over (decay, input) pairs with the start state folded into the
     first input, y += h * C; then the D skip and the z gate, and out is stored. With STORE_END the
     tile's end states (h at its last column: dt is 0 past the end, so decay 1 and input 0 there)
@@ -267,8 +270,8 @@ def _tile_forward(
         # prefetch the next state's operands (wrapped to state 0 on the last step; unused)
         nx = (n + 1) % N
         a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
-        Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
-        Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        Bn_x = tl.load(Bp + nx * sB_n, mask=mask, other=0.0).to(tl.float32)
+        Cn_x = tl.load(Cp + nx * sB_n, mask=mask, other=0.0).to(tl.float32)
         h0_x = tl.load(hs + nx * dim, mask=d_mask, other=0.0)
         a = tl.exp2(dt * a2[:, None])
         # h_0 = a_0 * h_start + b_0: folding the start state into the first input leaves the scan's
@@ -308,24 +311,24 @@ def _tile_forward(
 @triton.jit
 def _fwd_out(
     u_ptr, delta_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, hst_ptr,
-    dim, length, ntiles, dpg, sB_b, sB_g,
+    dim, length, ntiles, dpg, s_b, s_d, sB_b, sB_g, sB_n,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
 ):
-    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
+    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, s_b, s_d, BD, T)
     g = (dblk * BD) // dpg
     boff = b * sB_b + g.to(tl.int64) * sB_g + (t[None, :] + 0 * d[:, None])  # [BD, T], equal rows
     hs = hst_ptr + (b * (ntiles + 1) + tile) * N * dim + d
     _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, A_ptr + d.to(tl.int64) * N,
-                  B_ptr + boff, C_ptr + boff, hs, hs, hs, d_mask, d, d_mask, mask, ptrs, dim, length, 1,
+                  B_ptr + boff, C_ptr + boff, hs, hs, hs, d_mask, d, d_mask, mask, ptrs, dim, sB_n, 1,
                   N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, False, False, UNROLL, A_IS_LOG, 1)
 
 
 @triton.jit
 def _fwd_seq(
     u_ptr, delta_ptr, z_ptr, out_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, h0_ptr, hst_ptr, dtsum_ptr,
-    last_ptr, dim, length, ntiles, dpg, sB_b, sB_g,
+    last_ptr, dim, length, ntiles, dpg, s_b, s_d, sB_b, sB_g, sB_n,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_LAST: tl.constexpr, UNROLL: tl.constexpr, A_IS_LOG: tl.constexpr,
@@ -345,7 +348,7 @@ def _fwd_seq(
     d64 = d.to(tl.int64)
     d_mask = d < dim
     tt = tl.arange(0, T)
-    row = (b * dim + d64) * length  # [BD] int64
+    row = b * s_b + d64 * s_d  # [BD] int64
     g = (dblk * BD) // dpg
     boff = b * sB_b + g.to(tl.int64) * sB_g + (tt[None, :] + 0 * d[:, None])  # [BD, T], equal rows
     Bp = B_ptr + boff
@@ -374,7 +377,7 @@ def _fwd_seq(
         he = hs + SUB * ND  # end states of this tile = start states of the next
         dtsum = _tile_forward(u_ptr, delta_ptr, z_ptr, out_ptr, D_ptr, bias_ptr, Ap, Bp, Cp, hs, he,
                               last_p, d_mask & (tile == nfwd - 1), d, d_mask, mask, row[:, None] + t[None, :],
-                              dim, length, nvalid, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST,
+                              dim, sB_n, nvalid, N, BD, T, HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, True, HAS_LAST,
                               UNROLL, A_IS_LOG, SUB)
         if SUB == 1:
             tl.store(dsp, dtsum, mask=d_mask)
@@ -409,7 +412,7 @@ def _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z: tl.constexpr):
 @triton.jit
 def _bwd_tile_state(
     dout_ptr, z_ptr, delta_ptr, A_ptr, C_ptr, bias_ptr, qbuf_ptr, Crev_ptr,
-    dim, length, ntiles, dpg, sB_b, sB_g,
+    dim, length, ntiles, dpg, s_b, s_d, sB_b, sB_g, sB_n,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, UNROLL: tl.constexpr,
     WRITE_CREV: tl.constexpr, A_IS_LOG: tl.constexpr,
@@ -418,7 +421,7 @@ def _bwd_tile_state(
     at the tile's end: q = sum_t exp(A * S_t) * C_t * dy_t (S_t inclusive cumulative dt).
     With WRITE_CREV the first channel block of each group also writes its tile of C reversed
     (what `_reverse_tiles` writes; one launch less for short, host-bound calls)."""
-    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, BD, T)
+    dblk, tile, b, d, t, d_mask, mask, ptrs = _tile_coords(dim, length, s_b, s_d, BD, T)
     _, dt = _load_dt(delta_ptr + ptrs, bias_ptr, d, d_mask, mask, HAS_BIAS, SOFTPLUS)
     _do, _zf, _sz, dy = _load_dy(dout_ptr, z_ptr, ptrs, mask, HAS_Z)
     S = tl.cumsum(dt, axis=1)
@@ -439,11 +442,11 @@ def _bwd_tile_state(
     Cn = tl.load(Cp, mask=mask, other=0.0).to(tl.float32)
     for n in tl.range(0, N, loop_unroll_factor=UNROLL):
         if WRITE_CREV:
-            tl.store(rev_dst + n * (ntiles * T), tl.load(rev_src + n * length, mask=rev_load, other=0.0),
+            tl.store(rev_dst + n * (ntiles * T), tl.load(rev_src + n * sB_n, mask=rev_load, other=0.0),
                      mask=rev_store)
         nx = (n + 1) % N
         a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
-        Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+        Cn_x = tl.load(Cp + nx * sB_n, mask=mask, other=0.0).to(tl.float32)
         w = tl.exp2(S * a2[:, None]) * dy * Cn
         tl.store(qp + n * dim, tl.sum(w, axis=1), mask=d_mask)
         a2 = a2_x
@@ -451,15 +454,16 @@ def _bwd_tile_state(
 
 
 @triton.jit
-def _reverse_tiles(C_ptr, Crev_ptr, length, lpad, nblk, rows_per_batch, sC_b, T: tl.constexpr, BLK: tl.constexpr):
+def _reverse_tiles(C_ptr, Crev_ptr, length, lpad, nblk, groups, N, sC_b, sC_g, sC_n,
+                   T: tl.constexpr, BLK: tl.constexpr):
     """Crev[row, k T + j] = C[row, k T + T-1-j], zero past the end: every tile of T steps
-    reversed in time, for `_bwd_main`'s reversed scan. Rows are (batch, group, state); C's rows
-    of one batch are contiguous, batches sC_b apart (C may be a slice of a wider tensor)."""
+    reversed in time, for `_bwd_main`'s reversed scan. Rows are (batch, group, state), at C's
+    strides sC_b, sC_g, sC_n (C may be a slice of a wider tensor)."""
     pid = tl.program_id(0)
     row = (pid // nblk).to(tl.int64)
     col = (pid % nblk) * BLK + tl.arange(0, BLK)
     src = (col // T) * T + (T - 1 - col % T)
-    crow = (row // rows_per_batch) * sC_b + (row % rows_per_batch) * length
+    crow = (row // (groups * N)) * sC_b + ((row // N) % groups) * sC_g + (row % N) * sC_n
     v = tl.load(C_ptr + crow + src, mask=src < length, other=0.0)
     tl.store(Crev_ptr + row * lpad + col, v, mask=col < lpad)
 
@@ -517,7 +521,7 @@ def _bwd_main(
     u_ptr, delta_ptr, z_ptr, dout_ptr, A_ptr, B_ptr, C_ptr, Crev_ptr, D_ptr, bias_ptr,
     hst_ptr, gst_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dBp_ptr, dCp_ptr, dDp_ptr, dbiasp_ptr, out_ptr,
-    dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub,
+    dim, length, lpad, ntiles, dpg, s_b, s_d, sB_b, sB_g, sB_n, nsplit, n_dsub,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr, ACCUM: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     UNROLL: tl.constexpr, HAS_OUT: tl.constexpr, C_REV_LOAD: tl.constexpr, A_IS_LOG: tl.constexpr,
@@ -546,7 +550,7 @@ def _bwd_main(
         d = dblk * BD + tl.arange(0, BD)
         d_mask = d < dim
         mask = d_mask[:, None] & t_mask[None, :]
-        row = (b * dim + d.to(tl.int64)) * length
+        row = b * s_b + d.to(tl.int64) * s_d
         ptrs = row[:, None] + t[None, :]
         g = (dblk * BD) // dpg
         bg = b * sB_b + g.to(tl.int64) * sB_g
@@ -557,7 +561,7 @@ def _bwd_main(
             trow_r = (tile * T + (T - 1) - tl.arange(0, T))[None, :] + 0 * d[:, None]
             Crp = C_ptr + bg + trow_r
             crev_mask = d_mask[:, None] & (trow_r < length)
-            crev_row = length
+            crev_row = sB_n
         else:
             Crp = Crev_ptr + ((b * (dim // dpg) + g.to(tl.int64)) * N) * lpad + trow  # Crev: contiguous (b, G, N, lpad)
             crev_mask = d_mask[:, None]
@@ -587,8 +591,8 @@ def _bwd_main(
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
             nx = (n + 1) % N
             a2_x = _load_a2(Ap + nx, d_mask, A_IS_LOG)
-            Bn_x = tl.load(Bp + nx * length, mask=mask, other=0.0).to(tl.float32)
-            Cn_x = tl.load(Cp + nx * length, mask=mask, other=0.0).to(tl.float32)
+            Bn_x = tl.load(Bp + nx * sB_n, mask=mask, other=0.0).to(tl.float32)
+            Cn_x = tl.load(Cp + nx * sB_n, mask=mask, other=0.0).to(tl.float32)
             Cn_rx = tl.load(Crp + nx * crev_row, mask=crev_mask, other=0.0).to(tl.float32)
             h0_x = tl.load(hp + nx * dim, mask=d_mask, other=0.0)
             gend_x = tl.load(gp + nx * dim, mask=d_mask, other=0.0)
@@ -808,23 +812,19 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     return cfg
 
 
-def _rows_contiguous(BC: Tensor) -> Tensor:
-    """B / C as the kernels read them: each batch's (groups x N) rows of L steps contiguous, the
-    batch stride free. A slice of a wider (b, rows, L) tensor (the Mamba block's x_proj output)
+def _steps_contiguous(BC: Tensor) -> Tensor:
+    """B / C as the kernels read them: steps contiguous, the batch, group and state strides free,
+    so a row slice of a wider tensor (the Mamba block's x_proj output, in either of its layouts)
     is used in place; anything else is copied."""
-    L = BC.shape[-1]
-    rows_ok = BC.stride(-1) == 1 and (BC.shape[-2] == 1 or BC.stride(-2) == L)
-    if rows_ok and (BC.dim() == 3 or BC.shape[1] == 1 or BC.stride(1) == BC.shape[2] * L):
-        return BC
-    return BC.contiguous()
+    return BC if BC.stride(-1) == 1 else BC.contiguous()
 
 
-def _bc_geometry(BC: Tensor) -> tuple[int, int, int, int]:
-    """(groups, N, batch stride, group stride) of a (b, N, L) or (b, G, N, L) B / C whose rows are
-    contiguous (`_rows_contiguous`)."""
+def _bc_geometry(BC: Tensor) -> tuple[int, int, int, int, int]:
+    """(groups, N, batch stride, group stride, state stride) of a (b, N, L) or (b, G, N, L) B / C
+    whose steps are contiguous (`_steps_contiguous`)."""
     if BC.dim() == 3:
-        return 1, BC.shape[1], BC.stride(0), 0
-    return BC.shape[1], BC.shape[2], BC.stride(0), BC.stride(1)
+        return 1, BC.shape[1], BC.stride(0), 0, BC.stride(1)
+    return BC.shape[1], BC.shape[2], BC.stride(0), BC.stride(1), BC.stride(2)
 
 
 @functools.lru_cache(maxsize=256)
@@ -870,12 +870,16 @@ class _Plan:
         self.dtypes = (B.dim(), B.dtype, C.dtype, A.dtype, None if D is None else D.dtype,
                        None if delta_bias is None else delta_bias.dtype,
                        None if initial_state is None else initial_state.dtype)
-        self.copy = {"u": not u.is_contiguous(), "delta": not delta.is_contiguous(),
-                     "z": z is not None and not z.is_contiguous()}
-        # B / C as the kernels read them: as they are, with their rows made contiguous, or, where
+        # u, delta, z (and out and the gradients, allocated like u) share one layout: u's when
+        # the kernels take it in place, else batch-major; the others are copied where they differ
+        u_in_place = rows_in_place(u)
+        rows = row_strides(u, None if u_in_place else (u.shape[1] * u.shape[2], u.shape[2], 1))
+        self.copy = {"u": not u_in_place, "delta": row_strides(delta) != rows,
+                     "z": z is not None and row_strides(z) != rows}
+        # B / C as the kernels read them: as they are, with their steps made contiguous, or, where
         # their strides then differ (the kernels take one set for both), both contiguous
-        B2, C2 = _rows_contiguous(B), _rows_contiguous(C)
-        self.bc_layout = None if (B2 is B and C2 is C) else _rows_contiguous
+        B2, C2 = _steps_contiguous(B), _steps_contiguous(C)
+        self.bc_layout = None if (B2 is B and C2 is C) else _steps_contiguous
         if B2.stride() != C2.stride():
             self.bc_layout = Tensor.contiguous
             B2, C2 = B2.contiguous(), C2.contiguous()
@@ -884,7 +888,7 @@ class _Plan:
         self.bc_f32 = cfg["BC_F32"]
         if self.bc_f32:  # a cast may change the strides: the geometry is the converted one's
             B2, C2 = B2.float(), C2.float()
-        groups, N, sB_b, sB_g = _bc_geometry(B2)
+        groups, N, sB_b, sB_g, sB_n = _bc_geometry(B2)
         # A_log (a_is_log) in any float dtype: the kernels turn it into A as they load it
         self.cast = {"A": not A.is_contiguous() or (A.dtype != torch.float32 and not a_is_log),
                      # D and delta_bias in any float dtype: the kernels convert them as they load
@@ -893,7 +897,7 @@ class _Plan:
                      "h0": initial_state is not None and (initial_state.dtype != torch.float32
                                                           or not initial_state.is_contiguous())}
         self.cfg, self.batch, self.dim, self.length, self.groups, self.N = cfg, batch, dim, length, groups, N
-        self.sB = (sB_b, sB_g)
+        self.strides = (rows[0], rows[1], sB_b, sB_g, sB_n)  # s_b, s_d of u's layout; B / C's
         self.has = {"D": D is not None, "z": z is not None, "bias": delta_bias is not None,
                     "h0": initial_state is not None}
         T = cfg["T"]
@@ -901,7 +905,7 @@ class _Plan:
         self.hst_shape, self.dtsum_shape = (batch, ntiles + 1, N, dim), (batch, ntiles, dim)
         self.hloc_shape = (batch, ntiles, N, dim)
         dpg = dim // groups
-        ints = (dim, length, ntiles, dpg, sB_b, sB_g)
+        ints = (dim, length, ntiles, dpg, *self.strides)
         flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=softplus,
                      UNROLL=cfg["UNROLL"], A_IS_LOG=a_is_log)
         if cfg["SEQ"]:
@@ -928,9 +932,9 @@ class _Plan:
         if copy["u"]:
             u = u.contiguous()
         if copy["delta"]:
-            delta = delta.contiguous()
+            delta = in_layout(delta, u)
         if copy["z"]:
-            z = z.contiguous()
+            z = in_layout(z, u)
         if self.bc_layout is not None:
             B, C = self.bc_layout(B), self.bc_layout(C)
         if self.bc_f32:
@@ -1015,7 +1019,7 @@ class _BackwardPlan:
         cfg, batch, dim, length, groups, N = fp.cfg, fp.batch, fp.dim, fp.length, fp.groups, fp.N
         T, BD, ntiles = cfg["T"], cfg["BD_BWD"], fp.ntiles
         dpg = dim // groups
-        sB_b, sB_g = fp.sB
+        sB_b, sB_g, sB_n = fp.strides[2:]
         has_bias, has_d, has_z = fp.has["bias"], fp.has["D"], fp.has["z"]
         nblk_pg = dpg // BD
         n_dsub = _split_plan(batch, ntiles, length, N, groups, nblk_pg, cfg["MAX_PARTIAL_BYTES"], cfg["MIN_PROGRAMS"])
@@ -1040,13 +1044,14 @@ class _BackwardPlan:
         # kernel (short calls), or by its own `_reverse_tiles` launch
         self.crev_in_state = not cfg["C_REV_LOAD"] and cfg["SHORT"]
         self.tile_state = Bound(_bwd_tile_state, (ntiles * triton.cdiv(dim, cfg["BD_FWD"]), batch),
-                                (dim, length, ntiles, dpg, sB_b, sB_g), N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=has_z,
+                                (dim, length, ntiles, dpg, *fp.strides), N=N, BD=cfg["BD_FWD"], T=T, HAS_Z=has_z,
                                 HAS_BIAS=has_bias, SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"],
                                 WRITE_CREV=self.crev_in_state, A_IS_LOG=fp.a_is_log, num_warps=cfg["WARPS_STATE"])
         self.carry = Bound(_carry_bwd, (triton.cdiv(N * dim, blk), batch), (dim, ntiles), N=N, BLK=blk, K=K,
                            HAS_DLAST=has_dlast, A_IS_LOG=fp.a_is_log, num_warps=cfg["WARPS_CARRY"])
         self.reverse = None if cfg["C_REV_LOAD"] or self.crev_in_state else Bound(
-            _reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups * N, sB_b), T=T, BLK=1024,
+            _reverse_tiles, (batch * groups * N * nblk,), (length, lpad, nblk, groups, N, sB_b, sB_g, sB_n), T=T,
+            BLK=1024,
             num_warps=4)
         self.bc_dtype = fp.dtypes[1] if fp.dtypes[1] == fp.dtypes[2] else torch.float32
         self.sums = None
@@ -1059,7 +1064,7 @@ class _BackwardPlan:
             self.sums = Bound(_bwd_sums, (n_a + n_bc + n_d,), (batch, ntiles, dim, N, n_a, n_bc, nsplit // g_out,
                                                                 N * length), BLK=blk, ROWS=_SUMS_ROWS, num_warps=4)
         self.main = Bound(_bwd_main, (ntiles * nsplit, batch),
-                          (dim, length, lpad, ntiles, dpg, sB_b, sB_g, nsplit, n_dsub),
+                          (dim, length, lpad, ntiles, dpg, *fp.strides, nsplit, n_dsub),
                           N=N, BD=BD, T=T, ACCUM=n_dsub > 1, HAS_D=has_d, HAS_Z=has_z, HAS_BIAS=has_bias,
                           SOFTPLUS=fp.softplus, UNROLL=cfg["UNROLL"], num_warps=cfg["WARPS_BWD"], HAS_OUT=has_out,
                           C_REV_LOAD=cfg["C_REV_LOAD"], A_IS_LOG=fp.a_is_log)
@@ -1091,6 +1096,7 @@ def _bwd(plan: _Plan, dout, dlast, u, delta, A, B, C, D, z, delta_bias, hst, dts
     saved no output needs it). Returns du, ddelta, dA (dim, N), dBC (2, b, N, L) or
     (2, b, G, N, L) in B's dtype when B and C share one (else fp32), dD, dz, ddelta_bias,
     dh0 (b, dim, N); dA, dD, ddelta_bias and dh0 in fp32."""
+    dout = in_layout(dout, u)  # the kernels read it at u's strides
     bp = plan.backward(dlast is not None, out is not None, collapse_groups,
                        (dout.data_ptr() % 16 == 0, u.data_ptr() % 16 == 0, delta.data_ptr() % 16 == 0))
     stream = current_stream(plan.device)
@@ -1168,7 +1174,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         u, delta, A32, B, C, Df, z, bias, hst, dtsum = ctx.saved_tensors
         plan = ctx.plan
         bdim, Bdt, Cdt, Adt, Ddt, biasdt, h0dt = plan.dtypes
-        dout = torch.zeros_like(u) if dout is None else dout.contiguous()
+        dout = torch.zeros_like(u) if dout is None else dout
         dlast = dlast.float().contiguous() if dlast is not None else None
         du, ddelta, dA, dBC, dD, dz, dbias, dh0 = _bwd(plan, dout, dlast, u, delta, A32, B, C, Df, z, bias, hst,
                                                        dtsum, collapse_groups=bdim == 3)
