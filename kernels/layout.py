@@ -60,3 +60,30 @@ def mix_channels(weight: Tensor, x: Tensor) -> Tensor:
     if channel_outer(x):
         return from_channel_rows(torch.mm(weight, channel_rows(x)), x.shape[0])
     return torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
+
+
+def to_tokens(y: Tensor, weight: Tensor) -> Tensor:
+    """y (b, k, L) in either layout and weight (o, k) -> contiguous (b, L, o) = y^T W^T: one GEMM
+    over all positions for channel-outer y, a batch of GEMMs with the weight broadcast otherwise."""
+    if channel_outer(y):
+        return torch.mm(channel_rows(y).t(), weight.t()).view(y.shape[0], y.shape[2], weight.shape[0])
+    wT = weight.t()  # (k, o), a view
+    return torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))
+
+
+def to_tokens_input_grad(g: Tensor, weight: Tensor, outer: bool) -> Tensor:
+    """`to_tokens`' gradient for y from g (b, L, o): W^T g^T (b, k, L), channel-outer when `outer`."""
+    g = g.contiguous()
+    if outer:
+        return from_channel_rows(torch.mm(weight.t(), g.view(-1, g.shape[-1]).t()), g.shape[0])
+    wT = weight.t()
+    return torch.bmm(wT.expand(g.shape[0], *wT.shape), g.transpose(1, 2))
+
+
+def to_tokens_weight_grad(g: Tensor, y: Tensor) -> Tensor:
+    """`to_tokens`' gradient for the weight (o, k) from g (b, L, o) and y: one GEMM over all
+    positions for channel-outer y, else batched products summed over the batch."""
+    g = g.contiguous()
+    if channel_outer(y):
+        return torch.mm(g.view(-1, g.shape[-1]).t(), channel_rows(y).t())
+    return torch.bmm(g.transpose(1, 2), y.transpose(1, 2)).sum(0)

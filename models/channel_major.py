@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from seqbench.kernels.backend import needs_autograd
-from seqbench.kernels.layout import channel_outer, channel_rows, from_channel_rows, mix_channels
+from seqbench.kernels.layout import (channel_outer, channel_rows, from_channel_rows, to_tokens,
+                                     to_tokens_input_grad, to_tokens_weight_grad)
 
 # tokens_to_channels writes channel-outer tensors at every batch size (models/NOTES.md, variant 12:
 # predicted to remove the weight gradients' batch sums, not yet timed, so off)
@@ -40,13 +41,6 @@ def _tokens_to_channels(h: Tensor, weight: Tensor, sizes: tuple[int, ...], outer
         outs.append(torch.bmm(w.expand(b, *w.shape), hT))
         start += n
     return tuple(outs)
-
-
-def _channels_to_tokens(y: Tensor, weight: Tensor) -> Tensor:
-    if channel_outer(y):  # (b l, o) = y_rows^T W^T
-        return torch.mm(channel_rows(y).t(), weight.t()).view(y.shape[0], y.shape[2], weight.shape[0])
-    wT = weight.t()  # (k, o), a view
-    return torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))  # (b, l, o)
 
 
 class _TokensToChannels(torch.autograd.Function):
@@ -93,27 +87,13 @@ class _ChannelsToTokens(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: Tensor, weight: Tensor):
         ctx.save_for_backward(y, weight)
-        return _channels_to_tokens(y, weight)
+        return to_tokens(y, weight)
 
     @staticmethod
     def backward(ctx, g: Tensor):
         y, weight = ctx.saved_tensors
-        b = y.shape[0]
-        dy = dweight = None
-        if channel_outer(y):  # single GEMMs over all positions, dy channel-outer as y
-            g2 = g.reshape(-1, g.shape[-1])  # (b l, o)
-            if ctx.needs_input_grad[0]:
-                dy = from_channel_rows(torch.mm(weight.t(), g2.t()), b)
-            if ctx.needs_input_grad[1]:
-                dweight = torch.mm(g2.t(), channel_rows(y).t())
-            return dy, dweight
-        g = g.contiguous()
-        gT = g.transpose(1, 2)  # (b, o, l), a view
-        if ctx.needs_input_grad[0]:  # (b, k, l) = W^T g^T
-            wT = weight.t()
-            dy = torch.bmm(wT.expand(b, *wT.shape), gT)
-        if ctx.needs_input_grad[1]:  # (o, k) = sum_b g_b^T y_b^T
-            dweight = torch.bmm(gT, y.transpose(1, 2)).sum(0)
+        dy = to_tokens_input_grad(g, weight, channel_outer(y)) if ctx.needs_input_grad[0] else None
+        dweight = to_tokens_weight_grad(g, y) if ctx.needs_input_grad[1] else None
         return dy, dweight
 
 
@@ -133,10 +113,5 @@ def channels_to_tokens(y: Tensor, weight: Tensor) -> Tensor:
     """y (b, k, l) channel-major, either layout, and weight (o, k) -> contiguous (b, l, o) = y^T W^T."""
     if needs_autograd(y, weight):
         return _ChannelsToTokens.apply(y, weight)
-    return _channels_to_tokens(y, weight)
+    return to_tokens(y, weight)
 
-
-def channels_to_channels(x: Tensor, weight: Tensor) -> Tensor:
-    """x (b, k, l) and weight (o, k) -> (b, o, l) = W x in x's layout (plain autograd). x may be a
-    row slice of a wider channel-major tensor."""
-    return mix_channels(weight, x)

@@ -18,7 +18,8 @@ from seqbench import kernels
 from seqbench.kernels import selective_scan
 from seqbench.kernels.backend import resolve_backend
 from seqbench.models.backbone import Mixer, SequenceModel, autocast_dtype
-from seqbench.models.channel_major import channels_to_channels, channels_to_tokens, tokens_to_channels
+from seqbench.kernels.layout import mix_channels
+from seqbench.models.channel_major import channels_to_tokens, tokens_to_channels
 from seqbench.models.transformer import mlp_factory
 from seqbench.core.types import HeadSpec
 
@@ -120,8 +121,8 @@ class MambaMixer(Mixer):
                                       backend=self.backend)
             if carried:  # the outputs of the state's own inputs are the previous chunk's
                 x = x[:, :, self.d_conv - 1:].contiguous()
-            x_dbl = channels_to_channels(x, cast(self.x_proj.weight))  # (b, R + 2N, l)
-            dt = channels_to_channels(x_dbl[:, :R], cast(self.dt_proj.weight))  # (b, di, l); bias added in the scan
+            x_dbl = mix_channels(cast(self.x_proj.weight), x)  # (b, R + 2N, l) in x's layout
+            dt = mix_channels(cast(self.dt_proj.weight), x_dbl[:, :R])  # (b, di, l); bias added in the scan
             y = selective_scan(
                 x, dt, self.A_log, x_dbl[:, R:R + N], x_dbl[:, R + N:], A_is_log=True,  # A = -exp(A_log)
                 D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,  # read as fp32 by the scan

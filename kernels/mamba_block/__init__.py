@@ -11,9 +11,9 @@ weight gradient (3 of the 5 large saved tensors gone for one conv, two thin GEMM
 Every tensor is channel-major (batch, channels, length) as in models/mamba.py, in either row
 layout of kernels/layout.py (x's): channel-outer makes every projection, weight gradients
 included, one 2-D GEMM; B and C are row slices of the x_proj output and reach the scan kernels
-without a copy. Triton only (CUDA, or
-CPU tensors under TRITON_INTERPRET=1); models/mamba.py composes the same block from separate
-ops on the reference path and is the oracle the tests compare this node with.
+without a copy. Triton only (CUDA, or CPU tensors under TRITON_INTERPRET=1); models/mamba.py
+composes the same block from separate ops on the reference path and is the oracle the tests
+compare this node with.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from seqbench.kernels.conv import causal_conv1d
-from seqbench.kernels.layout import channel_outer, channel_rows, from_channel_rows, mix_channels
+from seqbench.kernels.layout import channel_outer, mix_channels, to_tokens, to_tokens_input_grad, to_tokens_weight_grad
 from seqbench.kernels.scan import triton as triton_scan
 
 
@@ -34,14 +34,6 @@ def _pre_scan(x: Tensor, conv_w: Tensor, conv_b: Tensor | None, xproj_w: Tensor,
     return u, x_dbl, delta
 
 
-def _out_proj(y: Tensor, out_w: Tensor) -> Tensor:
-    """(b, d_inner, l) in either layout -> (b, l, d_model) contiguous."""
-    if channel_outer(y):
-        return torch.mm(channel_rows(y).t(), out_w.t()).view(y.shape[0], y.shape[2], out_w.shape[0])
-    wT = out_w.t()
-    return torch.bmm(y.transpose(1, 2), wT.expand(y.shape[0], *wT.shape))
-
-
 class _MambaInnerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, dt_rank, d_state):
@@ -50,7 +42,7 @@ class _MambaInnerFn(torch.autograd.Function):
         y, _, saved, plan = triton_scan._forward(u, delta, A_log, B, C, D, z, dt_bias, None, True, False, None,
                                                  needs_grad=True, a_is_log=True)  # A = -exp(A_log) in the kernels
         hst, dtsum = saved[-2:]
-        out = _out_proj(y, out_w)  # (b, l, d_model)
+        out = to_tokens(y, out_w)  # (b, l, d_model)
         ctx.save_for_backward(x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl, hst, dtsum)
         ctx.plan, ctx.dt_rank, ctx.d_state = plan, dt_rank, d_state
         return out
@@ -59,14 +51,8 @@ class _MambaInnerFn(torch.autograd.Function):
     def backward(ctx, dout):
         x, z, conv_w, conv_b, xproj_w, dt_w, A_log, D, dt_bias, out_w, x_dbl_saved, hst, dtsum = ctx.saved_tensors
         R, N = ctx.dt_rank, ctx.d_state
-        b = x.shape[0]
-        outer = channel_outer(x)  # the layout of every (b, d_inner, l) tensor of the block
-        dout = dout.contiguous()
-        if outer:  # dy = W^T dout^T, (d_inner, b l) rows
-            dy = from_channel_rows(torch.mm(out_w.t(), dout.view(-1, dout.shape[-1]).t()), b)
-        else:
-            wT = out_w.t()
-            dy = torch.bmm(wT.expand(b, *wT.shape), dout.transpose(1, 2))  # (b, d_inner, l)
+        # (b, d_inner, l) in x's layout, the layout of every such tensor of the block
+        dy = to_tokens_input_grad(dout, out_w, channel_outer(x))
         leaves = [t.detach().requires_grad_(True) if t is not None else None for t in (x, conv_w, conv_b, xproj_w, dt_w)]
         with torch.enable_grad():  # the recomputed part, differentiated by autograd below
             u, x_dbl, delta = _pre_scan(*leaves, R)
@@ -75,10 +61,7 @@ class _MambaInnerFn(torch.autograd.Function):
         y = torch.empty_like(ops[0])  # u's layout; recomputed by the scan's backward kernel
         du, ddelta, dA, dBC, dD, dz, dbias, _ = triton_scan._bwd(ctx.plan, dy, None, *ops[:8], hst, dtsum,
                                                                  collapse_groups=True, out=y)
-        if outer:  # (d_model, d_inner): one GEMM over all positions
-            dout_w = torch.mm(dout.view(-1, dout.shape[-1]).t(), channel_rows(y).t())
-        else:  # summed over the batch
-            dout_w = torch.bmm(dout.transpose(1, 2), y.transpose(1, 2)).sum(0)
+        dout_w = to_tokens_weight_grad(dout, y)  # (d_model, d_inner)
         dx_dbl = torch.zeros_like(x_dbl)
         dx_dbl[:, R:R + N] = dBC[0]
         dx_dbl[:, R + N:] = dBC[1]
