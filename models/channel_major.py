@@ -23,8 +23,8 @@ from seqbench.kernels.layout import (channel_outer, channel_rows, from_channel_r
                                      to_tokens_input_grad, to_tokens_weight_grad)
 
 # tokens_to_channels writes channel-outer tensors at every batch size (models/NOTES.md, variant 12:
-# predicted to remove the weight gradients' batch sums, not yet timed, so off)
-CHANNEL_OUTER = False
+# the weight gradients' batch sums gone; no slower than batch-major in the timed training steps)
+CHANNEL_OUTER = True
 
 
 def _tokens_to_channels(h: Tensor, weight: Tensor, sizes: tuple[int, ...], outer: bool) -> tuple[Tensor, ...]:

@@ -133,7 +133,7 @@ def test_scan_backward_repeats_through_scratch_addresses(dtype, groups):
     {"T_SEQ": 128, "BD_SEQ": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},
     {"T_SEQ": 64, "BD_SEQ": 4, "WARPS_SEQ": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},  # across warps: the barrier matters
     {"T_SEQ": 32, "BD_SEQ": 8, "WARPS_SEQ": 4, "UNROLL": 2, "SEQ_GRAD": True, "SEQ_MAX_TILES": 64},
-    {"SEQ_GRAD_ROWS": 1, "T_SEQ": 256, "SHORT_CALL_ELEMS": 0},  # long tiles, the backward's states at T
+    {"SEQ_GRAD_ROWS": 1, "T_SEQ_ROWS": 256, "SHORT_CALL_ELEMS": 0},  # long tiles, the backward's states at T
 ])
 def test_scan_forward_paths_gpu(config):
     """Both forwards and the sequential forward's tile shapes (the backward then tiles by T_SEQ)."""

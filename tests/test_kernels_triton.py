@@ -100,7 +100,7 @@ PATHS = [pytest.param({}, id="default-short"), pytest.param({"SEQ_GRAD": True}, 
          pytest.param({"SEQ_MAX_TILES": 0, "SHORT_CALL_ELEMS": 0}, id="tiles"),
          pytest.param({"SEQ_MAX_TILES": 0, "SUMS_MAX_ROWS": 0, "SHORT_CALL_ELEMS": 0}, id="tiles-torch-sums"),
          pytest.param({"C_REV_LOAD": True, "SHORT_CALL_ELEMS": 0}, id="c-reversed-in-main"),
-         pytest.param({"SEQ_GRAD_ROWS": 1, "T_SEQ": 32, "SHORT_CALL_ELEMS": 0}, id="seq-long-tiles")]
+         pytest.param({"SEQ_GRAD_ROWS": 1, "T_SEQ_ROWS": 32, "SHORT_CALL_ELEMS": 0}, id="seq-long-tiles")]
 
 
 @needs_triton
@@ -303,15 +303,16 @@ def test_short_call_reverses_C_in_the_tile_state_kernel(monkeypatch):
 @needs_triton
 @pytest.mark.parametrize("length,t_seq", [(45, 64), (45, 32), (64, 32)])
 def test_seq_forward_on_long_tiles_writes_the_backwards_tile_states(length, t_seq):
-    """Under autograd with many rows (SEQ_GRAD_ROWS), `_fwd_seq` walks tiles of T_SEQ steps and
-    writes hst / dtsum at the backward's T, as the three-kernel forward at T does: also where the
-    last long tile holds fewer backward tiles than the others."""
+    """Under autograd with many rows (SEQ_GRAD_ROWS), `_fwd_seq` walks tiles of T_SEQ_ROWS steps
+    (not the no-gradient forward's T_SEQ) and writes hst / dtsum at the backward's T, as the
+    three-kernel forward at T does: also where the last long tile holds fewer backward tiles
+    than the others."""
     from seqbench.kernels.scan.triton import _forward
 
     x = {k: v.to(DEVICE) for k, v in _inputs(2, 4, length, 3, torch.float32, groups=2, seed=8).items()}
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], x["initial_state"],
             True, True)
-    split = {"T": 16, "T_SEQ": t_seq, "SEQ_GRAD_ROWS": 8, "SHORT_CALL_ELEMS": 0}
+    split = {"T": 16, "T_SEQ": 128, "T_SEQ_ROWS": t_seq, "SEQ_GRAD_ROWS": 8, "SHORT_CALL_ELEMS": 0}
     out_s, last_s, saved_s, plan_s = _forward(*args, split, needs_grad=True)
     out_t, last_t, saved_t, plan_t = _forward(*args, {"T": 16, "SEQ_MAX_TILES": 0, "SHORT_CALL_ELEMS": 0},
                                               needs_grad=True)

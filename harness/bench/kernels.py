@@ -455,8 +455,8 @@ DEFAULT_VARIANTS = {
     "T128_BD2_u2": dict(T=128, BD_FWD=2, BD_BWD=2, UNROLL=2),
     # under autograd at many rows: `_fwd_seq` on long tiles writing the backward's T-tiled states
     # (kernels/NOTES.md, variant 16); applies at 8 x 1536 x 2048 of these shapes
-    "seq_rows_T256": dict(SEQ_GRAD_ROWS=1, T_SEQ=256, BD_SEQ=1),
-    "seq_rows_T512": dict(SEQ_GRAD_ROWS=1, T_SEQ=512, BD_SEQ=1),
+    "three_kernel_fwd": dict(SEQ_GRAD_ROWS=0),
+    "seq_rows_T512": dict(SEQ_GRAD_ROWS=1, T_SEQ_ROWS=512),
 }
 VARIANT_SHAPES = [(1, 1536, 8192), (1, 1536, 131072), (8, 1536, 2048), (1, 1536, 524288), (1, 5120, 32768)]
 

@@ -9,8 +9,9 @@ step as a CUDA graph) and the selective scan alone (forward+backward, 1 x 1536 x
 is timed at every generation batch of 1.4b, so that a generation call's time splits into its
 prefill and its 128 decode steps. Inference runs on bf16 weights for both, as the authors'
 benchmark does. The same timing code measures both (CUDA events, medians after warm-up); each
-model is built with seed 0 and random weights. The scan alone, bound by the host's speed, which
-drifts within a run, alternates the two implementations over six rounds.
+model is built with seed 0 and random weights. The scan alone and the batch-1 prefill, bound by
+the host's speed, which drifts within a run, alternate the two implementations over six rounds
+(prefill at larger batches over two).
 
 `mamba_ssm` is never a dependency: when it cannot be imported, its column stays empty and only
 seqbench is measured. Built from the authors' source for the measurement, it compiles in a
@@ -36,6 +37,7 @@ FIELDS = ["what", "size", "batch", "seq_len", "seqbench", "mamba_ssm", "unit", "
 THEIR_SIZES = {"130m": (768, 24), "1.4b": (2048, 48)}
 TRAIN_SHAPES = [(8, 2048), (1, 16384)]
 PREFILL_BATCHES = [1, 8, 32, 128]  # every generation batch too: a generation call is its prefill plus the decode steps
+PREFILL_ROUNDS = {1: 6}  # alternating rounds per batch (default 2): the host-bound call gets more
 GEN_BATCHES = [1, 8, 32, 128]
 PROMPT, NEW = 2048, 128
 
@@ -101,8 +103,18 @@ def _train(model, theirs: bool, batch: int, seq_len: int) -> tuple[float, float]
     return batch * seq_len / (ms / 1000), torch.cuda.max_memory_allocated() / 2**30
 
 
-def _prefill_ms(model, theirs: bool, batch: int) -> float:
-    return time_ms(_call(model, theirs, "prefill", batch), torch.device("cuda"), repeats=5, warmup=2)
+def _prefill_ms(ours, theirs, batch: int) -> tuple[float, float | None]:
+    """Prefill ms of both models (theirs None without mamba_ssm), medians over alternating
+    rounds: batch 1 is bound by the host, whose speed drifts between windows of one run, so one
+    side timed after the other would compare two host speeds."""
+    calls = {"ours": _call(ours, False, "prefill", batch)}
+    if theirs is not None:
+        calls["theirs"] = _call(theirs, True, "prefill", batch)
+    rounds = PREFILL_ROUNDS.get(batch, 2)
+    times = alternating_rounds(list(calls), rounds, lambda name: {
+        "ms": time_ms(calls[name], torch.device("cuda"), repeats=5 if batch == 1 else 3, warmup=1)})
+    median = {name: statistics.median(t["ms"]) for name, t in times.items()}
+    return median["ours"], median.get("theirs")
 
 
 def _generate_tokens_per_s(model, theirs: bool, batch: int) -> float:
@@ -222,15 +234,35 @@ LAYOUT_FIELDS = ["layout", "batch", "seq_len", "ms", "tokens_per_s", "peak_gb", 
 LAYOUT_ROUNDS = 4
 
 
-def run_layouts(out_csv: Path | None) -> list[dict]:
-    """`--parts layouts`: our 130m training step at TRAIN_SHAPES in both row layouts of the
-    channel-major projections (models/channel_major.py, CHANNEL_OUTER off and on), in
-    alternating rounds of one process, the authors' step once beside them; to
-    `<out>-layouts.csv` when --out is given."""
+# `--parts layouts`: the row layouts of the channel-major projections (models/NOTES.md, variant
+# 12) crossed with the scan's forward under autograd at many rows (kernels/NOTES.md, variant 16)
+_THREE_KERNEL_FWD = {"SEQ_GRAD_ROWS": 0}
+LAYOUTS: dict[str, tuple[bool, dict]] = {
+    "batch-major": (False, _THREE_KERNEL_FWD), "channel-outer": (True, _THREE_KERNEL_FWD),
+    "batch-major+seq-rows-T256": (False, {"SEQ_GRAD_ROWS": 1, "T_SEQ_ROWS": 256}),
+    "channel-outer+seq-rows-T256": (True, {"SEQ_GRAD_ROWS": 1, "T_SEQ_ROWS": 256}),
+    "channel-outer+seq-rows-T512": (True, {"SEQ_GRAD_ROWS": 1, "T_SEQ_ROWS": 512})}
+
+
+def _set_layout(outer: bool, scan_config: dict) -> None:
+    """Our model's row layout and the scan's CONFIG entries; the scan's cached plans are
+    dropped, as they fix the tile configuration."""
+    from seqbench.kernels.scan import triton as scan_triton
     from seqbench.models import channel_major
 
-    layouts = {"batch-major": False, "channel-outer": True}
-    chosen = channel_major.CHANNEL_OUTER
+    channel_major.CHANNEL_OUTER = outer
+    scan_triton.CONFIG.update(scan_config)
+    scan_triton._PLANS.clear()
+
+
+def run_layouts(out_csv: Path | None) -> list[dict]:
+    """`--parts layouts`: our 130m training step at TRAIN_SHAPES in each of LAYOUTS, in
+    alternating rounds of one process, the authors' step once beside them; to
+    `<out>-layouts.csv` when --out is given."""
+    from seqbench.kernels.scan import triton as scan_triton
+    from seqbench.models import channel_major
+
+    chosen = (channel_major.CHANNEL_OUTER, dict(scan_triton.CONFIG))
     rows: list[dict] = []
     try:
         for batch, seq_len in TRAIN_SHAPES:
@@ -239,7 +271,8 @@ def run_layouts(out_csv: Path | None) -> list[dict]:
             peak: dict[str, float] = {}
 
             def measure(layout: str) -> dict[str, float]:
-                channel_major.CHANNEL_OUTER = layouts[layout]
+                _set_layout(chosen[0], chosen[1])
+                _set_layout(*LAYOUTS[layout])
                 step()  # a new layout's first step (plans, allocator) stays out of the timing
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -247,7 +280,7 @@ def run_layouts(out_csv: Path | None) -> list[dict]:
                 peak.setdefault(layout, torch.cuda.max_memory_allocated() / 2**30)
                 return {"ms": ms}
 
-            times = alternating_rounds(list(layouts), LAYOUT_ROUNDS, measure)
+            times = alternating_rounds(list(LAYOUTS), LAYOUT_ROUNDS, measure)
             del model, step
             torch.cuda.empty_cache()
             theirs = _theirs("130m")
@@ -257,15 +290,15 @@ def run_layouts(out_csv: Path | None) -> list[dict]:
                                    warmup=2)
                 del theirs
                 torch.cuda.empty_cache()
-            for layout in layouts:
+            for layout in LAYOUTS:
                 ms = statistics.median(times[layout]["ms"])
                 rows.append({"layout": layout, "batch": batch, "seq_len": seq_len, "ms": ms,
                              "tokens_per_s": batch * seq_len / (ms / 1000), "peak_gb": peak[layout],
                              "mamba_ssm_ms": their_ms})
-                print(f"# layouts {layout:13s} B{batch:<3d} L{seq_len:<6d} {ms:8.2f} ms  peak {peak[layout]:.2f} GB"
+                print(f"# layouts {layout:28s} B{batch:<3d} L{seq_len:<6d} {ms:8.2f} ms  peak {peak[layout]:.2f} GB"
                       f"  mamba_ssm {their_ms if their_ms is None else f'{their_ms:.2f}'} ms", flush=True)
     finally:
-        channel_major.CHANNEL_OUTER = chosen
+        _set_layout(*chosen)
     if out_csv is not None:
         write_csv(rows, out_csv.with_name(out_csv.stem + "-layouts.csv"), LAYOUT_FIELDS)
     return rows
@@ -318,8 +351,7 @@ def run_mamba_ssm_bench(out_csv: Path | None, parts: tuple[str, ...] = ("train",
             their_model = their_model.to(torch.bfloat16) if their_model is not None else None
             if "prefill" in parts and size == "1.4b":
                 for batch in PREFILL_BATCHES:
-                    emit(_row("prefill", size, batch, PROMPT, _prefill_ms(ours_model, False, batch),
-                              None if their_model is None else _prefill_ms(their_model, True, batch), "ms", False))
+                    emit(_row("prefill", size, batch, PROMPT, *_prefill_ms(ours_model, their_model, batch), "ms", False))
             if "generation" in parts:
                 for batch in GEN_BATCHES:
                     ours = _generate_tokens_per_s(ours_model, False, batch)

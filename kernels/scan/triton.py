@@ -21,9 +21,9 @@ Forward, short sequences (at most SEQ_MAX_TILES tiles of T_SEQ steps: 8192 steps
   call is then one Triton launch and a few allocations, and each element's recurrence is
   computed once instead of twice (tile end states, then the output pass).
 
-Forward under autograd at many rows (batch x dim at least SEQ_GRAD_ROWS; off by default until
-  timed, NOTES.md variant 16): `_fwd_seq` on tiles of T_SEQ steps, each storing the states and dt
-  sums of its T_SEQ / T sub-tiles, i.e. the saved buffers of the three-kernel forward at T.
+Forward under autograd at many rows (batch x dim at least SEQ_GRAD_ROWS, NOTES.md variant 16):
+  `_fwd_seq` on tiles of T_SEQ_ROWS steps, each storing the states and dt sums of its
+  T_SEQ_ROWS / T sub-tiles, i.e. the saved buffers of the three-kernel forward at T.
 
 Forward, longer sequences (three launches):
   1. `_fwd_tile_state`: every tile's end state starting from zero, in closed form
@@ -753,11 +753,13 @@ CONFIG: dict[str, int] = {
     # reversal, which cost less device time there (NOTES.md, variants 7, 8 and 14). 0: never.
     "SHORT_CALL_ELEMS": 1 << 22,
     # Longer calls under autograd with at least this many rows (batch x dim; 0: never): the
-    # forward is `_fwd_seq` on tiles of T_SEQ steps (at most SEQ_MAX_TILES of them) writing the
-    # tile states at the backward's T, in place of the three-kernel forward: one pass over the
-    # inputs instead of two where the rows alone fill the GPU (NOTES.md, variant 16: predicted,
-    # not yet timed, so off).
-    "SEQ_GRAD_ROWS": 0,
+    # forward is `_fwd_seq` on tiles of T_SEQ_ROWS steps (at most SEQ_MAX_TILES of them) writing
+    # the tile states at the backward's T, in place of the three-kernel forward: one pass over
+    # the inputs instead of two where the rows alone fill the GPU (NOTES.md, variant 16: -4% of
+    # the scan's forward+backward at 8 x 1536 x 2048, -2.6 ms of a 130m training step; neutral
+    # at 1,536 rows, so the threshold lies between).
+    "SEQ_GRAD_ROWS": 8192,
+    "T_SEQ_ROWS": 256,
 }
 
 
@@ -781,7 +783,8 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     if _INTERPRET:  # small tiles keep the NumPy interpreter fast (explicit overrides still apply)
         cfg.update(T=min(cfg["T"], 16), BD_FWD=min(cfg["BD_FWD"], 4), BD_BWD=min(cfg["BD_BWD"], 4),
                    K_CARRY=min(cfg["K_CARRY"], 4), BLK_CARRY=min(cfg["BLK_CARRY"], 32),
-                   T_SEQ=min(cfg["T_SEQ"], 32), BD_SEQ=min(cfg["BD_SEQ"], 4))
+                   T_SEQ=min(cfg["T_SEQ"], 32), T_SEQ_ROWS=min(cfg["T_SEQ_ROWS"], 32),
+                   BD_SEQ=min(cfg["BD_SEQ"], 4))
     if overrides:
         cfg.update(overrides)
     T = _tile_steps(cfg["T"], length)
@@ -792,10 +795,11 @@ def scan_config(batch: int, dim: int, length: int, groups: int, overrides: dict 
     if short_grad:  # the single-launch forward, tiled as the backward is
         T_seq = T
     # many rows under autograd: the single-launch forward on long tiles, its saved states at T
+    T_rows = _tile_steps(cfg["T_SEQ_ROWS"], length)
     split_grad = (needs_grad and not short_grad and not cfg["SEQ_GRAD"] and cfg["SEQ_GRAD_ROWS"] > 0
-                  and batch * dim >= cfg["SEQ_GRAD_ROWS"] and T_seq > T
-                  and triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"])
-    cfg["SUB"] = T_seq // T if split_grad else 1
+                  and batch * dim >= cfg["SEQ_GRAD_ROWS"] and T_rows > T
+                  and triton.cdiv(length, T_rows) <= cfg["SEQ_MAX_TILES"])
+    cfg["SUB"] = T_rows // T if split_grad else 1
     cfg["SEQ"] = short_grad or split_grad or (triton.cdiv(length, T_seq) <= cfg["SEQ_MAX_TILES"]
                                               and (cfg["SEQ_GRAD"] or not needs_grad))
     if split_grad:  # the backward keeps its T and its register tiles
